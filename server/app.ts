@@ -1,0 +1,84 @@
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Interceptor } from "@connectrpc/connect";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { NoseEmbedderService } from "../gen/nose_embedder_pb.js";
+import type { Config } from "./config.js";
+import { createImageEmbedder } from "./embed-image.js";
+import { healthService } from "./health.js";
+import { listen } from "./listen.js";
+import type { Logger } from "./log.js";
+import { createModelHolder } from "./model/model-holder.js";
+import { openRegistry } from "./registry-service.js";
+import { noseEmbedderService } from "./service.js";
+
+export interface App {
+  port: number;
+  /** Graceful: NOT_SERVING, stop accepting, finish in-flight requests, release resources. */
+  close(): Promise<void>;
+}
+
+export async function startApp(config: Config, log: Logger): Promise<App> {
+  const model = createModelHolder({
+    modelPath: config.modelPath,
+    cardPath: config.modelCardPath,
+    inputSize: config.modelInputSize,
+    intraOpThreads: config.intraOpThreads,
+    batchWindowMs: config.batchWindowMs,
+    maxBatch: config.maxBatch,
+    log,
+  });
+  const embedImage = createImageEmbedder(model, { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels });
+  const registry = openRegistry(config, model, embedImage, log);
+
+  let closing = false;
+  const readinessListeners = new Set<() => void>();
+  const notify = () => readinessListeners.forEach((l) => l());
+  model.onChange(notify);
+  const readiness = {
+    serving: () => !closing && model.state().status === "ready",
+    closed: () => closing,
+    onChange(l: () => void) {
+      readinessListeners.add(l);
+      return () => readinessListeners.delete(l);
+    },
+  };
+
+  let inFlight = 0;
+  const track: Interceptor = (next) => async (req) => {
+    inFlight++;
+    const started = performance.now();
+    try {
+      return await next(req);
+    } finally {
+      inFlight--;
+      log.debug("rpc", { method: req.method.name, ms: Math.round(performance.now() - started) });
+    }
+  };
+
+  const handler = connectNodeAdapter({
+    routes: (router) => {
+      router.service(NoseEmbedderService, noseEmbedderService({ model, embedImage, registry, log }));
+      router.service(Health, healthService(readiness));
+    },
+    interceptors: [track],
+    // Payloads a bit over the image limit still reach the handler, which then
+    // answers IMAGE_TOO_LARGE in-band as the gateway expects; far larger ones
+    // are cut off by the protocol layer before they are buffered whole.
+    readMaxBytes: config.maxImageBytes * 2 + 1024 * 1024,
+  });
+
+  const listener = await listen({ host: config.host, port: config.port, handler, log, inFlight: () => inFlight });
+  log.info("listening", { host: config.host, port: listener.port, protocols: ["grpc", "grpc-web", "connect"] });
+  void model.load();
+
+  return {
+    port: listener.port,
+    async close() {
+      closing = true;
+      notify();
+      await listener.close(config.shutdownTimeoutMs);
+      await registry.close();
+      await model.close();
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { Logger } from "./log.js";
+
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+export interface Listener {
+  port: number;
+  /** Stops accepting, lets in-flight requests finish (up to timeoutMs), then closes every connection. */
+  close(timeoutMs: number): Promise<void>;
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * One cleartext port for every client: gRPC clients speak HTTP/2 with prior
+ * knowledge (h2c), browsers and curl speak HTTP/1.1 (gRPC-Web, Connect). Node
+ * cannot offer both on one plaintext server, so each connection's first bytes
+ * decide which server gets the socket.
+ */
+export async function listen(opts: { host: string; port: number; handler: Handler; log: Logger; inFlight: () => number }): Promise<Listener> {
+  const h2 = http2.createServer({ maxSessionMemory: 64 }, opts.handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const h1 = http.createServer(opts.handler as (req: http.IncomingMessage, res: http.ServerResponse) => void);
+  h1.keepAliveTimeout = 5_000;
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+    s.on("error", () => s.destroy());
+  });
+  const sockets = new Set<net.Socket>();
+
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let seen = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && seen.length < H2_PREFACE.length) return; // wait for the whole preface
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(seen);
+      (isH2 ? h2 : h1).emit("connection", socket);
+      socket.resume();
+    };
+    socket.on("data", onData);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as net.AddressInfo).port;
+
+  return {
+    port,
+    async close(timeoutMs) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // GOAWAY tells gRPC clients to take new calls elsewhere; open streams finish.
+      for (const s of sessions) s.close();
+      h1.closeIdleConnections();
+      const deadline = Date.now() + timeoutMs;
+      while (opts.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      if (opts.inFlight() > 0) opts.log.warn("shutdown timeout: dropping in-flight requests", { inFlight: opts.inFlight() });
+      for (const s of sessions) s.destroy();
+      h1.closeAllConnections();
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}

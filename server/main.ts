@@ -1,0 +1,39 @@
+import { ConfigError, loadConfig } from "./config.js";
+import { createLogger } from "./log.js";
+import { startApp } from "./app.js";
+
+let config;
+try {
+  config = loadConfig();
+} catch (e) {
+  if (e instanceof ConfigError) {
+    process.stderr.write(`nosepaw: ${e.message}\n`);
+    process.exit(2);
+  }
+  throw e;
+}
+const log = createLogger(config.logLevel);
+const app = await startApp(config, log).catch((e: Error) => {
+  log.error("start-up failed", { err: e });
+  process.exit(1);
+});
+
+let stopping = false;
+const stop = (signal: string) => {
+  if (stopping) return;
+  stopping = true;
+  log.info("shutting down", { signal });
+  app.close().then(
+    () => {
+      log.info("stopped");
+      process.exit(0);
+    },
+    (e: Error) => {
+      log.error("shutdown failed", { err: e });
+      process.exit(1);
+    },
+  );
+};
+process.on("SIGTERM", () => stop("SIGTERM"));
+process.on("SIGINT", () => stop("SIGINT"));
+process.on("unhandledRejection", (e) => log.error("unhandled rejection", { err: e }));

@@ -1,0 +1,134 @@
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import * as ort from "onnxruntime-node";
+import { inferenceError } from "../errors.js";
+import { createMicroBatcher } from "./micro-batcher.js";
+
+export const EMBEDDING_SIZE = 512;
+
+export interface EmbedderOptions {
+  modelPath: string;
+  inputSize: number;
+  intraOpThreads: number;
+  batchWindowMs: number;
+  maxBatch: number;
+}
+
+export interface Embedder {
+  readonly inputSize: number;
+  readonly dynamicBatch: boolean;
+  /** First 12 hex of the model file's SHA-256: names the exact weights in logs and audit rows. */
+  readonly fingerprint: string;
+  /** One CHW float32 tensor (3*size*size) in, one raw model output (512) out. */
+  embed(chw: Float32Array): Promise<Float32Array>;
+  close(): Promise<void>;
+}
+
+type Dim = number | string;
+
+/**
+ * Checks the model against the service's tensor contract and says exactly
+ * what differs: (N,3,S,S) float32 in, (N,512) float32 out.
+ */
+export function checkContract(
+  input: { name: string; type?: string; shape?: readonly Dim[] },
+  output: { name: string; type?: string; shape?: readonly Dim[] },
+  inputSize: number,
+): { dynamicBatch: boolean } {
+  const problems: string[] = [];
+  const fmt = (s: readonly Dim[]) => `(${s.map(String).join(",")})`;
+  const want = [3, inputSize, inputSize];
+  if (input.type && input.type !== "float32") problems.push(`input '${input.name}' has type ${input.type}, expected float32`);
+  if (input.shape && input.shape.length > 0) {
+    if (input.shape.length !== 4) problems.push(`input '${input.name}' has shape ${fmt(input.shape)}, expected (N,3,${inputSize},${inputSize})`);
+    else
+      want.forEach((w, i) => {
+        const got = input.shape![i + 1];
+        if (typeof got === "number" && got !== w) {
+          problems.push(
+            `input '${input.name}' has shape ${fmt(input.shape!)}, expected (N,3,${inputSize},${inputSize})` +
+              (i > 0 ? ` (MODEL_INPUT_SIZE=${inputSize}; set it to the model's size ${got})` : ""),
+          );
+        }
+      });
+  }
+  if (output.type && output.type !== "float32") problems.push(`output '${output.name}' has type ${output.type}, expected float32`);
+  if (output.shape && output.shape.length > 0) {
+    const last = output.shape[output.shape.length - 1];
+    if (output.shape.length !== 2 || (typeof last === "number" && last !== EMBEDDING_SIZE)) {
+      problems.push(`output '${output.name}' has shape ${fmt(output.shape)}, expected (N,${EMBEDDING_SIZE})`);
+    }
+  }
+  if (problems.length) throw new Error(`model does not fit the service contract: ${[...new Set(problems)].join("; ")}`);
+  const batch = input.shape?.[0];
+  return { dynamicBatch: input.shape === undefined || input.shape.length === 0 || typeof batch !== "number" };
+}
+
+export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
+  const bytes = await readFile(opts.modelPath).catch((e: NodeJS.ErrnoException) => {
+    throw new Error(
+      e.code === "ENOENT" ? `model file not found: ${opts.modelPath} (set MODEL_PATH)` : `cannot read model ${opts.modelPath}: ${e.message}`,
+    );
+  });
+  const fingerprint = createHash("sha256").update(bytes).digest("hex").slice(0, 12);
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(bytes, {
+      graphOptimizationLevel: "all",
+      executionProviders: ["cpu"],
+      ...(opts.intraOpThreads > 0 ? { intraOpNumThreads: opts.intraOpThreads } : {}),
+    });
+  } catch (e) {
+    throw new Error(`cannot load ONNX model ${path.basename(opts.modelPath)}: ${(e as Error).message}`);
+  }
+  if (session.inputNames.length !== 1 || session.outputNames.length < 1) {
+    throw new Error(`model must have exactly one input and at least one output, has inputs [${session.inputNames}] outputs [${session.outputNames}]`);
+  }
+  const meta = (m: ort.InferenceSession.ValueMetadata) => (m.isTensor ? { name: m.name, type: m.type, shape: m.shape } : { name: m.name, type: "non-tensor" });
+  const { dynamicBatch } = checkContract(meta(session.inputMetadata[0]), meta(session.outputMetadata[0]), opts.inputSize);
+  const inputName = session.inputNames[0];
+  const outputName = session.outputNames[0];
+  const per = 3 * opts.inputSize * opts.inputSize;
+
+  const runBatch = async (items: Float32Array[]): Promise<Float32Array[]> => {
+    const n = items.length;
+    const data = n === 1 ? items[0] : new Float32Array(n * per);
+    if (n > 1) items.forEach((t, i) => data.set(t, i * per));
+    let out: ort.Tensor;
+    try {
+      const res = await session.run({ [inputName]: new ort.Tensor("float32", data, [n, 3, opts.inputSize, opts.inputSize]) });
+      out = res[outputName];
+    } catch (e) {
+      throw inferenceError(`model inference failed: ${(e as Error).message}`, e);
+    }
+    const flat = out.data as Float32Array;
+    if (out.type !== "float32" || flat.length !== n * EMBEDDING_SIZE) {
+      throw inferenceError(`model returned ${out.type} tensor of shape (${out.dims.join(",")}), expected (${n},${EMBEDDING_SIZE}) float32`);
+    }
+    const result: Float32Array[] = [];
+    for (let i = 0; i < n; i++) {
+      const v = flat.slice(i * EMBEDDING_SIZE, (i + 1) * EMBEDDING_SIZE);
+      if (!v.every(Number.isFinite)) throw inferenceError("model returned a non-finite embedding");
+      result.push(v);
+    }
+    return result;
+  };
+
+  const batched = createMicroBatcher<Float32Array, Float32Array>({
+    windowMs: opts.batchWindowMs,
+    maxBatch: dynamicBatch ? opts.maxBatch : 1,
+    run: runBatch,
+  });
+
+  return {
+    inputSize: opts.inputSize,
+    dynamicBatch,
+    fingerprint,
+    embed: (chw) => {
+      if (chw.length !== per) return Promise.reject(inferenceError(`input tensor has ${chw.length} values, expected ${per}`));
+      return batched(chw);
+    },
+    close: () => session.release(),
+  };
+}

@@ -1,0 +1,44 @@
+import { readFile } from "node:fs/promises";
+import { checkCalibration, type Calibration } from "../../shared/similarity.js";
+
+export interface ModelCard {
+  name?: string;
+  version?: string;
+  calibration?: Calibration;
+}
+
+/**
+ * Reads the optional model card beside the model. A user model without a card
+ * is fine (uncalibrated scores); a card that exists but is broken is an error,
+ * since silently dropping its calibration would shift every verdict.
+ */
+export async function readModelCard(file: string | undefined): Promise<ModelCard | undefined> {
+  if (!file) return undefined;
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`model card ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== "object" || raw === null) throw new Error(`model card ${file} must be a JSON object`);
+  const card = raw as Record<string, unknown>;
+  const out: ModelCard = {};
+  if (typeof card.name === "string") out.name = card.name;
+  if (typeof card.version === "string") out.version = card.version;
+  if (card.calibration !== undefined) {
+    const c = card.calibration as Partial<Calibration>;
+    try {
+      out.calibration = checkCalibration({ cosine: c.cosine as number[], similarity: c.similarity as number[] });
+    } catch (e) {
+      throw new Error(`model card ${file}: ${(e as Error).message}`);
+    }
+  }
+  return out;
+}

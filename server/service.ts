@@ -1,0 +1,91 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  CompareVectorsResponseSchema,
+  HealthCheckResponse_ServingStatus as ServingStatus,
+  HealthCheckResponseSchema,
+  NoseEmbedderService,
+  NoseVectorResponseSchema,
+} from "../gen/nose_embedder_pb.js";
+import { EMBEDDING_SIZE } from "./model/embedder.js";
+import type { EmbedImage } from "./embed-image.js";
+import { toWireError, type WireError } from "./errors.js";
+import { SERVICE_NAMES } from "./health.js";
+import type { Logger } from "./log.js";
+import type { ModelHolder } from "./model/model-holder.js";
+import type { RegistryHandlers } from "./registry-service.js";
+
+export interface ServiceDeps {
+  model: ModelHolder;
+  embedImage: EmbedImage;
+  registry: RegistryHandlers;
+  log: Logger;
+}
+
+/**
+ * Runs a handler body and turns any failure into the in-band error fields the
+ * gateway reads (success=false, error_message, error_code, retryable): the old
+ * server never failed an RPC at the transport level, so neither do we.
+ */
+export async function inBand<T extends object>(method: string, log: Logger, body: () => Promise<T>): Promise<T | WireError> {
+  try {
+    return await body();
+  } catch (e) {
+    const wire = toWireError(e);
+    const fields = { method, code: wire.errorMessage.slice(0, 7), error: wire.errorMessage };
+    if (wire.retryable) log.warn("request failed", { ...fields, err: e });
+    else log.info("request rejected", fields);
+    return wire;
+  }
+}
+
+export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseEmbedderService> {
+  const { model, embedImage, log } = deps;
+  return {
+    async extractNoseVector(req) {
+      const res = await inBand("ExtractNoseVector", log, async () => {
+        const vector = await embedImage(req.imageData);
+        return { success: true, vector: Array.from(vector), vectorSize: vector.length };
+      });
+      return create(NoseVectorResponseSchema, res);
+    },
+
+    async compareWithStoredImage(req) {
+      const res = await inBand("CompareWithStoredImage", log, async () => {
+        const s = await deps.registry.compareWithStoredImage({ imageKey: req.imageKey, petDid: req.petDid });
+        return { success: true, ...s, vectorSize: EMBEDDING_SIZE };
+      });
+      return create(CompareVectorsResponseSchema, res);
+    },
+
+    healthCheck(req) {
+      const timestamp = new Date().toISOString();
+      if (!SERVICE_NAMES.has(req.service)) {
+        return create(HealthCheckResponseSchema, {
+          status: ServingStatus.SERVICE_UNKNOWN,
+          message: `unknown service ${JSON.stringify(req.service)}; this server answers for NoseEmbedderService`,
+          modelLoaded: String(model.state().status === "ready"),
+          timestamp,
+        });
+      }
+      const state = model.state();
+      const message =
+        state.status === "ready"
+          ? `serving; model ${model.path} version ${state.model.version}`
+          : state.status === "loading"
+            ? `not serving; model ${model.path} is loading`
+            : `not serving; model ${model.path} failed to load: ${state.reason}`;
+      return create(HealthCheckResponseSchema, {
+        status: state.status === "ready" ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
+        message,
+        modelLoaded: String(state.status === "ready"),
+        timestamp,
+      });
+    },
+
+    registerPet: (req) => deps.registry.registerPet(req),
+    verifyPet: (req) => deps.registry.verifyPet(req),
+    identifyPet: (req) => deps.registry.identifyPet(req),
+    approveTransfer: (req) => deps.registry.approveTransfer(req),
+  };
+}
