@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ConfigError, loadConfig } from "./config.js";
+
+test("defaults: port 50052, bundled model and card, local folder store, embedded PostgreSQL", () => {
+  const c = loadConfig({});
+  assert.equal(c.port, 50052);
+  assert.match(c.modelPath, /models\/nose-embedder\.onnx$/);
+  assert.match(c.modelCardPath!, /models\/nose-embedder\.json$/);
+  assert.equal(c.modelInputSize, 224);
+  assert.equal(c.maxImageBytes, 10 * 1024 * 1024);
+  assert.equal(c.s3, undefined);
+  assert.equal(c.pg, undefined);
+  assert.match(c.objectDir, /data\/objects$/);
+  assert.equal(c.logLevel, "info");
+});
+
+test("the old server's variables are honoured", () => {
+  const c = loadConfig({
+    GRPC_PORT: "6000",
+    MODEL_PATH: "/models/embedder_model.onnx",
+    MODEL_INPUT_SIZE: "256",
+    NCP_ACCESS_KEY: "ak",
+    NCP_SECRET_KEY: "sk",
+    NCP_BUCKET_NAME: "bucket",
+    NCP_ENDPOINT: "https://kr.object.ncloudstorage.com",
+    DB_HOST: "db",
+    DB_PORT: "5433",
+    DB_USERNAME: "ml",
+    DB_PASSWORD: "pw",
+    DB_DATABASE: "ml_server",
+    LOG_LEVEL: "WARNING",
+  });
+  assert.equal(c.port, 6000);
+  assert.equal(c.modelPath, "/models/embedder_model.onnx");
+  assert.equal(c.modelCardPath, "/models/embedder_model.json");
+  assert.equal(c.modelInputSize, 256);
+  assert.deepEqual(c.s3, { endpoint: "https://kr.object.ncloudstorage.com", region: "kr-standard", accessKeyId: "ak", secretAccessKey: "sk", bucket: "bucket" });
+  assert.deepEqual(c.pg, { host: "db", port: 5433, user: "ml", password: "pw", database: "ml_server" });
+  assert.equal(c.logLevel, "warn");
+});
+
+test("every problem is reported at once", () => {
+  assert.throws(
+    () => loadConfig({ GRPC_PORT: "70000", MODEL_INPUT_SIZE: "big", NCP_ENDPOINT: "not a url", LOG_LEVEL: "chatty" }),
+    (e: unknown) => e instanceof ConfigError && e.problems.length === 5,
+  );
+});
