@@ -1,0 +1,256 @@
+/**
+ * Untrusted image bytes to 8-bit RGB(A) pixels, as the old Python server saw
+ * them after `ImageOps.exif_transpose(Image.open(...)).convert("RGB")`
+ * (Pillow 9.4). Only the pixel conversion matters for the model input; the
+ * checks come first so that hostile input is rejected before any decoding:
+ *
+ *   empty                          -> INVALID_REQUEST
+ *   more than maxBytes             -> IMAGE_TOO_LARGE
+ *   not JPEG or PNG (magic bytes)  -> INVALID_IMAGE_FORMAT
+ *   header declares > maxPixels    -> IMAGE_TOO_LARGE (read here, not by the decoder)
+ *   broken header, truncated data,
+ *   decoder error                  -> INVALID_IMAGE
+ *
+ * Pillow's conversions, measured on Pillow 9.4 and reproduced here:
+ * - ICC profiles and PNG gamma are ignored (no colour management).
+ * - alpha is dropped, never composited; palettes are looked up, tRNS ignored.
+ * - 16-bit RGB(A) and grey+alpha PNGs keep the high byte of each sample.
+ * - 16-bit grey PNGs open as 32-bit integer mode "I"; `convert("RGB")` clips
+ *   each value to 255, so anything brighter than 255/65535 turns white.
+ * - CMYK JPEGs (Adobe inverted or not) are read as plain CMYK and converted
+ *   without a profile: X = (255 - K) - round(C * (255 - K) / 255).
+ */
+import sharp, { type OutputInfo, type Sharp } from "sharp";
+import { imageTooLarge, invalidImage, invalidImageFormat, invalidRequest, MLError } from "../errors.js";
+import type { PixelImage } from "../../shared/preprocess.js";
+
+// Decoded images are used once; the cache would only hold memory.
+sharp.cache(false);
+
+/** A decode that takes longer than this is abandoned (hostile or broken input). */
+const DECODE_TIMEOUT_S = 20;
+
+export interface DecodeLimits {
+  maxBytes: number;
+  maxPixels: number;
+}
+
+export type ImageFormat = "jpeg" | "png";
+
+export interface DecodedImage {
+  image: PixelImage;
+  format: ImageFormat;
+  width: number;
+  height: number;
+}
+
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+function startsWith(bytes: Uint8Array, prefix: readonly number[], at = 0): boolean {
+  if (bytes.length < at + prefix.length) return false;
+  return prefix.every((b, i) => bytes[at + i] === b);
+}
+
+const ascii = (s: string) => Array.from(s, (c) => c.charCodeAt(0));
+
+/** JPEG or PNG by magic bytes; anything else is undefined. */
+export function sniffFormat(bytes: Uint8Array): ImageFormat | undefined {
+  if (startsWith(bytes, [0xff, 0xd8, 0xff])) return "jpeg";
+  if (startsWith(bytes, PNG_SIGNATURE)) return "png";
+  return undefined;
+}
+
+/** A name for the formats people actually send, for the error message. */
+function describeOther(bytes: Uint8Array): string {
+  if (startsWith(bytes, ascii("GIF8"))) return "GIF";
+  if (startsWith(bytes, ascii("RIFF")) && startsWith(bytes, ascii("WEBP"), 8)) return "WebP";
+  if (startsWith(bytes, ascii("BM"))) return "BMP";
+  if (startsWith(bytes, ascii("II*\0")) || startsWith(bytes, ascii("MM\0*"))) return "TIFF";
+  if (startsWith(bytes, ascii("ftyp"), 4)) return "HEIF/AVIF";
+  return "unrecognised data";
+}
+
+/** What the header declares, read without decoding any pixels. */
+export interface ImageHeader {
+  width: number;
+  height: number;
+  /** PNG: bit depth and colour type from IHDR. */
+  bitDepth?: number;
+  colorType?: number;
+  /** JPEG: number of components in the frame (4 = CMYK or YCCK). */
+  components?: number;
+}
+
+const u16 = (b: Uint8Array, i: number) => (b[i] << 8) | b[i + 1];
+const u32 = (b: Uint8Array, i: number) => ((b[i] << 24) >>> 0) + ((b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]);
+
+/** PNG IHDR: it must be the first chunk. */
+function readPngHeader(b: Uint8Array): ImageHeader {
+  if (b.length < 8 + 8 + 13) throw invalidImage("PNG is truncated before its IHDR header");
+  if (u32(b, 8) !== 13 || !startsWith(b, ascii("IHDR"), 12)) throw invalidImage("PNG does not start with an IHDR header");
+  const width = u32(b, 16);
+  const height = u32(b, 20);
+  if (width === 0 || height === 0 || width > 0x7fffffff || height > 0x7fffffff) {
+    throw invalidImage(`PNG declares an impossible size ${width}x${height}`);
+  }
+  return { width, height, bitDepth: b[24], colorType: b[25] };
+}
+
+// SOF0..SOF15 minus DHT (C4), JPG (C8) and DAC (CC).
+const isStartOfFrame = (m: number) => m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
+
+/** JPEG: walk the marker segments up to the first frame header (SOFn). */
+function readJpegHeader(b: Uint8Array): ImageHeader {
+  let i = 2;
+  for (;;) {
+    if (i >= b.length) throw invalidImage("JPEG is truncated before its frame header");
+    if (b[i] !== 0xff) throw invalidImage("JPEG header is corrupt (expected a marker)");
+    while (i < b.length && b[i] === 0xff) i++; // fill bytes
+    if (i >= b.length) throw invalidImage("JPEG is truncated before its frame header");
+    const marker = b[i++];
+    if ((marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) continue; // no payload
+    if (marker === 0xd8 || marker === 0xd9 || marker === 0xda) {
+      throw invalidImage("JPEG has no frame header before its image data");
+    }
+    if (i + 2 > b.length) throw invalidImage("JPEG is truncated before its frame header");
+    const length = u16(b, i);
+    if (length < 2) throw invalidImage("JPEG header is corrupt (bad segment length)");
+    if (isStartOfFrame(marker)) {
+      if (length < 8 || i + 8 > b.length) throw invalidImage("JPEG frame header is truncated");
+      const height = u16(b, i + 3);
+      const width = u16(b, i + 5);
+      const components = b[i + 7];
+      // A zero height would be given later by a DNL marker, which neither
+      // libjpeg nor Pillow supports.
+      if (width === 0 || height === 0) throw invalidImage(`JPEG declares an unsupported size ${width}x${height}`);
+      return { width, height, components };
+    }
+    i += length;
+  }
+}
+
+/** Declared size (and layout) from the header; throws INVALID_IMAGE when unreadable. */
+export function readHeader(bytes: Uint8Array, format: ImageFormat): ImageHeader {
+  return format === "png" ? readPngHeader(bytes) : readJpegHeader(bytes);
+}
+
+/** The pixel layout sharp is asked for, chosen from the header. */
+type Layout = "default" | "cmyk" | "rgb16" | "grey16";
+
+function layoutOf(format: ImageFormat, h: ImageHeader): Layout {
+  if (format === "jpeg") return h.components === 4 ? "cmyk" : "default";
+  if (h.bitDepth !== 16) return "default";
+  return h.colorType === 0 || h.colorType === 4 ? "grey16" : "rgb16";
+}
+
+/**
+ * Decode, orient and convert like Pillow. Throws MLError only; sharp's own
+ * failures become INVALID_IMAGE with its message attached.
+ */
+export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits): Promise<DecodedImage> {
+  if (bytes.length === 0) throw invalidRequest("image is empty");
+  if (bytes.length > limits.maxBytes) {
+    throw imageTooLarge(`image is ${bytes.length} bytes, the limit is ${limits.maxBytes}`);
+  }
+  const format = sniffFormat(bytes);
+  if (!format) throw invalidImageFormat(`only JPEG and PNG images are accepted, got ${describeOther(bytes)}`);
+  const header = readHeader(bytes, format);
+  // Checked before decoding: a tiny file can declare billions of pixels.
+  if (header.width * header.height > limits.maxPixels) {
+    throw imageTooLarge(
+      `image declares ${header.width}x${header.height} pixels, the limit is ${limits.maxPixels} pixels`,
+    );
+  }
+  const layout = layoutOf(format, header);
+  let raw: { data: Buffer; info: OutputInfo };
+  try {
+    raw = await pipeline(bytes, layout, limits).toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw fromSharpError(err, format);
+  }
+  const image = toRgb(raw.data, raw.info, layout);
+  return { image, format, width: image.width, height: image.height };
+}
+
+function pipeline(bytes: Uint8Array, layout: Layout, limits: DecodeLimits): Sharp {
+  const s = sharp(bytes, {
+    // Pillow refuses truncated files and decoder errors but tolerates libjpeg
+    // warnings (e.g. extraneous bytes before a marker), so "error" and not
+    // sharp's default "warning".
+    failOn: "error",
+    // A second line of defence behind the header check; 0 would mean no limit.
+    limitInputPixels: Math.max(1, Math.floor(limits.maxPixels)),
+    // Pillow applies no colour management.
+    ignoreIcc: true,
+    // ImageOps.exif_transpose.
+    autoOrient: true,
+  }).timeout({ seconds: DECODE_TIMEOUT_S });
+  switch (layout) {
+    case "cmyk":
+      // Keep the decoder's CMYK; sharp would otherwise convert through an ICC profile.
+      return s.pipelineColourspace("cmyk").toColourspace("cmyk").raw();
+    case "rgb16":
+      return s.pipelineColourspace("rgb16").toColourspace("rgb16").raw({ depth: "ushort" });
+    case "grey16":
+      return s.toColourspace("grey16").raw({ depth: "ushort" });
+    default:
+      return s.raw();
+  }
+}
+
+function fromSharpError(err: unknown, format: ImageFormat): MLError {
+  const message = err instanceof Error ? err.message : String(err);
+  if (/pixel limit/i.test(message)) return imageTooLarge(`image exceeds the pixel limit: ${message}`);
+  return invalidImage(`cannot decode ${format.toUpperCase()}: ${message.split("\n")[0]}`, err);
+}
+
+/** sharp's raw output to interleaved 8-bit RGB or RGBA, following Pillow's conversions. */
+function toRgb(data: Buffer, info: OutputInfo, layout: Layout): PixelImage {
+  const { width, height, channels } = info;
+  const n = width * height;
+  if (layout === "cmyk") {
+    if (channels !== 4) throw invalidImage(`CMYK JPEG decoded to ${channels} channels`);
+    return { width, height, channels: 3, data: cmykToRgb(data, n) };
+  }
+  if (layout === "rgb16" || layout === "grey16") {
+    // Native-endian 16-bit samples; copy first if the buffer is not 2-aligned.
+    const bytes = data.byteOffset % 2 === 0 ? data : Buffer.from(data);
+    const samples = new Uint16Array(bytes.buffer, bytes.byteOffset, n * channels);
+    // A 16-bit grey PNG without alpha is Pillow's mode "I": clip. With alpha
+    // it is read as LA;16B: high byte. Colour: high byte.
+    const clip = layout === "grey16" && channels === 1;
+    const out = new Uint8Array(n * 3);
+    for (let i = 0, p = 0, o = 0; i < n; i++, p += channels, o += 3) {
+      if (channels >= 3) {
+        out[o] = samples[p] >> 8;
+        out[o + 1] = samples[p + 1] >> 8;
+        out[o + 2] = samples[p + 2] >> 8;
+      } else {
+        const v = clip ? Math.min(samples[p], 255) : samples[p] >> 8;
+        out[o] = out[o + 1] = out[o + 2] = v;
+      }
+    }
+    return { width, height, channels: 3, data: out };
+  }
+  if (channels === 3 || channels === 4) return { width, height, channels, data };
+  if (channels === 1 || channels === 2) {
+    // Grey (with or without alpha): replicate, drop alpha.
+    const out = new Uint8Array(n * 3);
+    for (let i = 0, p = 0, o = 0; i < n; i++, p += channels, o += 3) out[o] = out[o + 1] = out[o + 2] = data[p];
+    return { width, height, channels: 3, data: out };
+  }
+  throw invalidImage(`image decoded to an unsupported ${channels}-channel layout`);
+}
+
+/** Pillow's `cmyk2rgb`: X = (255 - K) - MULDIV255(C, 255 - K), no profile. */
+function cmykToRgb(cmyk: Uint8Array, n: number): Uint8Array {
+  const out = new Uint8Array(n * 3);
+  for (let i = 0, p = 0, o = 0; i < n; i++, p += 4, o += 3) {
+    const nk = 255 - cmyk[p + 3];
+    for (let c = 0; c < 3; c++) {
+      const t = cmyk[p + c] * nk + 128;
+      out[o + c] = nk - (((t >> 8) + t) >> 8);
+    }
+  }
+  return out;
+}
