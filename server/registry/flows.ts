@@ -1,0 +1,590 @@
+import { randomUUID } from "node:crypto";
+import { MLErrorCode } from "../../gen/nose_embedder_pb.js";
+import { isValidPetDid, petDidFromVector } from "../../shared/did.js";
+import { NpyError, readNpy, writeNpy } from "../../shared/npy.js";
+import { SAME_THRESHOLD, scores, template, verdictOf } from "../../shared/similarity.js";
+import type { Calibration, MatchVerdict, Scores } from "../../shared/similarity.js";
+import { EMBEDDING_DIM } from "../db/migrations.js";
+import {
+  MLError,
+  inferenceError,
+  internalError,
+  invalidRequest,
+  vectorDimensionMismatch,
+  vectorNotFound,
+} from "../errors.js";
+import { imageKey, validateImageKey, validateUploadedPhotoKey, vectorKey, verifyImageKey } from "../storage/keys.js";
+import { readLegacyVector } from "../storage/legacy-vector.js";
+import type { ObjectStore } from "../storage/object-store.js";
+import type { AuditEntry, PetRecord, Registry, RegistryReader } from "./registry.js";
+
+/**
+ * The nose-print use cases, independent of the RPC layer: plain values in,
+ * plain values out, failures thrown as MLError.
+ *
+ * Registration write order (why a failure anywhere leaves no half pet):
+ *   1. photos are embedded and checked; nothing is written before all pass;
+ *   2. objects: image_1.jpg .. image_N.jpg, then vector.npy;
+ *   3. the database rows (pet, embeddings, audit) in one transaction, last.
+ * A pet exists only once step 3 commits: every lookup goes through the
+ * registry first. If an object write fails, the objects this attempt already
+ * wrote are deleted (best effort) and the error is returned, retryable. If
+ * the database step fails, the objects are left in place, because the commit
+ * may have happened with only its acknowledgement lost; a retry rewrites the
+ * same keys with the same bytes (the DID is a hash of the template, so the
+ * keys do not change) and then either inserts the rows or finds them.
+ *
+ * Idempotency: with a request id, a repeat of a registration that already
+ * committed returns the stored result without re-embedding (the id is the
+ * caller's promise that it is the same request). Without one, registering the
+ * same nose again is refused as a duplicate that names the existing DID.
+ *
+ * Photos are stored as the bytes received, under the platform's `.jpg` names
+ * even when they are PNG: the file names are part of the layout the gateway
+ * and older tools expect, the original bytes are the evidence (no re-encoding
+ * loss), and the Content-Type records the real format.
+ */
+
+export type PhotoInput = { bytes: Uint8Array } | { key: string };
+
+export interface FlowDeps {
+  store: ObjectStore;
+  registry: Registry;
+  /** Decode + preprocess + model; throws MLError (INVALID_IMAGE, IMAGE_TOO_LARGE, ...) itself. */
+  embed: (bytes: Uint8Array) => Promise<Float32Array>;
+  calibration?: Calibration;
+  modelVersion: string;
+  now?: () => Date;
+  log?: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export interface MatchScores extends Scores {
+  verdict: MatchVerdict;
+}
+
+export interface CompareResult extends MatchScores {
+  vectorSize: number;
+}
+
+export interface RegisterRequest {
+  photos: PhotoInput[];
+  requestId?: string;
+  requestedBy?: string;
+}
+
+export interface RegisterResult {
+  petDid: string;
+  /** Enrolment template, L2-normalised. */
+  vector: Float32Array;
+  vectorSize: number;
+  imageKeys: string[];
+  vectorKey: string;
+  minPairSimilarity: number;
+  modelVersion: string;
+  /** False when a retry found the registration already done. */
+  created: boolean;
+}
+
+export interface VerifyRequest {
+  petDid: string;
+  photo: PhotoInput;
+  requestedBy?: string;
+}
+
+export interface VerifyResult extends MatchScores {
+  /** Where the photo was stored when it came as bytes, else "". */
+  storedImageKey: string;
+  verificationId: string;
+  modelVersion: string;
+  vectorSize: number;
+}
+
+export interface IdentifyRequest {
+  photo: PhotoInput;
+  /** Default 5, at most 50. */
+  topK?: number;
+  /** Default 0. */
+  minSimilarity?: number;
+}
+
+export interface PetMatch extends MatchScores {
+  petDid: string;
+}
+
+export interface IdentifyResult {
+  /** Best first. */
+  matches: PetMatch[];
+  modelVersion: string;
+}
+
+export interface TransferRequest {
+  petDid: string;
+  photo: PhotoInput;
+  fromGuardian: string;
+  toGuardian: string;
+  requestId?: string;
+}
+
+export interface TransferResult extends MatchScores {
+  approved: boolean;
+  /** "" when not approved. */
+  approvalId: string;
+  /** ISO 8601, "" when not approved. */
+  approvedAt: string;
+  storedImageKey: string;
+  modelVersion: string;
+}
+
+export interface Flows {
+  compareWithStoredImage(req: { imageKey: string; petDid: string }): Promise<CompareResult>;
+  registerPet(req: RegisterRequest): Promise<RegisterResult>;
+  verifyPet(req: VerifyRequest): Promise<VerifyResult>;
+  identifyPet(req: IdentifyRequest): Promise<IdentifyResult>;
+  approveTransfer(req: TransferRequest): Promise<TransferResult>;
+}
+
+/**
+ * The nose is already registered: INVALID_REQUEST (the caller must not retry)
+ * carrying the existing pet's DID for the response's duplicate fields.
+ */
+export class DuplicatePetError extends MLError {
+  constructor(
+    readonly existingPetDid: string,
+    readonly similarity: number,
+  ) {
+    super(
+      MLErrorCode.INVALID_REQUEST,
+      `this nose is already registered as ${existingPetDid} (similarity ${similarity.toFixed(3)} >= ${SAME_THRESHOLD})`,
+    );
+    this.name = "DuplicatePetError";
+  }
+}
+
+export const MIN_REGISTER_PHOTOS = 2;
+export const MAX_REGISTER_PHOTOS = 10;
+export const DEFAULT_TOP_K = 5;
+export const MAX_TOP_K = 50;
+/** Photos of one registration, and a new nose against registered ones, count as the same nose from here. */
+export const SAME_NOSE_THRESHOLD = SAME_THRESHOLD;
+
+const MAX_ID_LENGTH = 128;
+const MAX_GUARDIAN_LENGTH = 256;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** Shortens caller-supplied text before it goes into an error message. */
+const shown = (s: unknown) => {
+  const t = typeof s === "string" ? s : String(s);
+  return JSON.stringify(t.length > 80 ? `${t.slice(0, 80)}...` : t);
+};
+
+function checkDid(petDid: unknown): string {
+  if (!isValidPetDid(petDid)) throw invalidRequest(`invalid pet DID ${shown(petDid)}`);
+  return petDid;
+}
+
+function optionalText(value: unknown, what: string, max: number): string | undefined {
+  if (value === undefined || value === null || value === "") return undefined;
+  if (typeof value !== "string" || value.length > max || CONTROL.test(value)) {
+    throw invalidRequest(`${what} must be text of at most ${max} characters without control characters`);
+  }
+  return value;
+}
+
+function requiredText(value: unknown, what: string, max: number): string {
+  const v = optionalText(value, what, max);
+  if (v === undefined) throw invalidRequest(`${what} is required`);
+  return v;
+}
+
+function contentTypeOf(bytes: Uint8Array): string {
+  if (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return "image/jpeg";
+  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return "image/png";
+  return "application/octet-stream";
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export function createFlows(deps: FlowDeps): Flows {
+  const { store, registry, calibration, modelVersion } = deps;
+  const now = deps.now ?? (() => new Date());
+  const log = deps.log ?? (() => {});
+  let lastShotMs = 0;
+
+  const scored = (a: Float32Array, b: Float32Array): MatchScores => {
+    if (a.length !== b.length) {
+      throw vectorDimensionMismatch(`photo embedding has ${a.length} dimensions, stored vector has ${b.length}`);
+    }
+    const s = scores(a, b, calibration);
+    return { ...s, verdict: verdictOf(s.similarity) };
+  };
+
+  /** Embeds one photo; `label` ("photo 2") prefixes any failure so the caller knows which one. */
+  async function embedPhoto(bytes: Uint8Array, label: string): Promise<Float32Array> {
+    let v: Float32Array;
+    try {
+      v = await deps.embed(bytes);
+    } catch (e) {
+      if (e instanceof MLError) throw new MLError(e.code, `${label}: ${e.message}`, { cause: e });
+      throw inferenceError(`${label}: embedding failed`, e);
+    }
+    if (v.length !== EMBEDDING_DIM || !v.every(Number.isFinite)) {
+      throw inferenceError(`${label}: the model returned ${v.length} values, expected ${EMBEDDING_DIM} finite ones`);
+    }
+    return v;
+  }
+
+  /**
+   * Bytes of a photo given inline or by key. With `petDid` the key must lie
+   * under that pet's folder; without, under some pet's folder.
+   */
+  async function loadPhoto(photo: PhotoInput | undefined, label: string, petDid?: string): Promise<{ bytes: Uint8Array; key?: string }> {
+    const p = photo as { bytes?: unknown; key?: unknown } | undefined;
+    const hasBytes = p?.bytes !== undefined && p?.bytes !== null;
+    const hasKey = p?.key !== undefined && p?.key !== null && p?.key !== "";
+    if (hasBytes === hasKey) throw invalidRequest(`${label}: give either image bytes or an image key`);
+    if (hasBytes) {
+      if (!(p!.bytes instanceof Uint8Array) || p!.bytes.length === 0) throw invalidRequest(`${label}: image data is empty`);
+      return { bytes: p!.bytes };
+    }
+    let key: string;
+    try {
+      key = petDid === undefined ? validateUploadedPhotoKey(p!.key).key : validateImageKey(p!.key, petDid);
+    } catch (e) {
+      throw e instanceof MLError ? new MLError(e.code, `${label}: ${e.message}`, { cause: e }) : e;
+    }
+    const bytes = await store.get(key);
+    if (bytes === undefined) throw invalidRequest(`${label}: image not found: ${key}`);
+    if (bytes.length === 0) throw invalidRequest(`${label}: stored image is empty: ${key}`);
+    return { bytes, key };
+  }
+
+  /**
+   * The pet's reference vectors: its enrolled embeddings; for pets the
+   * previous server registered, vector.npy and then the legacy JSON template.
+   */
+  async function referencesOf(petDid: string): Promise<Float32Array[]> {
+    const rows = await registry.embeddingsOf(petDid);
+    if (rows.length > 0) return rows.map((r) => r.embedding);
+    const pet = await registry.findPet(petDid);
+    if (pet) return [pet.template];
+
+    const key = vectorKey(petDid);
+    const npy = await store.get(key);
+    if (npy !== undefined) {
+      try {
+        return readNpy(npy, EMBEDDING_DIM).rows;
+      } catch (e) {
+        if (e instanceof NpyError && e.reason === "dimension") throw vectorDimensionMismatch(`${key}: ${e.message}`);
+        throw internalError(`stored vector ${key} is unreadable: ${errorMessage(e)}`, e);
+      }
+    }
+    const legacy = await readLegacyVector(store, petDid, EMBEDDING_DIM);
+    if (legacy) return [legacy.vector];
+    throw vectorNotFound(`no enrolled nose print for pet ${petDid}`);
+  }
+
+  /** Best score of `probe` over the references (a pet matches by its best photo). */
+  function bestOf(probe: Float32Array, refs: Float32Array[]): MatchScores {
+    let best: MatchScores | undefined;
+    for (const r of refs) {
+      const s = scored(probe, r);
+      if (!best || s.cosine > best.cosine) best = s;
+    }
+    return best!;
+  }
+
+  /** verify_{ms}.jpg, unique: monotonic within this process, probed against the store across processes. */
+  async function storeVerifyShot(petDid: string, bytes: Uint8Array): Promise<string> {
+    let ts = Math.max(now().getTime(), lastShotMs + 1);
+    for (let attempt = 0; ; attempt++) {
+      const key = verifyImageKey(petDid, ts);
+      if (attempt >= 8 || !(await store.exists(key))) {
+        lastShotMs = ts;
+        await store.put(key, bytes, contentTypeOf(bytes));
+        return key;
+      }
+      ts++;
+    }
+  }
+
+  /** Verification shared by verifyPet and approveTransfer. */
+  async function matchPet(petDid: string, photo: PhotoInput) {
+    const refs = await referencesOf(petDid);
+    const { bytes, key } = await loadPhoto(photo, "photo", petDid);
+    const probe = await embedPhoto(bytes, "photo");
+    const match = bestOf(probe, refs);
+    const storedImageKey = key === undefined ? await storeVerifyShot(petDid, bytes) : "";
+    return { match, imageKey: key, storedImageKey };
+  }
+
+  /** Refuses a nose that is already registered: any new photo matching any enrolled photo at >= 0.85. */
+  async function checkNotRegistered(reader: RegistryReader, embeddings: Float32Array[], ownDid: string): Promise<void> {
+    let best: { petDid: string; similarity: number; cosine: number } | undefined;
+    for (const e of embeddings) {
+      for (const n of await reader.nearestPets(e, 3)) {
+        const s = scored(e, n.embedding);
+        if (!best || s.cosine > best.cosine) best = { petDid: n.petDid, similarity: s.similarity, cosine: s.cosine };
+      }
+    }
+    if (best && best.similarity >= SAME_NOSE_THRESHOLD) throw new DuplicatePetError(best.petDid, best.similarity);
+    // The DID hashes the template; an existing row for it is the same nose even if the search missed it.
+    if (await reader.findPet(ownDid)) throw new DuplicatePetError(ownDid, 1);
+  }
+
+  const registered = (pet: PetRecord): RegisterResult => ({
+    petDid: pet.petDid,
+    vector: pet.template,
+    vectorSize: pet.template.length,
+    imageKeys: pet.imageKeys,
+    vectorKey: pet.vectorKey,
+    minPairSimilarity: pet.minPairSimilarity,
+    modelVersion: pet.modelVersion,
+    created: false,
+  });
+
+  return {
+    async compareWithStoredImage(req) {
+      const petDid = checkDid(req?.petDid);
+      const key = validateImageKey(req?.imageKey, petDid);
+      const refs = await referencesOf(petDid);
+      const bytes = await store.get(key);
+      if (bytes === undefined) throw invalidRequest(`image not found: ${key}`);
+      const probe = await embedPhoto(bytes, "image");
+      return { ...bestOf(probe, refs), vectorSize: probe.length };
+    },
+
+    async registerPet(req) {
+      const requestId = optionalText(req?.requestId, "request id", MAX_ID_LENGTH);
+      const requestedBy = optionalText(req?.requestedBy, "requested by", MAX_GUARDIAN_LENGTH);
+      if (requestId) {
+        const done = await registry.findPetByRequestId(requestId);
+        if (done) return registered(done);
+      }
+      const photos = Array.isArray(req?.photos) ? req.photos : [];
+      if (photos.length < MIN_REGISTER_PHOTOS) {
+        throw invalidRequest(`registration needs at least ${MIN_REGISTER_PHOTOS} photos of the nose, got ${photos.length}`);
+      }
+      if (photos.length > MAX_REGISTER_PHOTOS) {
+        throw invalidRequest(`registration takes at most ${MAX_REGISTER_PHOTOS} photos, got ${photos.length}`);
+      }
+
+      // 1. Load and embed every photo before writing anything.
+      const loaded: Array<{ bytes: Uint8Array; key?: string }> = [];
+      const embeddings: Float32Array[] = [];
+      for (let i = 0; i < photos.length; i++) {
+        const label = `photo ${i + 1}`;
+        const p = await loadPhoto(photos[i], label);
+        loaded.push(p);
+        embeddings.push(await embedPhoto(p.bytes, label));
+      }
+      let minPair = Infinity;
+      let worst: [number, number] = [0, 1];
+      for (let i = 0; i < embeddings.length; i++) {
+        for (let j = i + 1; j < embeddings.length; j++) {
+          const s = scored(embeddings[i], embeddings[j]).similarity;
+          if (s < minPair) {
+            minPair = s;
+            worst = [i, j];
+          }
+        }
+      }
+      if (minPair < SAME_NOSE_THRESHOLD) {
+        throw invalidRequest(
+          `photos ${worst[0] + 1} and ${worst[1] + 1} do not show the same nose ` +
+            `(similarity ${minPair.toFixed(3)} < ${SAME_NOSE_THRESHOLD}); retake them`,
+        );
+      }
+      const tpl = template(embeddings);
+      const petDid = petDidFromVector(tpl);
+      await checkNotRegistered(registry, embeddings, petDid);
+
+      // 2. Objects: photos, then the template.
+      const imageKeys = loaded.map((_, i) => imageKey(petDid, i + 1));
+      const vKey = vectorKey(petDid);
+      const written: string[] = [];
+      try {
+        for (let i = 0; i < loaded.length; i++) {
+          if (loaded[i].key === imageKeys[i]) continue; // already in place (a retry given the stored keys)
+          await store.put(imageKeys[i], loaded[i].bytes, contentTypeOf(loaded[i].bytes));
+          written.push(imageKeys[i]);
+        }
+        await store.put(vKey, writeNpy(tpl), "application/octet-stream");
+        written.push(vKey);
+      } catch (e) {
+        for (const key of written.reverse()) {
+          await store.delete(key).catch((err) => log("register.cleanup_failed", { key, error: errorMessage(err) }));
+        }
+        throw e;
+      }
+
+      // 3. Rows, last and atomically.
+      const audit: AuditEntry = {
+        kind: "register",
+        petDid,
+        requestedBy,
+        requestId,
+        similarity: minPair,
+        modelVersion,
+        detail: { imageKeys, vectorKey: vKey, photos: photos.length },
+      };
+      let outcome: "inserted" | "exists";
+      try {
+        outcome = await registry.insertPet(
+          {
+            petDid,
+            template: tpl,
+            modelVersion,
+            requestId,
+            requestedBy,
+            imageKeys,
+            vectorKey: vKey,
+            minPairSimilarity: minPair,
+            embeddings: embeddings.map((embedding, i) => ({ imageKey: imageKeys[i], embedding })),
+          },
+          audit,
+          (tx) => checkNotRegistered(tx, embeddings, petDid),
+        );
+      } catch (e) {
+        // A duplicate found under the lock means nothing committed and the
+        // objects under this new DID belong to no one: remove them.
+        if (e instanceof DuplicatePetError && e.existingPetDid !== petDid) {
+          for (const key of written) await store.delete(key).catch(() => {});
+        }
+        throw e;
+      }
+      if (outcome === "exists") {
+        // Lost a race: the same request id, or the same nose, committed first.
+        const byRequest = requestId ? await registry.findPetByRequestId(requestId) : undefined;
+        if (byRequest) return registered(byRequest);
+        throw new DuplicatePetError(petDid, 1);
+      }
+      log("register.done", { petDid, photos: photos.length, requestId });
+      return {
+        petDid,
+        vector: tpl,
+        vectorSize: tpl.length,
+        imageKeys,
+        vectorKey: vKey,
+        minPairSimilarity: minPair,
+        modelVersion,
+        created: true,
+      };
+    },
+
+    async verifyPet(req) {
+      const petDid = checkDid(req?.petDid);
+      const requestedBy = optionalText(req?.requestedBy, "requested by", MAX_GUARDIAN_LENGTH);
+      const { match, imageKey: key, storedImageKey } = await matchPet(petDid, req?.photo);
+      const verificationId = randomUUID();
+      await registry.addAudit({
+        kind: "verify",
+        petDid,
+        requestedBy,
+        similarity: match.similarity,
+        cosine: match.cosine,
+        verdict: match.verdict,
+        modelVersion,
+        detail: { verificationId, imageKey: key ?? storedImageKey },
+      });
+      return { ...match, storedImageKey, verificationId, modelVersion, vectorSize: EMBEDDING_DIM };
+    },
+
+    async identifyPet(req) {
+      const topK = req?.topK === undefined || req.topK === 0 ? DEFAULT_TOP_K : req.topK;
+      if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
+        throw invalidRequest(`topK must be an integer from 1 to ${MAX_TOP_K}, got ${shown(req?.topK)}`);
+      }
+      const minSimilarity = req?.minSimilarity ?? 0;
+      if (!Number.isFinite(minSimilarity) || minSimilarity < 0 || minSimilarity > 1) {
+        throw invalidRequest(`minSimilarity must lie in [0, 1], got ${shown(req?.minSimilarity)}`);
+      }
+      const { bytes } = await loadPhoto(req?.photo, "photo");
+      const probe = await embedPhoto(bytes, "photo");
+      // The index picks candidates in float32; scores come from the one shared formula.
+      const matches: PetMatch[] = (await registry.nearestPets(probe, topK))
+        .map((n) => ({ petDid: n.petDid, ...scored(probe, n.embedding) }))
+        .filter((m) => m.similarity >= minSimilarity)
+        .sort((a, b) => b.cosine - a.cosine || (a.petDid < b.petDid ? -1 : 1));
+      await registry.addAudit({
+        kind: "identify",
+        petDid: matches[0]?.petDid,
+        similarity: matches[0]?.similarity,
+        cosine: matches[0]?.cosine,
+        verdict: matches[0]?.verdict,
+        modelVersion,
+        detail: { topK, minSimilarity, matches: matches.map((m) => ({ petDid: m.petDid, similarity: m.similarity })) },
+      });
+      return { matches, modelVersion };
+    },
+
+    async approveTransfer(req) {
+      const petDid = checkDid(req?.petDid);
+      const fromGuardian = requiredText(req?.fromGuardian, "fromGuardian", MAX_GUARDIAN_LENGTH);
+      const toGuardian = requiredText(req?.toGuardian, "toGuardian", MAX_GUARDIAN_LENGTH);
+      if (fromGuardian === toGuardian) throw invalidRequest("fromGuardian and toGuardian are the same");
+      const requestId = optionalText(req?.requestId, "request id", MAX_ID_LENGTH);
+
+      if (requestId) {
+        const prior = await registry.findApproval(requestId);
+        if (prior) {
+          if (prior.petDid !== petDid || prior.fromGuardian !== fromGuardian || prior.toGuardian !== toGuardian) {
+            throw invalidRequest(`request id ${shown(requestId)} was already used for another transfer`);
+          }
+          return {
+            approved: true,
+            approvalId: prior.approvalId,
+            approvedAt: prior.approvedAt.toISOString(),
+            cosine: prior.cosine,
+            cosineSimilarity: prior.cosineSimilarity,
+            euclideanDistance: prior.euclideanDistance,
+            similarity: prior.similarity,
+            verdict: verdictOf(prior.similarity),
+            storedImageKey: "",
+            modelVersion: prior.modelVersion,
+          };
+        }
+      }
+
+      const { match, imageKey: key, storedImageKey } = await matchPet(petDid, req?.photo);
+      const audit: AuditEntry = {
+        kind: "transfer",
+        petDid,
+        requestedBy: toGuardian,
+        requestId,
+        similarity: match.similarity,
+        cosine: match.cosine,
+        verdict: match.verdict,
+        modelVersion,
+        detail: { fromGuardian, toGuardian, imageKey: key ?? storedImageKey, approved: match.verdict === "SAME" },
+      };
+      if (match.verdict !== "SAME") {
+        await registry.addAudit(audit);
+        return { ...match, approved: false, approvalId: "", approvedAt: "", storedImageKey, modelVersion };
+      }
+      const record = await registry.insertApproval(
+        {
+          petDid,
+          fromGuardian,
+          toGuardian,
+          similarity: match.similarity,
+          cosine: match.cosine,
+          cosineSimilarity: match.cosineSimilarity,
+          euclideanDistance: match.euclideanDistance,
+          modelVersion,
+          requestId,
+        },
+        audit,
+      );
+      return {
+        ...match,
+        approved: true,
+        approvalId: record.approvalId,
+        approvedAt: record.approvedAt.toISOString(),
+        storedImageKey,
+        modelVersion,
+      };
+    },
+  };
+}

@@ -1,0 +1,338 @@
+import type { Database, Queryable } from "../db/database.js";
+
+/**
+ * SQL access to registered pets, their enrolled embeddings, the audit log and
+ * transfer approvals. No business rules here: flows.ts decides, this stores.
+ */
+
+export type AuditKind = "register" | "verify" | "transfer" | "identify";
+
+export interface NewPet {
+  petDid: string;
+  template: Float32Array;
+  modelVersion: string;
+  requestId?: string;
+  requestedBy?: string;
+  imageKeys: string[];
+  vectorKey: string;
+  minPairSimilarity: number;
+  /** One per enrolled photo, in photo order. */
+  embeddings: Array<{ imageKey: string; embedding: Float32Array }>;
+}
+
+export interface PetRecord {
+  petDid: string;
+  createdAt: Date;
+  modelVersion: string;
+  template: Float32Array;
+  status: string;
+  requestId: string | null;
+  imageKeys: string[];
+  vectorKey: string;
+  minPairSimilarity: number;
+}
+
+export interface EmbeddingRecord {
+  imageKey: string;
+  embedding: Float32Array;
+  modelVersion: string;
+  createdAt: Date;
+}
+
+/** Best-matching enrolled embedding of one pet. */
+export interface NearestPet {
+  petDid: string;
+  imageKey: string;
+  embedding: Float32Array;
+  /** pgvector's cosine distance (1 - cosine), computed in float32. */
+  distance: number;
+}
+
+export interface AuditEntry {
+  kind: AuditKind;
+  petDid?: string;
+  requestedBy?: string;
+  requestId?: string;
+  similarity?: number;
+  cosine?: number;
+  verdict?: string;
+  modelVersion: string;
+  detail?: Record<string, unknown>;
+}
+
+export interface NewApproval {
+  petDid: string;
+  fromGuardian: string;
+  toGuardian: string;
+  similarity: number;
+  cosine: number;
+  cosineSimilarity: number;
+  euclideanDistance: number;
+  modelVersion: string;
+  requestId?: string;
+}
+
+export interface ApprovalRecord extends Required<Omit<NewApproval, "requestId">> {
+  approvalId: string;
+  approvedAt: Date;
+  requestId: string | null;
+}
+
+/** The read side of the registry, usable inside a transaction. */
+export interface RegistryReader {
+  findPet(petDid: string): Promise<PetRecord | undefined>;
+  findPetByRequestId(requestId: string): Promise<PetRecord | undefined>;
+  embeddingsOf(petDid: string): Promise<EmbeddingRecord[]>;
+  /** Up to k active pets whose best enrolled embedding is nearest to `v` by cosine, nearest first. */
+  nearestPets(v: Float32Array, k: number): Promise<NearestPet[]>;
+}
+
+export interface Registry extends RegistryReader {
+  /**
+   * Inserts the pet, its embeddings and a 'register' audit row in one
+   * transaction. `guard` runs first inside it, after a lock that serialises
+   * registrations across replicas, and may throw to abort (the duplicate
+   * check). Returns "exists" without writing when the DID or the request id
+   * is already registered.
+   */
+  insertPet(pet: NewPet, audit: AuditEntry, guard?: (tx: RegistryReader) => Promise<void>): Promise<"inserted" | "exists">;
+  addAudit(entry: AuditEntry): Promise<void>;
+  findApproval(requestId: string): Promise<ApprovalRecord | undefined>;
+  /** Records an approval and its audit row; idempotent on request id (returns the first one). */
+  insertApproval(approval: NewApproval, audit: AuditEntry): Promise<ApprovalRecord>;
+}
+
+export interface RegistryOptions {
+  /** hnsw.ef_search for nearest-pet queries; pgvector's default of 40 misses too many. Default 100. */
+  efSearch?: number;
+}
+
+export const toVectorLiteral = (v: ArrayLike<number>): string => {
+  const parts = new Array<string>(v.length);
+  for (let i = 0; i < v.length; i++) {
+    if (!Number.isFinite(v[i])) throw new RangeError(`vector value at ${i} is not finite`);
+    parts[i] = String(v[i]);
+  }
+  return `[${parts.join(",")}]`;
+};
+
+export const parseVector = (text: string): Float32Array => {
+  const body = text.trim().replace(/^\[/, "").replace(/\]$/, "");
+  return body === "" ? new Float32Array(0) : Float32Array.from(body.split(","), Number);
+};
+
+// Serialises registrations (duplicate check + insert) across replicas: "nosepet\0".
+const REGISTER_LOCK = "7957705946101543936";
+
+interface PetRow {
+  pet_did: string;
+  created_at: Date | string;
+  model_version: string;
+  template: string;
+  status: string;
+  request_id: string | null;
+  image_keys: string[];
+  vector_key: string;
+  min_pair_similarity: number;
+}
+
+const PET_COLUMNS =
+  "pet_did, created_at, model_version, template::text AS template, status, request_id, image_keys, vector_key, min_pair_similarity";
+
+const toPet = (r: PetRow): PetRecord => ({
+  petDid: r.pet_did,
+  createdAt: new Date(r.created_at),
+  modelVersion: r.model_version,
+  template: parseVector(r.template),
+  status: r.status,
+  requestId: r.request_id,
+  imageKeys: r.image_keys,
+  vectorKey: r.vector_key,
+  minPairSimilarity: Number(r.min_pair_similarity),
+});
+
+interface ApprovalRow {
+  approval_id: string;
+  pet_did: string;
+  from_guardian: string;
+  to_guardian: string;
+  similarity: number;
+  cosine: number;
+  cosine_similarity: number;
+  euclidean_distance: number;
+  model_version: string;
+  approved_at: Date | string;
+  request_id: string | null;
+}
+
+const APPROVAL_COLUMNS =
+  "approval_id::text AS approval_id, pet_did, from_guardian, to_guardian, similarity, cosine, cosine_similarity, euclidean_distance, model_version, approved_at, request_id";
+
+const toApproval = (r: ApprovalRow): ApprovalRecord => ({
+  approvalId: r.approval_id,
+  petDid: r.pet_did,
+  fromGuardian: r.from_guardian,
+  toGuardian: r.to_guardian,
+  similarity: Number(r.similarity),
+  cosine: Number(r.cosine),
+  cosineSimilarity: Number(r.cosine_similarity),
+  euclideanDistance: Number(r.euclidean_distance),
+  modelVersion: r.model_version,
+  approvedAt: new Date(r.approved_at),
+  requestId: r.request_id,
+});
+
+function reader(q: Queryable, efSearch: number, inTransaction: (fn: (tx: Queryable) => Promise<NearestPet[]>) => Promise<NearestPet[]>): RegistryReader {
+  return {
+    async findPet(petDid) {
+      const { rows } = await q.query<PetRow>(`SELECT ${PET_COLUMNS} FROM pets WHERE pet_did = $1`, [petDid]);
+      return rows[0] && toPet(rows[0]);
+    },
+    async findPetByRequestId(requestId) {
+      const { rows } = await q.query<PetRow>(`SELECT ${PET_COLUMNS} FROM pets WHERE request_id = $1`, [requestId]);
+      return rows[0] && toPet(rows[0]);
+    },
+    async embeddingsOf(petDid) {
+      const { rows } = await q.query<{ image_key: string; embedding: string; model_version: string; created_at: Date | string }>(
+        "SELECT image_key, embedding::text AS embedding, model_version, created_at FROM pet_embeddings WHERE pet_did = $1 ORDER BY id",
+        [petDid],
+      );
+      return rows.map((r) => ({
+        imageKey: r.image_key,
+        embedding: parseVector(r.embedding),
+        modelVersion: r.model_version,
+        createdAt: new Date(r.created_at),
+      }));
+    },
+    async nearestPets(v, k) {
+      // The HNSW index answers "nearest rows"; a pet has several rows, so ask
+      // for more rows than pets and keep each pet's best. ef_search must be at
+      // least the row limit or the index returns fewer rows than asked.
+      const rowLimit = Math.min(1000, Math.max(40, k * 8));
+      const ef = Math.min(1000, Math.max(efSearch, rowLimit));
+      return inTransaction(async (tx) => {
+        await tx.query("SELECT set_config('hnsw.ef_search', $1, true)", [String(ef)]);
+        const { rows } = await tx.query<{ pet_did: string; image_key: string; embedding: string; distance: number }>(
+          `SELECT best.pet_did, best.image_key, best.embedding::text AS embedding, best.distance
+             FROM (SELECT DISTINCT ON (c.pet_did) c.pet_did, c.image_key, c.embedding, c.distance
+                     FROM (SELECT e.pet_did, e.image_key, e.embedding, e.embedding <=> $1::vector AS distance
+                             FROM pet_embeddings e
+                            ORDER BY e.embedding <=> $1::vector
+                            LIMIT $2) c
+                     JOIN pets p ON p.pet_did = c.pet_did AND p.status = 'active'
+                    ORDER BY c.pet_did, c.distance) best
+            ORDER BY best.distance, best.pet_did
+            LIMIT $3`,
+          [toVectorLiteral(v), rowLimit, k],
+        );
+        return rows.map((r) => ({
+          petDid: r.pet_did,
+          imageKey: r.image_key,
+          embedding: parseVector(r.embedding),
+          distance: Number(r.distance),
+        }));
+      });
+    },
+  };
+}
+
+async function insertAudit(q: Queryable, a: AuditEntry): Promise<void> {
+  await q.query(
+    `INSERT INTO audit_log (kind, pet_did, requested_by, request_id, similarity, cosine, verdict, model_version, detail)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)`,
+    [
+      a.kind,
+      a.petDid ?? null,
+      a.requestedBy || null,
+      a.requestId || null,
+      a.similarity ?? null,
+      a.cosine ?? null,
+      a.verdict ?? null,
+      a.modelVersion,
+      JSON.stringify(a.detail ?? {}),
+    ],
+  );
+}
+
+export function createRegistry(db: Database, options: RegistryOptions = {}): Registry {
+  const efSearch = options.efSearch ?? 100;
+  const outer = reader(db, efSearch, (fn) => db.transaction(fn));
+
+  return {
+    ...outer,
+
+    async insertPet(pet, audit, guard) {
+      return db.transaction(async (tx) => {
+        await tx.query("SELECT pg_advisory_xact_lock($1)", [REGISTER_LOCK]);
+        const existing = await tx.query<{ pet_did: string }>(
+          "SELECT pet_did FROM pets WHERE pet_did = $1 OR (request_id IS NOT NULL AND request_id = $2)",
+          [pet.petDid, pet.requestId ?? null],
+        );
+        if (existing.rows.length > 0) return "exists" as const;
+        // Already inside a transaction: the nearest-pet query runs in it.
+        if (guard) await guard(reader(tx, efSearch, (fn) => fn(tx)));
+        await tx.query(
+          `INSERT INTO pets (pet_did, model_version, template, request_id, requested_by, image_keys, vector_key, min_pair_similarity)
+           VALUES ($1, $2, $3::vector, $4, $5, $6, $7, $8)`,
+          [
+            pet.petDid,
+            pet.modelVersion,
+            toVectorLiteral(pet.template),
+            pet.requestId || null,
+            pet.requestedBy || null,
+            pet.imageKeys,
+            pet.vectorKey,
+            pet.minPairSimilarity,
+          ],
+        );
+        for (const e of pet.embeddings) {
+          await tx.query(
+            "INSERT INTO pet_embeddings (pet_did, image_key, embedding, model_version) VALUES ($1, $2, $3::vector, $4)",
+            [pet.petDid, e.imageKey, toVectorLiteral(e.embedding), pet.modelVersion],
+          );
+        }
+        await insertAudit(tx, audit);
+        return "inserted" as const;
+      });
+    },
+
+    addAudit: (entry) => insertAudit(db, entry),
+
+    async findApproval(requestId) {
+      const { rows } = await db.query<ApprovalRow>(`SELECT ${APPROVAL_COLUMNS} FROM transfer_approvals WHERE request_id = $1`, [requestId]);
+      return rows[0] && toApproval(rows[0]);
+    },
+
+    async insertApproval(a, audit) {
+      return db.transaction(async (tx) => {
+        const inserted = await tx.query<ApprovalRow>(
+          `INSERT INTO transfer_approvals
+             (pet_did, from_guardian, to_guardian, similarity, cosine, cosine_similarity, euclidean_distance, model_version, request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (request_id) DO NOTHING
+           RETURNING ${APPROVAL_COLUMNS}`,
+          [
+            a.petDid,
+            a.fromGuardian,
+            a.toGuardian,
+            a.similarity,
+            a.cosine,
+            a.cosineSimilarity,
+            a.euclideanDistance,
+            a.modelVersion,
+            a.requestId || null,
+          ],
+        );
+        if (inserted.rows[0]) {
+          const record = toApproval(inserted.rows[0]);
+          await insertAudit(tx, { ...audit, detail: { ...audit.detail, approvalId: record.approvalId } });
+          return record;
+        }
+        const { rows } = await tx.query<ApprovalRow>(`SELECT ${APPROVAL_COLUMNS} FROM transfer_approvals WHERE request_id = $1`, [
+          a.requestId,
+        ]);
+        return toApproval(rows[0]);
+      });
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import { isValidPetDid } from "../../shared/did.js";
+import { invalidRequest } from "../errors.js";
+
+/**
+ * The platform's object layout, shared with the gateway and the previous
+ * Python server:
+ *
+ *   nose-print-photo/{petDID}/image_1.jpg, image_2.jpg, ...   enrolment photos
+ *   nose-print-photo/{petDID}/vector.npy                      enrolment template
+ *   nose-print-photo/{petDID}/verify_{ms since epoch}.jpg     verification shots
+ *   pet-vectors/{petDID}.json                                 legacy template
+ */
+export const PHOTO_PREFIX = "nose-print-photo";
+export const LEGACY_VECTOR_PREFIX = "pet-vectors";
+/** S3 allows 1024 bytes; platform keys are far shorter, so anything longer is suspect. */
+export const MAX_KEY_LENGTH = 512;
+
+export const petPrefix = (petDid: string) => `${PHOTO_PREFIX}/${petDid}/`;
+/** `index` counts from 1, as the platform's file names do. */
+export const imageKey = (petDid: string, index: number) => `${petPrefix(petDid)}image_${index}.jpg`;
+export const vectorKey = (petDid: string) => `${petPrefix(petDid)}vector.npy`;
+export const verifyImageKey = (petDid: string, timestampMs: number) => `${petPrefix(petDid)}verify_${timestampMs}.jpg`;
+export const legacyVectorKey = (petDid: string) => `${LEGACY_VECTOR_PREFIX}/${petDid}.json`;
+
+// C0 and C1 control characters, DEL included.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Checks the shape every stored key must have, whatever the backend: relative,
+ * '/'-separated, no empty, '.' or '..' segments, no backslashes, no
+ * percent-escapes (a gateway or proxy that decodes them could turn `%2e%2e`
+ * into `..`), no control characters, bounded length. Throws invalidRequest.
+ */
+export function checkKeyShape(key: unknown, what = "object key"): string {
+  if (typeof key !== "string" || key.length === 0) throw invalidRequest(`${what} is empty`);
+  if (key.length > MAX_KEY_LENGTH) throw invalidRequest(`${what} is longer than ${MAX_KEY_LENGTH} characters`);
+  if (CONTROL.test(key)) throw invalidRequest(`${what} contains a control character`);
+  if (key.includes("\\")) throw invalidRequest(`${what} contains a backslash: ${key}`);
+  if (key.includes("%")) throw invalidRequest(`${what} contains a percent-escape: ${key}`);
+  if (key.startsWith("/")) throw invalidRequest(`${what} must be relative, not absolute: ${key}`);
+  for (const segment of key.split("/")) {
+    if (segment === "") throw invalidRequest(`${what} has an empty path segment: ${key}`);
+    if (segment === "." || segment === "..") throw invalidRequest(`${what} has a '${segment}' segment: ${key}`);
+  }
+  return key;
+}
+
+/**
+ * A photo key sent by a caller for the pet `petDid`: it must name a file
+ * directly under `nose-print-photo/{petDid}/`, so one pet's request can never
+ * read another pet's objects or anything outside the photo area.
+ */
+export function validateImageKey(key: unknown, petDid: string): string {
+  checkKeyShape(key, "image key");
+  const k = key as string;
+  const prefix = petPrefix(petDid);
+  if (!k.startsWith(prefix)) throw invalidRequest(`image key must lie under ${prefix}: ${k}`);
+  if (k.slice(prefix.length).includes("/")) {
+    throw invalidRequest(`image key must name a file directly under ${prefix}: ${k}`);
+  }
+  return k;
+}
+
+/**
+ * A photo key given where no pet is known yet (registration, 1:N search):
+ * `nose-print-photo/{a valid DID}/{file}`. Returns the DID it lies under.
+ */
+export function validateUploadedPhotoKey(key: unknown): { key: string; petDid: string } {
+  checkKeyShape(key, "image key");
+  const parts = (key as string).split("/");
+  if (parts.length !== 3 || parts[0] !== PHOTO_PREFIX || !isValidPetDid(parts[1])) {
+    throw invalidRequest(`image key must have the form ${PHOTO_PREFIX}/{petDID}/{fileName}: ${key as string}`);
+  }
+  return { key: key as string, petDid: parts[1] };
+}

@@ -1,0 +1,82 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { PostgresConfig } from "../../server/db/database.js";
+import { freePort } from "./s3.js";
+
+const BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
+
+/** Why a real-PostgreSQL test cannot run here, or undefined when it can. */
+export function postgresUnavailable(): string | undefined {
+  if (!existsSync(join(BIN, "initdb")) || !existsSync(join(BIN, "pg_ctl"))) {
+    return `PostgreSQL binaries not found in ${BIN} (apt-get install postgresql-15, or set PG_BIN)`;
+  }
+  if (!existsSync(join(execFileSync(join(BIN, "pg_config"), ["--sharedir"]).toString().trim(), "extension", "vector.control"))) {
+    return "pgvector is not installed for this PostgreSQL (run scripts/install-pgvector.sh)";
+  }
+  if (process.getuid?.() === 0 && spawnSync("id", ["-u", "postgres"]).status !== 0) {
+    return "running as root but there is no 'postgres' user to run the server as";
+  }
+  return undefined;
+}
+
+export interface TestPostgres {
+  config: PostgresConfig;
+  /** Stops the server immediately (fast shutdown, open connections are cut). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and data dir. */
+  start(): Promise<void>;
+  /** Stops and deletes the data dir. */
+  dispose(): Promise<void>;
+}
+
+/**
+ * A throw-away PostgreSQL server on 127.0.0.1 with its data dir and socket in
+ * a temp dir. As root the server runs as 'postgres' (PostgreSQL refuses root).
+ */
+export async function startPostgres(database = "nosepaw"): Promise<TestPostgres> {
+  const base = mkdtempSync(join(tmpdir(), "nosepaw-pg-"));
+  const dataDir = join(base, "data");
+  const sockDir = base;
+  const port = await freePort();
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    chmodSync(base, 0o755);
+    const uid = Number(execFileSync("id", ["-u", "postgres"]).toString());
+    const gid = Number(execFileSync("id", ["-g", "postgres"]).toString());
+    chownSync(base, uid, gid);
+  }
+  const run = (cmd: string, args: string[]) => {
+    const [file, argv] = asRoot ? ["runuser", ["-u", "postgres", "--", join(BIN, cmd), ...args]] : [join(BIN, cmd), args];
+    const r = spawnSync(file, argv, { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`${cmd} failed (${r.status}): ${r.stderr || r.stdout}`);
+    return r.stdout;
+  };
+
+  run("initdb", ["-D", dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]);
+  const opts = `-c listen_addresses=127.0.0.1 -p ${port} -k ${sockDir} -c fsync=off -c shared_buffers=32MB -c max_connections=30`;
+  let running = false;
+  const start = async () => {
+    if (running) return;
+    run("pg_ctl", ["-D", dataDir, "-o", opts, "-l", join(base, "server.log"), "-w", "-t", "30", "start"]);
+    running = true;
+  };
+  const stop = async () => {
+    if (!running) return;
+    run("pg_ctl", ["-D", dataDir, "-m", "immediate", "-w", "-t", "30", "stop"]);
+    running = false;
+  };
+  await start();
+  run("createdb", ["-h", sockDir, "-p", String(port), "-U", "postgres", database]);
+
+  return {
+    config: { host: "127.0.0.1", port, username: "postgres", password: "", database },
+    start,
+    stop,
+    async dispose() {
+      await stop().catch(() => {});
+      rmSync(base, { recursive: true, force: true });
+    },
+  };
+}
