@@ -11,6 +11,11 @@
  *   broken header, truncated data,
  *   decoder error                  -> INVALID_IMAGE
  *
+ * Broken files are refused where Pillow refuses them: truncation, decoder
+ * errors, a PNG chunk with a bad CRC before the image data, an unknown marker
+ * inside a JPEG scan. Damage libjpeg only warns about (stray bytes before a
+ * marker, flipped bits in a scan) is tolerated, as Pillow tolerates it.
+ *
  * Pillow's conversions, measured on Pillow 9.4 and reproduced here:
  * - ICC profiles and PNG gamma are ignored (no colour management).
  * - alpha is dropped, never composited; palettes are looked up, tRNS ignored.
@@ -96,6 +101,42 @@ function readPngHeader(b: Uint8Array): ImageHeader {
   return { width, height, bitDepth: b[24], colorType: b[25] };
 }
 
+let crcTable: Uint32Array | undefined;
+
+function crc32(b: Uint8Array, start: number, end: number): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (let i = start; i < end; i++) c = crcTable[(c ^ b[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * Pillow reads every chunk before the image data when it opens a PNG and
+ * refuses the file if one is cut short or fails its CRC; libpng would only
+ * drop a broken ancillary chunk, so check them here.
+ */
+function checkPngChunks(b: Uint8Array): void {
+  let i = 8;
+  for (;;) {
+    if (i + 8 > b.length) throw invalidImage("PNG is truncated before its image data");
+    const length = u32(b, i);
+    const type = String.fromCharCode(b[i + 4], b[i + 5], b[i + 6], b[i + 7]);
+    if (type === "IDAT") return;
+    if (type === "IEND") throw invalidImage("PNG has no image data");
+    const end = i + 8 + length;
+    if (length > 0x7fffffff || end + 4 > b.length) throw invalidImage(`PNG is truncated in its ${type} chunk`);
+    if (crc32(b, i + 4, end) !== u32(b, end)) throw invalidImage(`PNG ${type} chunk is corrupt (CRC mismatch)`);
+    i = end + 4;
+  }
+}
+
 // SOF0..SOF15 minus DHT (C4), JPG (C8) and DAC (CC).
 const isStartOfFrame = (m: number) => m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
 
@@ -126,6 +167,54 @@ function readJpegHeader(b: Uint8Array): ImageHeader {
       return { width, height, components };
     }
     i += length;
+  }
+}
+
+// Markers libjpeg's reader knows; meeting any other one is a fatal error for
+// it (JERR_UNKNOWN_MARKER): SOFn/DHT/JPG/DAC, RSTn, SOI, EOI, SOS, DQT, DNL,
+// DRI, APPn, COM and TEM.
+const isKnownMarker = (m: number) =>
+  (m >= 0xc0 && m <= 0xdd) || (m >= 0xe0 && m <= 0xef) || m === 0xfe || m === 0x01;
+
+/**
+ * Walks the marker structure of a JPEG up to its EOI, including the
+ * entropy-coded data of every scan. Noise written over a scan usually holds
+ * an 0xFF followed by a byte that is no marker: libjpeg then fails when
+ * Pillow finishes the decompression, but sharp has already stopped reading
+ * and returns the damaged picture. Refuse those files the way Pillow does.
+ * Truncation is left to the decoder, which reports it.
+ */
+function checkJpegMarkers(b: Uint8Array): void {
+  let i = 2;
+  while (i < b.length) {
+    if (b[i] !== 0xff) {
+      i++; // stray bytes between segments: a libjpeg warning only
+      continue;
+    }
+    while (i < b.length && b[i] === 0xff) i++;
+    if (i >= b.length) return;
+    const marker = b[i++];
+    if (marker === 0xd9) return;
+    if (!isKnownMarker(marker)) {
+      throw invalidImage(`JPEG data is corrupt (unknown marker 0x${marker.toString(16)} at byte ${i - 1})`);
+    }
+    if ((marker >= 0xd0 && marker <= 0xd8) || marker === 0x01) continue;
+    if (i + 2 > b.length) return;
+    i += u16(b, i);
+    if (marker !== 0xda) continue;
+    // Entropy-coded data runs to the first 0xFF that is not a stuffed zero,
+    // a restart marker or a fill byte.
+    for (;;) {
+      const f = b.indexOf(0xff, i);
+      if (f < 0 || f + 1 >= b.length) return;
+      const next = b[f + 1];
+      if (next === 0x00 || (next >= 0xd0 && next <= 0xd7)) i = f + 2;
+      else if (next === 0xff) i = f + 1;
+      else {
+        i = f;
+        break;
+      }
+    }
   }
 }
 
@@ -161,6 +250,8 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits): Prom
       `image declares ${header.width}x${header.height} pixels, the limit is ${limits.maxPixels} pixels`,
     );
   }
+  if (format === "png") checkPngChunks(bytes);
+  else checkJpegMarkers(bytes);
   const layout = layoutOf(format, header);
   let raw: { data: Buffer; info: OutputInfo };
   try {
