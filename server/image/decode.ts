@@ -224,12 +224,13 @@ export function readHeader(bytes: Uint8Array, format: ImageFormat): ImageHeader 
 }
 
 /** The pixel layout sharp is asked for, chosen from the header. */
-type Layout = "default" | "cmyk" | "rgb16" | "grey16";
+type Layout = "default" | "cmyk" | "rgb16" | "grey16" | "grey16-alpha";
 
 function layoutOf(format: ImageFormat, h: ImageHeader): Layout {
   if (format === "jpeg") return h.components === 4 ? "cmyk" : "default";
   if (h.bitDepth !== 16) return "default";
-  return h.colorType === 0 || h.colorType === 4 ? "grey16" : "rgb16";
+  if (h.colorType === 0) return "grey16";
+  return h.colorType === 4 ? "grey16-alpha" : "rgb16";
 }
 
 /**
@@ -283,6 +284,7 @@ function pipeline(bytes: Uint8Array, layout: Layout, limits: DecodeLimits): Shar
     case "rgb16":
       return s.pipelineColourspace("rgb16").toColourspace("rgb16").raw({ depth: "ushort" });
     case "grey16":
+    case "grey16-alpha":
       return s.toColourspace("grey16").raw({ depth: "ushort" });
     default:
       return s.raw();
@@ -303,13 +305,14 @@ function toRgb(data: Buffer, info: OutputInfo, layout: Layout): PixelImage {
     if (channels !== 4) throw invalidImage(`CMYK JPEG decoded to ${channels} channels`);
     return { width, height, channels: 3, data: cmykToRgb(data, n) };
   }
-  if (layout === "rgb16" || layout === "grey16") {
+  if (layout !== "default") {
     // Native-endian 16-bit samples; copy first if the buffer is not 2-aligned.
     const bytes = data.byteOffset % 2 === 0 ? data : Buffer.from(data);
     const samples = new Uint16Array(bytes.buffer, bytes.byteOffset, n * channels);
-    // A 16-bit grey PNG without alpha is Pillow's mode "I": clip. With alpha
-    // it is read as LA;16B: high byte. Colour: high byte.
-    const clip = layout === "grey16" && channels === 1;
+    // A 16-bit grey PNG is Pillow's mode "I" (a tRNS chunk does not change
+    // that): clip. Grey with an alpha channel is read as LA;16B: high byte.
+    // Colour: high byte.
+    const clip = layout === "grey16";
     const out = new Uint8Array(n * 3);
     for (let i = 0, p = 0, o = 0; i < n; i++, p += channels, o += 3) {
       if (channels >= 3) {

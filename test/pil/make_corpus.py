@@ -47,7 +47,7 @@ def save(name, kind, im=None, data=None, **params):
     manifest.append({"file": name, "kind": kind})
 
 
-def png_bytes(w, h, bit_depth, color_type, samples):
+def png_bytes(w, h, bit_depth, color_type, samples, extra=()):
     """A PNG written by hand, for 16-bit layouts Pillow cannot save."""
 
     def chunk(t, d):
@@ -56,7 +56,14 @@ def png_bytes(w, h, bit_depth, color_type, samples):
     dtype = ">u2" if bit_depth == 16 else "u1"
     rows = b"".join(b"\x00" + samples[y].astype(dtype).tobytes() for y in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    before_idat = b"".join(chunk(t, d) for t, d in extra)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + before_idat
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def exif_with_orientation(o):
@@ -79,6 +86,7 @@ grey = texture(w, h, 1)[..., 0]
 save("grey.png", "png-L", Image.fromarray(grey, "L"))
 save("grey-trns.png", "png-L", Image.fromarray(grey, "L"), transparency=int(grey[0, 0]))
 save("grey-alpha.png", "png-LA", Image.fromarray(np.dstack([grey, alpha]), "LA"))
+save("rgb-trns.png", "png-RGB", Image.fromarray(rgb), transparency=tuple(int(v) for v in rgb[0, 0]))
 save("rgba.png", "png-RGBA", Image.fromarray(np.dstack([rgb, alpha]), "RGBA"))
 save("bilevel.png", "png-1bit", Image.fromarray(grey).convert("1"))
 pal = Image.fromarray(rgb).quantize(200)
@@ -94,6 +102,10 @@ rgba16 = np.dstack([rgb16, alpha.astype(np.uint16) * 257])
 save("rgba16.png", "png-RGBA16", data=png_bytes(w, h, 16, 6, rgba16.reshape(h, w * 4)))
 grey16_dim = (grey.astype(np.uint16) * 3).astype(np.uint16)  # 0..765: part below, part above 255
 save("grey16-dim.png", "png-I16", data=png_bytes(w, h, 16, 0, grey16_dim))
+trns16 = struct.pack(">H", int(grey16_dim[0, 0]))
+save("grey16-trns.png", "png-I16", data=png_bytes(w, h, 16, 0, grey16_dim, extra=[(b"tRNS", trns16)]))
+rgb_trns = struct.pack(">HHH", *(int(v) for v in rgb16[0, 0]))
+save("rgb16-trns.png", "png-RGB16", data=png_bytes(w, h, 16, 2, rgb16.reshape(h, w * 3), extra=[(b"tRNS", rgb_trns)]))
 grey16_full = grey.astype(np.uint16) * 257
 save("grey16-full.png", "png-I16", data=png_bytes(w, h, 16, 0, grey16_full))
 la16 = np.dstack([grey16_full, alpha.astype(np.uint16) * 257])
