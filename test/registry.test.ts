@@ -1,0 +1,601 @@
+import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { MLErrorCode } from "../gen/nose_embedder_pb.js";
+import { writeNpy } from "../shared/npy.js";
+import { cosine } from "../shared/similarity.js";
+import { openPglite, openPostgres, type Database } from "../server/db/database.js";
+import { migrate } from "../server/db/migrations.js";
+import { MLError, invalidImage, isRetryable, storageError, toWireError } from "../server/errors.js";
+import { createFlows, DuplicatePetError, type Flows, type FlowDeps } from "../server/registry/flows.js";
+import { createRegistry, type Registry } from "../server/registry/registry.js";
+import { createFolderStore } from "../server/storage/folder-store.js";
+import { legacyVectorKey, vectorKey } from "../server/storage/keys.js";
+import type { ObjectStore } from "../server/storage/object-store.js";
+import { createS3Store } from "../server/storage/s3-store.js";
+import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { startS3, type TestS3 } from "./support/s3.js";
+
+// ---------------------------------------------------------------------------
+// A deterministic stand-in for the embedding model, and only for it. A "photo"
+// is a JPEG signature followed by `dog=NAME;shot=N;noise=S`: its embedding is
+// the dog's fixed random direction plus per-photo noise of norm S derived from
+// a hash of the bytes, so two shots of one dog score about 1 / (1 + S^2).
+// ---------------------------------------------------------------------------
+
+const DIM = 512;
+
+function gaussianUnit(seed: string): Float32Array {
+  const h = createHash("sha256").update(seed).digest();
+  let s = h.readUInt32LE(0) || 1;
+  const next = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return ((s >>> 0) + 0.5) / 4294967296;
+  };
+  const v = new Float32Array(DIM);
+  let n = 0;
+  for (let i = 0; i < DIM; i++) {
+    v[i] = Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
+    n += v[i] * v[i];
+  }
+  return v.map((x) => x / Math.sqrt(n));
+}
+
+function photo(dog: string, shot: number, noise = 0.25): Uint8Array {
+  const text = new TextEncoder().encode(`dog=${dog};shot=${shot};noise=${noise}`);
+  const out = new Uint8Array(4 + text.length);
+  out.set([0xff, 0xd8, 0xff, 0xe0]);
+  out.set(text, 4);
+  return out;
+}
+
+let embedCalls = 0;
+async function fakeEmbed(bytes: Uint8Array): Promise<Float32Array> {
+  embedCalls++;
+  if (bytes[0] !== 0xff || bytes[1] !== 0xd8) throw invalidImage("not a JPEG or PNG image");
+  const fields = Object.fromEntries(
+    new TextDecoder()
+      .decode(bytes.subarray(4))
+      .split(";")
+      .map((kv) => kv.split("=")),
+  );
+  const base = gaussianUnit(`dog:${fields.dog}`);
+  const noise = gaussianUnit(`photo:${createHash("sha256").update(bytes).digest("hex")}`);
+  const s = Number(fields.noise);
+  return base.map((x, i) => x + s * noise[i]);
+}
+
+// ---------------------------------------------------------------------------
+
+const PYTHON = "/usr/bin/python3";
+const hasNumpy = existsSync(PYTHON) && (() => {
+  try {
+    execFileSync(PYTHON, ["-c", "import numpy"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+const pgSkip = postgresUnavailable();
+if (pgSkip) console.log(`# skipping the PostgreSQL half: ${pgSkip}`);
+
+function rejectsWith(code: MLErrorCode, message?: RegExp) {
+  return (e: unknown) => {
+    assert.ok(e instanceof MLError, `expected MLError, got ${String((e as Error)?.stack ?? e)}`);
+    assert.equal(e.code, code, `code ${e.code}: ${e.message}`);
+    if (message) assert.match(e.message, message);
+    return true;
+  };
+}
+
+/** Database layer checks that hold on every backend. */
+function databaseContract(name: string, open: () => Promise<Database>) {
+  describe(`${name}: database layer`, () => {
+    let db: Database;
+    before(async () => {
+      db = await open();
+    });
+    after(async () => {
+      await db?.close();
+    });
+
+    test("migrations are idempotent", async () => {
+      const first = await migrate(db);
+      assert.deepEqual(await migrate(db), []);
+      assert.ok(first.length === 0 || first[0] === 1);
+      const { rows } = await db.query<{ version: number }>("SELECT version FROM schema_migrations ORDER BY version");
+      assert.deepEqual(rows.map((r) => Number(r.version)), [1]);
+      const idx = await db.query<{ indexdef: string }>(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'pet_embeddings_embedding_hnsw'",
+      );
+      assert.match(idx.rows[0].indexdef, /USING hnsw \(embedding vector_cosine_ops\)/);
+    });
+
+    test("a transaction that throws leaves nothing behind", async () => {
+      await assert.rejects(
+        db.transaction(async (tx) => {
+          await tx.query("INSERT INTO audit_log (kind, model_version) VALUES ('verify', 'rollback-check')");
+          throw new Error("boom");
+        }),
+        /boom/,
+      );
+      const { rows } = await db.query("SELECT 1 FROM audit_log WHERE model_version = 'rollback-check'");
+      assert.equal(rows.length, 0);
+    });
+
+    test("nearest pets through the HNSW index agree with exact search", async () => {
+      const registry = createRegistry(db);
+      const dogs = Array.from({ length: 60 }, (_, i) => `knn-${i}`);
+      for (const dog of dogs) {
+        const e1 = await fakeEmbed(photo(dog, 1));
+        const e2 = await fakeEmbed(photo(dog, 2));
+        const petDid = `did:pet:${dog}`;
+        await registry.insertPet(
+          {
+            petDid,
+            template: e1,
+            modelVersion: "test",
+            imageKeys: [],
+            vectorKey: "",
+            minPairSimilarity: 1,
+            embeddings: [
+              { imageKey: "a", embedding: e1 },
+              { imageKey: "b", embedding: e2 },
+            ],
+          },
+          { kind: "register", petDid, modelVersion: "test" },
+        );
+      }
+      let hits = 0;
+      for (const dog of dogs.slice(0, 20)) {
+        const probe = await fakeEmbed(photo(dog, 9, 0.6));
+        const got = await registry.nearestPets(probe, 5);
+        assert.equal(got.length, 5);
+        assert.ok(got.every((g, i) => i === 0 || g.distance >= got[i - 1].distance), "nearest first");
+        assert.equal(new Set(got.map((g) => g.petDid)).size, 5, "one entry per pet");
+        if (got[0].petDid === `did:pet:${dog}`) hits++;
+        // The returned embedding is the stored one, bit for bit.
+        const best = got[0];
+        assert.ok(Math.abs(1 - best.distance - cosine(probe, best.embedding)) < 1e-4);
+      }
+      assert.equal(hits, 20);
+    });
+  });
+}
+
+interface Backend {
+  db: Database;
+  store: ObjectStore;
+  dispose(): Promise<void>;
+  outage?: { stopStore(): Promise<void>; startStore(): Promise<void>; stopDb(): Promise<void>; startDb(): Promise<void> };
+}
+
+/** Flows end to end, with the real stores and databases and the fake embedding. */
+function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = false) {
+  describe(`${name}: registration flows`, () => {
+    let backend: Backend;
+    let registry: Registry;
+    let flows: Flows;
+    let clock = Date.parse("2026-01-01T00:00:00Z");
+    let deps: FlowDeps;
+    let rexDid = "";
+    let fidoDid = "";
+
+    before(async () => {
+      backend = await open();
+      await migrate(backend.db);
+      registry = createRegistry(backend.db);
+      deps = { store: backend.store, registry, embed: fakeEmbed, modelVersion: "fake-1", now: () => new Date(clock) };
+      flows = createFlows(deps);
+    });
+    after(async () => {
+      await backend?.dispose();
+    });
+
+    test("registers a dog from two photos: DID, images, vector.npy, rows", async () => {
+      const r = await flows.registerPet({ photos: [{ bytes: photo("rex", 1) }, { bytes: photo("rex", 2) }], requestId: "reg-rex", requestedBy: "0xguardian1" });
+      assert.equal(r.created, true);
+      assert.match(r.petDid, /^did:ethr:besu:0x[0-9a-f]{40}$/);
+      assert.deepEqual(r.imageKeys, [`nose-print-photo/${r.petDid}/image_1.jpg`, `nose-print-photo/${r.petDid}/image_2.jpg`]);
+      assert.equal(r.vectorKey, `nose-print-photo/${r.petDid}/vector.npy`);
+      assert.equal(r.vectorSize, 512);
+      assert.ok(r.minPairSimilarity > 0.85);
+      assert.deepEqual(await backend.store.get(r.imageKeys[1]), photo("rex", 2));
+      assert.equal((await registry.embeddingsOf(r.petDid)).length, 2);
+      assert.deepEqual((await registry.findPet(r.petDid))?.template, r.vector);
+      rexDid = r.petDid;
+    });
+
+    test("vector.npy written by registration loads in numpy as the template", { skip: hasNumpy ? false : "needs /usr/bin/python3 with numpy" }, async () => {
+      const bytes = (await backend.store.get(vectorKey(rexDid)))!;
+      const dir = mkdtempSync(join(tmpdir(), "nosepaw-npy-"));
+      try {
+        writeFileSync(join(dir, "vector.npy"), bytes);
+        const out = execFileSync(PYTHON, ["-c", "import numpy as np, sys, json; a = np.load(sys.argv[1]); print(json.dumps([str(a.dtype), list(a.shape), [float(x) for x in a]]))", join(dir, "vector.npy")]);
+        const [dtype, shape, values] = JSON.parse(out.toString()) as [string, number[], number[]];
+        assert.equal(dtype, "float32");
+        assert.deepEqual(shape, [512]);
+        assert.deepEqual(Float32Array.from(values), (await registry.findPet(rexDid))!.template);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    test("a retry with the same request id returns the same registration without re-embedding", async () => {
+      const calls = embedCalls;
+      const r = await flows.registerPet({ photos: [{ bytes: photo("rex", 1) }, { bytes: photo("rex", 2) }], requestId: "reg-rex" });
+      assert.equal(embedCalls, calls);
+      assert.equal(r.created, false);
+      assert.equal(r.petDid, rexDid);
+      assert.equal(r.imageKeys.length, 2);
+    });
+
+    test("refuses to register the same nose again and names the existing DID", async () => {
+      await assert.rejects(flows.registerPet({ photos: [{ bytes: photo("rex", 3) }, { bytes: photo("rex", 4) }] }), (e: unknown) => {
+        assert.ok(e instanceof DuplicatePetError);
+        assert.equal(e.existingPetDid, rexDid);
+        assert.ok(e.similarity >= 0.85);
+        const wire = toWireError(e);
+        assert.equal(wire.errorCode, MLErrorCode.INVALID_REQUEST);
+        assert.equal(wire.retryable, false);
+        assert.ok(wire.errorMessage.includes(rexDid));
+        return true;
+      });
+    });
+
+    test("refuses bad registrations with messages that name the photo", async () => {
+      await assert.rejects(flows.registerPet({ photos: [{ bytes: photo("solo", 1) }] }), rejectsWith(MLErrorCode.INVALID_REQUEST, /at least 2 photos/));
+      await assert.rejects(
+        flows.registerPet({ photos: [{ bytes: photo("a", 1) }, { bytes: photo("a", 2) }, { bytes: photo("b", 1) }] }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /photos [12] and 3 do not show the same nose \(similarity 0\.\d+ < 0\.85\)/),
+      );
+      await assert.rejects(
+        flows.registerPet({ photos: [{ bytes: photo("c", 1) }, { bytes: new Uint8Array([1, 2, 3]) }] }),
+        rejectsWith(MLErrorCode.INVALID_IMAGE, /^photo 2: not a JPEG/),
+      );
+      await assert.rejects(
+        flows.registerPet({ photos: [{ bytes: photo("c", 1) }, { key: `nose-print-photo/${rexDid}/nope.jpg` }] }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /photo 2: image not found: nose-print-photo\/did:ethr/),
+      );
+      await assert.rejects(
+        flows.registerPet({ photos: [{ bytes: photo("c", 1) }, { key: "nose-print-photo/../secrets.jpg" }] }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /photo 2: image key/),
+      );
+    });
+
+    test("registers a second dog from photos given as uploaded keys", async () => {
+      const upload = "did:pet:upload-42";
+      await backend.store.put(`nose-print-photo/${upload}/a.jpg`, photo("fido", 1));
+      await backend.store.put(`nose-print-photo/${upload}/b.jpg`, photo("fido", 2));
+      const r = await flows.registerPet({ photos: [{ key: `nose-print-photo/${upload}/a.jpg` }, { key: `nose-print-photo/${upload}/b.jpg` }] });
+      assert.notEqual(r.petDid, rexDid);
+      assert.deepEqual(await backend.store.get(r.imageKeys[0]), photo("fido", 1));
+      fidoDid = r.petDid;
+    });
+
+    test("verifies SAME, REVIEW and DIFFERENT and stores the shot as verify_{ms}.jpg", async () => {
+      const same = await flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 5) }, requestedBy: "0xguardian1" });
+      assert.equal(same.verdict, "SAME");
+      assert.ok(same.similarity >= 0.85 && same.cosineSimilarity > 0.9 && same.euclideanDistance < 0.6);
+      assert.equal(same.storedImageKey, `nose-print-photo/${rexDid}/verify_${clock}.jpg`);
+      assert.deepEqual(await backend.store.get(same.storedImageKey), photo("rex", 5));
+      assert.match(same.verificationId, /^[0-9a-f-]{36}$/);
+
+      // Same millisecond: the next shot must not overwrite the first.
+      const review = await flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 6, 0.75) } });
+      assert.equal(review.verdict, "REVIEW");
+      assert.equal(review.storedImageKey, `nose-print-photo/${rexDid}/verify_${clock + 1}.jpg`);
+
+      const different = await flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("fido", 7) } });
+      assert.equal(different.verdict, "DIFFERENT");
+
+      const byKey = await flows.verifyPet({ petDid: rexDid, photo: { key: same.storedImageKey } });
+      assert.equal(byKey.storedImageKey, "");
+      assert.equal(byKey.similarity, same.similarity);
+      clock += 1000;
+    });
+
+    test("verify refuses unknown pets, bad DIDs and other pets' keys", async () => {
+      const unknown = "did:ethr:besu:0x" + "0".repeat(40);
+      await assert.rejects(flows.verifyPet({ petDid: unknown, photo: { bytes: photo("rex", 1) } }), (e: unknown) => {
+        rejectsWith(MLErrorCode.VECTOR_NOT_FOUND, /no enrolled nose print/)(e);
+        assert.equal(isRetryable((e as MLError).code), false);
+        return true;
+      });
+      await assert.rejects(flows.verifyPet({ petDid: "did:ethr:besu:0x12", photo: { bytes: photo("rex", 1) } }), rejectsWith(MLErrorCode.INVALID_REQUEST, /invalid pet DID/));
+      await assert.rejects(
+        flows.verifyPet({ petDid: rexDid, photo: { key: `nose-print-photo/${fidoDid}/image_1.jpg` } }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /must lie under/),
+      );
+    });
+
+    test("compareWithStoredImage scores a stored photo against the enrolled rows", async () => {
+      const key = `nose-print-photo/${rexDid}/verify_${clock - 1000}.jpg`;
+      const c = await flows.compareWithStoredImage({ imageKey: key, petDid: rexDid });
+      assert.ok(c.similarity >= 0.85);
+      assert.equal(c.vectorSize, 512);
+      await assert.rejects(
+        flows.compareWithStoredImage({ imageKey: `nose-print-photo/${rexDid}/missing.jpg`, petDid: rexDid }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /image not found: nose-print-photo\/.*\/missing\.jpg/),
+      );
+      await assert.rejects(
+        flows.compareWithStoredImage({ imageKey: `nose-print-photo/${rexDid}/../x.jpg`, petDid: rexDid }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /'\.\.' segment/),
+      );
+    });
+
+    test("compareWithStoredImage falls back to vector.npy, then the legacy JSON", async () => {
+      const npyDid = "did:pet:legacy-npy";
+      await backend.store.put(vectorKey(npyDid), writeNpy(await fakeEmbed(photo("old1", 1))));
+      await backend.store.put(`nose-print-photo/${npyDid}/q.jpg`, photo("old1", 2));
+      const a = await flows.compareWithStoredImage({ imageKey: `nose-print-photo/${npyDid}/q.jpg`, petDid: npyDid });
+      assert.equal(a.verdict, "SAME");
+
+      const jsonDid = "did:pet:legacy-json";
+      const fv = Array.from(await fakeEmbed(photo("old2", 1)));
+      await backend.store.put(legacyVectorKey(jsonDid), new TextEncoder().encode(JSON.stringify({ petDID: jsonDid, featureVector: fv, vectorSize: 512, createdAt: "2024-01-01", version: "1" })));
+      await backend.store.put(`nose-print-photo/${jsonDid}/q.jpg`, photo("old3", 1));
+      const b = await flows.compareWithStoredImage({ imageKey: `nose-print-photo/${jsonDid}/q.jpg`, petDid: jsonDid });
+      assert.equal(b.verdict, "DIFFERENT");
+
+      const badDid = "did:pet:legacy-128";
+      await backend.store.put(vectorKey(badDid), writeNpy(new Float32Array(128).fill(0.1)));
+      await backend.store.put(`nose-print-photo/${badDid}/q.jpg`, photo("x", 1));
+      await assert.rejects(
+        flows.compareWithStoredImage({ imageKey: `nose-print-photo/${badDid}/q.jpg`, petDid: badDid }),
+        rejectsWith(MLErrorCode.VECTOR_DIMENSION_MISMATCH, /128 dimensions, expected 512/),
+      );
+      await assert.rejects(
+        flows.compareWithStoredImage({ imageKey: `nose-print-photo/did:pet:nobody/q.jpg`, petDid: "did:pet:nobody" }),
+        rejectsWith(MLErrorCode.VECTOR_NOT_FOUND),
+      );
+    });
+
+    test("identifies the dog among the registered ones, best first", async () => {
+      for (const dog of ["bella", "max", "luna", "charlie"]) {
+        await flows.registerPet({ photos: [{ bytes: photo(dog, 1) }, { bytes: photo(dog, 2) }] });
+      }
+      const r = await flows.identifyPet({ photo: { bytes: photo("rex", 8) } });
+      assert.equal(r.matches.length, 5);
+      assert.equal(r.matches[0].petDid, rexDid);
+      assert.equal(r.matches[0].verdict, "SAME");
+      assert.ok(r.matches.slice(1).every((m) => m.verdict === "DIFFERENT"));
+      assert.ok(r.matches.every((m, i) => i === 0 || m.similarity <= r.matches[i - 1].similarity));
+
+      const top = await flows.identifyPet({ photo: { bytes: photo("fido", 8) }, topK: 1 });
+      assert.deepEqual(top.matches.map((m) => m.petDid), [fidoDid]);
+      const filtered = await flows.identifyPet({ photo: { bytes: photo("fido", 9) }, topK: 50, minSimilarity: 0.5 });
+      assert.deepEqual(filtered.matches.map((m) => m.petDid), [fidoDid]);
+      await assert.rejects(flows.identifyPet({ photo: { bytes: photo("rex", 1) }, topK: 51 }), rejectsWith(MLErrorCode.INVALID_REQUEST, /topK/));
+    });
+
+    test("approves a transfer only at SAME, once per request id", async () => {
+      const ok = await flows.approveTransfer({ petDid: rexDid, photo: { bytes: photo("rex", 10) }, fromGuardian: "0xaaa", toGuardian: "0xbbb", requestId: "tx-1" });
+      assert.equal(ok.approved, true);
+      assert.equal(ok.verdict, "SAME");
+      assert.match(ok.approvalId, /^[0-9a-f-]{36}$/);
+      assert.ok(!Number.isNaN(Date.parse(ok.approvedAt)));
+
+      const calls = embedCalls;
+      const again = await flows.approveTransfer({ petDid: rexDid, photo: { bytes: photo("rex", 10) }, fromGuardian: "0xaaa", toGuardian: "0xbbb", requestId: "tx-1" });
+      assert.equal(embedCalls, calls);
+      assert.equal(again.approvalId, ok.approvalId);
+      assert.equal(again.approvedAt, ok.approvedAt);
+      await assert.rejects(
+        flows.approveTransfer({ petDid: fidoDid, photo: { bytes: photo("fido", 10) }, fromGuardian: "0xaaa", toGuardian: "0xbbb", requestId: "tx-1" }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /already used/),
+      );
+
+      const refused = await flows.approveTransfer({ petDid: rexDid, photo: { bytes: photo("fido", 11) }, fromGuardian: "0xaaa", toGuardian: "0xccc", requestId: "tx-2" });
+      assert.equal(refused.approved, false);
+      assert.equal(refused.approvalId, "");
+      assert.equal(refused.verdict, "DIFFERENT");
+      assert.equal(await registry.findApproval("tx-2"), undefined);
+
+      const { rows } = await backend.db.query<{ kind: string; n: string }>("SELECT kind, count(*)::text AS n FROM audit_log GROUP BY kind ORDER BY kind");
+      const counts = Object.fromEntries(rows.map((r) => [r.kind, Number(r.n)]));
+      assert.equal(counts.transfer, 2);
+      assert.equal(counts.verify, 4);
+      assert.ok(counts.identify >= 3 && counts.register >= 6);
+    });
+
+    test("an object write failing midway leaves no pet, and a retry with the same request id completes", async () => {
+      let puts = 0;
+      const flaky: ObjectStore = {
+        ...backend.store,
+        async put(key, bytes, type) {
+          if (++puts === 3) throw storageError("simulated outage on the third write");
+          return backend.store.put(key, bytes, type);
+        },
+      };
+      const photos = [{ bytes: photo("milo", 1) }, { bytes: photo("milo", 2) }, { bytes: photo("milo", 3) }];
+      await assert.rejects(createFlows({ ...deps, store: flaky }).registerPet({ photos, requestId: "reg-milo" }), rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR));
+      assert.equal(await registry.findPetByRequestId("reg-milo"), undefined);
+
+      const r = await flows.registerPet({ photos, requestId: "reg-milo" });
+      assert.equal(r.created, true);
+      assert.equal(r.imageKeys.length, 3);
+      assert.ok(await backend.store.exists(r.vectorKey));
+      assert.equal((await registry.embeddingsOf(r.petDid)).length, 3);
+    });
+
+    test("a database failure after the objects leaves no pet, and a retry completes", async () => {
+      let failed = false;
+      const flakyRegistry: Registry = {
+        ...registry,
+        async insertPet(...args) {
+          if (!failed) {
+            failed = true;
+            throw new MLError(MLErrorCode.SERVICE_UNAVAILABLE, "simulated database outage");
+          }
+          return registry.insertPet(...args);
+        },
+      };
+      const f = createFlows({ ...deps, registry: flakyRegistry });
+      const photos = [{ bytes: photo("coco", 1) }, { bytes: photo("coco", 2) }];
+      await assert.rejects(f.registerPet({ photos, requestId: "reg-coco" }), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE));
+      assert.equal(await registry.findPetByRequestId("reg-coco"), undefined);
+      const r = await f.registerPet({ photos, requestId: "reg-coco" });
+      assert.equal(r.created, true);
+      assert.equal((await f.registerPet({ photos, requestId: "reg-coco" })).petDid, r.petDid);
+    });
+
+    test("two concurrent registrations of one nose create one pet", async () => {
+      const photos = [{ bytes: photo("twin", 1) }, { bytes: photo("twin", 2) }];
+      const results = await Promise.allSettled([
+        flows.registerPet({ photos, requestId: "twin-a" }),
+        flows.registerPet({ photos: [{ bytes: photo("twin", 3) }, { bytes: photo("twin", 4) }], requestId: "twin-b" }),
+      ]);
+      assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+      const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      assert.ok(refused.reason instanceof DuplicatePetError, String(refused.reason));
+    });
+
+    if (!withOutages) return;
+    test("outages are retryable and the same objects recover after restart", async () => {
+      const o = backend.outage!;
+      await o.stopStore();
+      try {
+        const t0 = Date.now();
+        await assert.rejects(flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 20) } }), (e: unknown) => {
+          rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR)(e);
+          assert.equal(toWireError(e).retryable, true);
+          return true;
+        });
+        await assert.rejects(flows.compareWithStoredImage({ imageKey: `nose-print-photo/${rexDid}/image_1.jpg`, petDid: rexDid }), rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR));
+        assert.ok(Date.now() - t0 < 8000, `storage outage took ${Date.now() - t0} ms to report`);
+      } finally {
+        await o.startStore();
+      }
+
+      await o.stopDb();
+      try {
+        const t0 = Date.now();
+        await assert.rejects(flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 21) } }), (e: unknown) => {
+          rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE, /database unavailable/)(e);
+          assert.equal(toWireError(e).retryable, true);
+          return true;
+        });
+        await assert.rejects(flows.identifyPet({ photo: { bytes: photo("rex", 22) } }), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE));
+        assert.ok(Date.now() - t0 < 8000, `database outage took ${Date.now() - t0} ms to report`);
+      } finally {
+        await o.startDb();
+      }
+
+      const v = await flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 23) } });
+      assert.equal(v.verdict, "SAME");
+      assert.ok(await backend.store.exists(v.storedImageKey));
+      const r = await flows.registerPet({ photos: [{ bytes: photo("after", 1) }, { bytes: photo("after", 2) }] });
+      assert.equal(r.created, true);
+    });
+  });
+}
+
+// --- PGlite + folder store ----------------------------------------------------
+
+const pgliteDir = mkdtempSync(join(tmpdir(), "nosepaw-pglite-"));
+after(() => rmSync(pgliteDir, { recursive: true, force: true }));
+
+databaseContract("PGlite", async () => {
+  // Open, migrate, close and reopen: the schema persists in the data dir.
+  const first = await openPglite({ dataDir: join(pgliteDir, "contract") });
+  assert.deepEqual(await migrate(first), [1]);
+  await first.close();
+  return openPglite({ dataDir: join(pgliteDir, "contract") });
+});
+
+flowsSuite("PGlite + folder store", async () => {
+  const db = await openPglite({ dataDir: join(pgliteDir, "flows") });
+  const root = mkdtempSync(join(tmpdir(), "nosepaw-objects-"));
+  return {
+    db,
+    store: createFolderStore({ root }),
+    async dispose() {
+      await db.close();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+});
+
+// --- Debian PostgreSQL 15 + pgvector, s3rver ------------------------------------
+
+describe("PostgreSQL server", { skip: pgSkip ?? false }, () => {
+  let pg: TestPostgres;
+  before(async () => {
+    pg = await startPostgres();
+  });
+  after(async () => {
+    await pg?.dispose();
+  });
+
+  test("replicas migrating at the same moment apply each version once", async () => {
+    const a = openPostgres(pg.config);
+    const b = openPostgres(pg.config);
+    try {
+      const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
+      assert.deepEqual([...ra, ...rb], [1]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test("a server killed mid-query gives a retryable error, and the same pool works after restart", async () => {
+    const pool = openPostgres({ ...pg.config, onError: () => {} });
+    try {
+      await pool.query("SELECT 1");
+      // Settle-tracking from the start: both fail while the server is being stopped.
+      const inFlight = Promise.allSettled([pool.query("SELECT pg_sleep(5)"), pool.transaction((tx) => tx.query("SELECT pg_sleep(5)"))]);
+      await new Promise((r) => setTimeout(r, 300));
+      await pg.stop();
+      try {
+        for (const r of await inFlight) {
+          assert.equal(r.status, "rejected");
+          rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE, /database unavailable/)(r.reason);
+          assert.equal(isRetryable((r.reason as MLError).code), true);
+        }
+        await assert.rejects(pool.query("SELECT 1"), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE));
+        await assert.rejects(pool.transaction(async () => {}), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE));
+      } finally {
+        await pg.start();
+      }
+      assert.deepEqual((await pool.query<{ x: number }>("SELECT 1 AS x")).rows, [{ x: 1 }]);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  databaseContract("PostgreSQL 15", async () => openPostgres(pg.config));
+
+  describe("with s3rver", () => {
+    let s3: TestS3;
+    before(async () => {
+      s3 = await startS3();
+    });
+    after(async () => {
+      await s3?.dispose();
+    });
+    flowsSuite("PostgreSQL + s3rver", async () => {
+      // A fresh database so the suite starts empty.
+      const admin = openPostgres(pg.config);
+      await admin.query("CREATE DATABASE flows");
+      await admin.close();
+      const db = openPostgres({ ...pg.config, database: "flows", onError: () => {} });
+      return {
+        db,
+        store: createS3Store(s3.config),
+        async dispose() {
+          await db.close();
+        },
+        outage: { stopStore: s3.stop, startStore: s3.start, stopDb: pg.stop, startDb: pg.start },
+      };
+    }, true);
+  });
+});
