@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -188,6 +189,23 @@ describe("S3 store against s3rver", () => {
       await s3.start();
     }
     assert.deepEqual(await store.get(key), new Uint8Array([9, 9, 9]));
+  });
+
+  test("a server that accepts connections but never answers fails within the deadline instead of hanging", async () => {
+    const sockets: Socket[] = [];
+    const blackhole = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => blackhole.listen(0, "127.0.0.1", resolve));
+    const { port } = blackhole.address() as { port: number };
+    try {
+      const store = createS3Store({ ...s3.config, endpoint: `http://127.0.0.1:${port}`, requestTimeoutMs: 600, operationTimeoutMs: 10_000 });
+      const t0 = Date.now();
+      await assert.rejects(store.get(`nose-print-photo/${DID}/image_1.jpg`), assertMLError(MLErrorCode.STORAGE_CONNECTION_ERROR));
+      const took = Date.now() - t0;
+      assert.ok(took < 3000, `took ${took} ms`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => blackhole.close(resolve));
+    }
   });
 
   test("a wrong bucket is a storage error, not a missing object", async () => {

@@ -50,6 +50,8 @@ export function createS3Store(config: S3StoreConfig): ObjectStore {
     requestHandler: {
       connectionTimeout: config.connectTimeoutMs ?? 2000,
       requestTimeout: config.requestTimeoutMs ?? 5000,
+      // Without this the handler only logs a warning and keeps waiting.
+      throwOnRequestTimeout: true,
     },
   });
   const Bucket = config.bucket;
@@ -59,7 +61,8 @@ export function createS3Store(config: S3StoreConfig): ObjectStore {
   const fail = (op: string, key: string, e: unknown) => {
     const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
     const status = err?.$metadata?.httpStatusCode;
-    const why = err?.name === "TimeoutError" || err?.name === "AbortError" ? `no answer within ${deadline} ms` : err?.message || err?.name;
+    const timedOut = err?.name === "TimeoutError" || err?.name === "AbortError";
+    const why = timedOut ? `timed out (${err?.message || err?.name})` : err?.message || err?.name;
     return storageError(`object storage: ${op} ${key} failed${status ? ` (HTTP ${status})` : ""}: ${why}`, e);
   };
   const isNotFound = (e: unknown) => {
