@@ -43,14 +43,11 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
   };
 
-  let inFlight = 0;
-  const track: Interceptor = (next) => async (req) => {
-    inFlight++;
+  const timing: Interceptor = (next) => async (req) => {
     const started = performance.now();
     try {
       return await next(req);
     } finally {
-      inFlight--;
       log.debug("rpc", { method: req.method.name, ms: Math.round(performance.now() - started) });
     }
   };
@@ -60,15 +57,15 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       router.service(NoseEmbedderService, noseEmbedderService({ model, embedImage, registry, log }));
       router.service(Health, healthService(readiness));
     },
-    interceptors: [track],
+    interceptors: [timing],
     // Payloads a bit over the image limit still reach the handler, which then
     // answers IMAGE_TOO_LARGE in-band as the gateway expects; far larger ones
     // are cut off by the protocol layer before they are buffered whole.
     readMaxBytes: config.maxImageBytes * 2 + 1024 * 1024,
   });
 
-  const listener = await listen({ host: config.host, port: config.port, handler, log, inFlight: () => inFlight });
-  log.info("listening", { host: config.host, port: listener.port, protocols: ["grpc", "grpc-web", "connect"] });
+  const listener = await listen({ host: config.host, port: config.port, handler, log });
+  log.info("listening", { pid: process.pid, host: config.host, port: listener.port, protocols: ["grpc", "grpc-web", "connect"] });
   void model.load();
 
   return {

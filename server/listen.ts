@@ -19,9 +19,17 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
  * cannot offer both on one plaintext server, so each connection's first bytes
  * decide which server gets the socket.
  */
-export async function listen(opts: { host: string; port: number; handler: Handler; log: Logger; inFlight: () => number }): Promise<Listener> {
-  const h2 = http2.createServer({ maxSessionMemory: 64 }, opts.handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
-  const h1 = http.createServer(opts.handler as (req: http.IncomingMessage, res: http.ServerResponse) => void);
+export async function listen(opts: { host: string; port: number; handler: Handler; log: Logger }): Promise<Listener> {
+  // Counted from the first request byte to the last response byte, so a
+  // request still uploading its image at shutdown counts as in flight.
+  let inFlight = 0;
+  const counted: Handler = (req, res) => {
+    inFlight++;
+    res.once("close", () => inFlight--);
+    opts.handler(req, res);
+  };
+  const h2 = http2.createServer({ maxSessionMemory: 64 }, counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const h1 = http.createServer(counted as (req: http.IncomingMessage, res: http.ServerResponse) => void);
   h1.keepAliveTimeout = 5_000;
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (s) => {
@@ -44,8 +52,11 @@ export async function listen(opts: { host: string; port: number; handler: Handle
       socket.off("data", onData);
       socket.pause();
       socket.unshift(seen);
+      // http2 takes the bytes read so far from the paused socket's buffer and
+      // then reads the handle itself (resuming here would lose them); the
+      // HTTP/1 parser only reads once the socket flows again.
       (isH2 ? h2 : h1).emit("connection", socket);
-      socket.resume();
+      if (!isH2) socket.resume();
     };
     socket.on("data", onData);
   });
@@ -67,8 +78,8 @@ export async function listen(opts: { host: string; port: number; handler: Handle
       for (const s of sessions) s.close();
       h1.closeIdleConnections();
       const deadline = Date.now() + timeoutMs;
-      while (opts.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      if (opts.inFlight() > 0) opts.log.warn("shutdown timeout: dropping in-flight requests", { inFlight: opts.inFlight() });
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      if (inFlight > 0) opts.log.warn("shutdown timeout: dropping in-flight requests", { inFlight });
       for (const s of sessions) s.destroy();
       h1.closeAllConnections();
       for (const socket of sockets) socket.destroy();

@@ -1,40 +1,207 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  ApproveTransferResponseSchema,
+  IdentifyPetResponseSchema,
+  RegisterPetResponseSchema,
+  Verdict,
+  VerifyPetResponseSchema,
+  type ApproveTransferRequest,
+  type ApproveTransferResponse,
+  type IdentifyPetRequest,
+  type IdentifyPetResponse,
+  type NosePhoto,
+  type RegisterPetRequest,
+  type RegisterPetResponse,
+  type VerifyPetRequest,
+  type VerifyPetResponse,
+} from "../gen/nose_embedder_pb.js";
+import type { MatchVerdict } from "../shared/similarity.js";
 import type { Config } from "./config.js";
+import { openDatabase, type Database } from "./db/database.js";
+import { migrate } from "./db/migrations.js";
 import type { EmbedImage } from "./embed-image.js";
-import { serviceUnavailable, toWireError } from "./errors.js";
+import { invalidRequest, serviceUnavailable } from "./errors.js";
 import type { Logger } from "./log.js";
 import type { ModelHolder } from "./model/model-holder.js";
-import type {
-  ApproveTransferRequest,
-  ApproveTransferResponseSchema,
-  IdentifyPetRequest,
-  IdentifyPetResponseSchema,
-  RegisterPetRequest,
-  RegisterPetResponseSchema,
-  VerifyPetRequest,
-  VerifyPetResponseSchema,
-} from "../gen/nose_embedder_pb.js";
+import { createFlows, DuplicatePetError, type CompareResult, type Flows, type PhotoInput } from "./registry/flows.js";
+import { createRegistry, type Registry } from "./registry/registry.js";
+import { createFolderStore } from "./storage/folder-store.js";
+import type { ObjectStore } from "./storage/object-store.js";
+import { createS3Store } from "./storage/s3-store.js";
+import { inBand } from "./service.js";
 
 export interface RegistryHandlers {
-  compareWithStoredImage(req: { imageKey: string; petDid: string }): Promise<{ similarity: number; cosineSimilarity: number; euclideanDistance: number }>;
-  registerPet(req: RegisterPetRequest): Promise<MessageInitShape<typeof RegisterPetResponseSchema>>;
-  verifyPet(req: VerifyPetRequest): Promise<MessageInitShape<typeof VerifyPetResponseSchema>>;
-  identifyPet(req: IdentifyPetRequest): Promise<MessageInitShape<typeof IdentifyPetResponseSchema>>;
-  approveTransfer(req: ApproveTransferRequest): Promise<MessageInitShape<typeof ApproveTransferResponseSchema>>;
+  compareWithStoredImage(req: { imageKey: string; petDid: string }): Promise<CompareResult>;
+  registerPet(req: RegisterPetRequest): Promise<RegisterPetResponse>;
+  verifyPet(req: VerifyPetRequest): Promise<VerifyPetResponse>;
+  identifyPet(req: IdentifyPetRequest): Promise<IdentifyPetResponse>;
+  approveTransfer(req: ApproveTransferRequest): Promise<ApproveTransferResponse>;
   close(): Promise<void>;
 }
 
-export function openRegistry(_config: Config, _model: ModelHolder, _embed: EmbedImage, _log: Logger): RegistryHandlers {
-  const unavailable = () => serviceUnavailable("pet registry is not available on this server yet");
-  const fail = async () => toWireError(unavailable());
+const VERDICT: Record<MatchVerdict, Verdict> = { SAME: Verdict.SAME, REVIEW: Verdict.REVIEW, DIFFERENT: Verdict.DIFFERENT };
+
+function photoInput(photo: NosePhoto | undefined): PhotoInput {
+  switch (photo?.source.case) {
+    case "imageData":
+      return { bytes: photo.source.value };
+    case "imageKey":
+      return { key: photo.source.value };
+    default:
+      throw invalidRequest("photo is required: set image_data or image_key");
+  }
+}
+
+/**
+ * Opens the object store and the database and serves the registry RPCs on
+ * them. The database may be down when the server starts: it is then retried
+ * in the background while these RPCs answer SERVICE_UNAVAILABLE (retryable),
+ * and ExtractNoseVector keeps working.
+ */
+export function openRegistry(config: Config, model: ModelHolder, embed: EmbedImage, log: Logger): RegistryHandlers {
+  const store: ObjectStore = config.s3
+    ? createS3Store({ ...config.s3 })
+    : createFolderStore({ root: config.objectDir });
+
+  let db: Database | undefined;
+  let registry: Registry | undefined;
+  let lastError = "connecting";
+  let closed = false;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  const connect = async (attempt: number): Promise<void> => {
+    try {
+      const opened = await openDatabase(
+        config.pg
+          ? { kind: "postgres", host: config.pg.host, port: config.pg.port, username: config.pg.user, password: config.pg.password, database: config.pg.database, onError: (e) => log.warn("database connection dropped", { err: e }) }
+          : { kind: "pglite", dataDir: config.pgliteDir },
+      );
+      try {
+        const applied = await migrate(opened);
+        if (closed) return void (await opened.close());
+        db = opened;
+        registry = createRegistry(opened);
+        log.info("database ready", { kind: opened.kind, migrationsApplied: applied });
+      } catch (e) {
+        await opened.close().catch(() => undefined);
+        throw e;
+      }
+    } catch (e) {
+      lastError = (e as Error).message;
+      const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+      log.error("database not ready, retrying", { err: e, retryInMs: delay });
+      if (!closed) retryTimer = setTimeout(() => void connect(attempt + 1), delay);
+    }
+  };
+  const ready = connect(0);
+
+  const flows = (): Flows => {
+    const m = model.require();
+    if (!registry) throw serviceUnavailable(`registry database is not available: ${lastError}`);
+    return createFlows({
+      store,
+      registry,
+      embed,
+      calibration: m.calibration,
+      modelVersion: m.version,
+      log: (event, fields) => log.info(event, fields),
+    });
+  };
+
   return {
-    compareWithStoredImage: async () => {
-      throw unavailable();
+    compareWithStoredImage: (req) => flows().compareWithStoredImage(req),
+
+    async registerPet(req) {
+      let duplicate: DuplicatePetError | undefined;
+      const res = await inBand("RegisterPet", log, async () => {
+        try {
+          const r = await flows().registerPet({ photos: req.photos.map(photoInput), requestId: req.requestId, requestedBy: req.requestedBy });
+          return {
+            success: true,
+            petDid: r.petDid,
+            vector: Array.from(r.vector),
+            vectorSize: r.vectorSize,
+            imageKeys: r.imageKeys,
+            vectorKey: r.vectorKey,
+            minPairSimilarity: r.minPairSimilarity,
+            modelVersion: r.modelVersion,
+          } satisfies MessageInitShape<typeof RegisterPetResponseSchema>;
+        } catch (e) {
+          if (e instanceof DuplicatePetError) duplicate = e;
+          throw e;
+        }
+      });
+      return create(RegisterPetResponseSchema, {
+        ...res,
+        ...(duplicate ? { duplicatePetDid: duplicate.existingPetDid, duplicateSimilarity: duplicate.similarity } : {}),
+      });
     },
-    registerPet: fail,
-    verifyPet: fail,
-    identifyPet: fail,
-    approveTransfer: fail,
-    close: async () => {},
+
+    async verifyPet(req) {
+      const res = await inBand("VerifyPet", log, async () => {
+        const r = await flows().verifyPet({ petDid: req.petDid, photo: photoInput(req.photo), requestedBy: req.requestedBy });
+        return {
+          success: true,
+          similarity: r.similarity,
+          cosineSimilarity: r.cosineSimilarity,
+          euclideanDistance: r.euclideanDistance,
+          verdict: VERDICT[r.verdict],
+          storedImageKey: r.storedImageKey,
+          modelVersion: r.modelVersion,
+          vectorSize: r.vectorSize,
+          verificationId: r.verificationId,
+        } satisfies MessageInitShape<typeof VerifyPetResponseSchema>;
+      });
+      return create(VerifyPetResponseSchema, res);
+    },
+
+    async identifyPet(req) {
+      const res = await inBand("IdentifyPet", log, async () => {
+        const r = await flows().identifyPet({ photo: photoInput(req.photo), topK: req.topK, minSimilarity: req.minSimilarity });
+        return {
+          success: true,
+          matches: r.matches.map((m) => ({
+            petDid: m.petDid,
+            similarity: m.similarity,
+            cosineSimilarity: m.cosineSimilarity,
+            euclideanDistance: m.euclideanDistance,
+            verdict: VERDICT[m.verdict],
+          })),
+          modelVersion: r.modelVersion,
+        } satisfies MessageInitShape<typeof IdentifyPetResponseSchema>;
+      });
+      return create(IdentifyPetResponseSchema, res);
+    },
+
+    async approveTransfer(req) {
+      const res = await inBand("ApproveTransfer", log, async () => {
+        const r = await flows().approveTransfer({
+          petDid: req.petDid,
+          photo: photoInput(req.photo),
+          fromGuardian: req.fromGuardian,
+          toGuardian: req.toGuardian,
+          requestId: req.requestId,
+        });
+        return {
+          success: true,
+          approved: r.approved,
+          approvalId: r.approvalId,
+          approvedAt: r.approvedAt,
+          similarity: r.similarity,
+          cosineSimilarity: r.cosineSimilarity,
+          euclideanDistance: r.euclideanDistance,
+          verdict: VERDICT[r.verdict],
+          modelVersion: r.modelVersion,
+        } satisfies MessageInitShape<typeof ApproveTransferResponseSchema>;
+      });
+      return create(ApproveTransferResponseSchema, res);
+    },
+
+    async close() {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      await ready;
+      await db?.close();
+    },
   };
 }

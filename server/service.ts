@@ -7,7 +7,6 @@ import {
   NoseEmbedderService,
   NoseVectorResponseSchema,
 } from "../gen/nose_embedder_pb.js";
-import { EMBEDDING_SIZE } from "./model/embedder.js";
 import type { EmbedImage } from "./embed-image.js";
 import { toWireError, type WireError } from "./errors.js";
 import { SERVICE_NAMES } from "./health.js";
@@ -53,7 +52,13 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
     async compareWithStoredImage(req) {
       const res = await inBand("CompareWithStoredImage", log, async () => {
         const s = await deps.registry.compareWithStoredImage({ imageKey: req.imageKey, petDid: req.petDid });
-        return { success: true, ...s, vectorSize: EMBEDDING_SIZE };
+        return {
+          success: true,
+          similarity: s.similarity,
+          cosineSimilarity: s.cosineSimilarity,
+          euclideanDistance: s.euclideanDistance,
+          vectorSize: s.vectorSize,
+        };
       });
       return create(CompareVectorsResponseSchema, res);
     },

@@ -21,6 +21,9 @@ function assertError(res: any, code: string, retryable: boolean, ml: string) {
   assert.match(res.error_message, new RegExp(`^${ml}: `));
 }
 
+/** The bundled model unless TEST_MODEL_PATH points elsewhere (local runs against another model). */
+const defaults: Record<string, string> = process.env.TEST_MODEL_PATH ? { MODEL_PATH: process.env.TEST_MODEL_PATH } : {};
+
 const norm = (v: number[]) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
 
 describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default configuration)", () => {
@@ -29,7 +32,7 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
   let photo: Buffer;
 
   before(async () => {
-    server = await startServer();
+    server = await startServer(defaults);
     client = gatewayClient(server.address);
     photo = await jpeg(320, 300, 1);
   });
@@ -135,15 +138,21 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
   });
 
   test("SIGTERM lets in-flight requests finish, then the process exits 0", async () => {
-    const s = await startServer();
+    const s = await startServer(defaults);
     const c = gatewayClient(s.address);
     try {
-      const big = await jpeg(2000, 1500, 7);
-      const inflight = Promise.all([1, 2, 3].map(() => c.call("ExtractNoseVector", { image_data: big })));
-      await new Promise((r) => setTimeout(r, 30));
+      const big = await jpeg(2400, 1600, 7);
+      assert.equal((await c.call("HealthCheck", { service: "" })).status, "SERVING"); // connection is up
+      const arrivals: number[] = [];
+      const inflight = Promise.all(
+        [1, 2, 3, 4].map(() => c.call("ExtractNoseVector", { image_data: big }).then((r) => (arrivals.push(Date.now()), r))),
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      const signalledAt = Date.now();
       const code = await s.stop("SIGTERM");
       const results = await inflight;
       results.forEach((r) => assert.equal(r.success, true, r.error_message));
+      assert.ok(arrivals.some((t) => t > signalledAt), "some request was still in flight at SIGTERM");
       assert.equal(code, 0);
       assert.ok(s.logs.some((l) => l.msg === "stopped"));
     } finally {

@@ -53,7 +53,16 @@ export async function startServer(
     }
   });
   proc.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+  // npm and its shell may exit before the server does (a signal sent to the
+  // whole group reaches all of them), so "exited" waits for the server's own
+  // end: the last holder of the stdout pipe closing it.
+  const exited = new Promise<number | null>((resolve) => {
+    let npmCode: number | null = null;
+    let pending = 2;
+    const done = () => --pending === 0 && resolve(npmCode);
+    proc.on("exit", (code) => ((npmCode = code), done()));
+    proc.stdout!.on("close", done);
+  });
 
   const waitForLog = (pred: (l: Record<string, unknown>) => boolean, ms = timeoutMs) =>
     new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -94,20 +103,21 @@ export async function startServer(
     waitForLog,
     async stop(signal = "SIGTERM") {
       if (proc.exitCode !== null) return proc.exitCode;
-      // Signal the node process itself (npm and tsx would relay it, but the
-      // group makes sure nothing is left behind).
+      // The signal goes to the server process itself, as an orchestrator
+      // sends it to a container's main process; npm then exits with its code.
       try {
-        process.kill(-proc.pid!, signal);
+        process.kill(listening.pid as number, signal);
       } catch {
         /* already gone */
       }
-      const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 20_000))]);
-      if (proc.exitCode === null) {
+      const code = await Promise.race([exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 20_000))]);
+      if (code === "timeout") {
         try {
           process.kill(-proc.pid!, "SIGKILL");
         } catch {
           /* gone */
         }
+        return null;
       }
       return code;
     },
