@@ -1,0 +1,223 @@
+"""Shared pieces of the pipeline: dataset listing, reference preprocessing,
+embedding (PyTorch or the ONNX file through onnxruntime-node), verification
+metrics and the cosine -> similarity calibration."""
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageOps
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+# ---------------------------------------------------------------- datasets
+
+def list_dataset(path, image_root=None):
+    """(a) folder with one sub-folder per dog, or (b) CSV `dog ID,nose print image` (+ image_root).
+    Returns a list of (dog id string, image path)."""
+    items = []
+    if os.path.isdir(path):
+        for dog in sorted(os.listdir(path)):
+            d = os.path.join(path, dog)
+            if not os.path.isdir(d):
+                continue
+            for f in sorted(os.listdir(d)):
+                if f.lower().endswith(IMAGE_EXT):
+                    items.append((dog, os.path.join(d, f)))
+    elif path.lower().endswith(".csv"):
+        root = image_root or os.path.dirname(os.path.abspath(path))
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+        head = [h.strip().lower() for h in rows[0]]
+        di = next(i for i, h in enumerate(head) if h.replace("_", " ") in ("dog id", "dogid", "dog"))
+        ii = next(i for i, h in enumerate(head) if "image" in h)
+        for r in rows[1:]:
+            if len(r) > max(di, ii) and r[ii].strip():
+                p = r[ii].strip()
+                cands = [os.path.join(root, p), os.path.join(root, "images", p)]
+                items.append((r[di].strip(), next((c for c in cands if os.path.exists(c)), cands[0])))
+    else:
+        raise SystemExit(f"dataset must be a folder of per-dog folders or a .csv: {path}")
+    if not items:
+        raise SystemExit(f"no images found in {path}")
+    return items
+
+
+def dedupe(items):
+    """Drops exact duplicate files within one dog (same bytes)."""
+    seen, out, dropped = set(), [], 0
+    for dog, p in items:
+        with open(p, "rb") as f:
+            h = hashlib.sha1(f.read()).hexdigest()
+        if (dog, h) in seen:
+            dropped += 1
+            continue
+        seen.add((dog, h))
+        out.append((dog, p))
+    return out, dropped
+
+
+def preprocess(path):
+    """The reference: PIL open, exif_transpose, RGB, resize 224x224 LANCZOS -> uint8 HWC."""
+    im = Image.open(path)
+    im = ImageOps.exif_transpose(im).convert("RGB")
+    return np.asarray(im.resize((224, 224), Image.LANCZOS))
+
+
+def to_chw(u8):
+    """uint8 (N,224,224,3) -> float32 (N,3,224,224) in [0,1]."""
+    return np.ascontiguousarray(u8.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+# ---------------------------------------------------------------- embedding
+
+def embed_torch(model, u8, batch=32):
+    import torch
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(u8), batch):
+            x = torch.from_numpy(to_chw(np.asarray(u8[i:i + batch])))
+            out.append(model(x).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+
+
+def embed_onnx(onnx_path, u8, batch=16):
+    """Runs the ONNX file with onnxruntime-node (models/train/onnx-embed.mjs)."""
+    with tempfile.TemporaryDirectory() as td:
+        inp, outp = os.path.join(td, "in.npy"), os.path.join(td, "out.npy")
+        np.save(inp, to_chw(np.asarray(u8)))
+        subprocess.run(["node", os.path.join(HERE, "onnx-embed.mjs"), onnx_path, inp, outp, str(batch)],
+                       check=True, cwd=ROOT)
+        return np.load(outp)
+
+
+# ---------------------------------------------------------------- metrics
+
+def pair_scores(emb, labels, max_impostor=3_000_000, seed=0):
+    """Genuine scores (all same-dog pairs) and impostor scores (all, or a seeded sample)."""
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.asarray(labels)
+    n = len(labels)
+    S = emb @ emb.T
+    iu = np.triu_indices(n, 1)
+    same = labels[iu[0]] == labels[iu[1]]
+    gen = S[iu][same]
+    imp_idx = np.flatnonzero(~same)
+    if len(imp_idx) > max_impostor:
+        imp_idx = np.random.default_rng(seed).choice(imp_idx, max_impostor, replace=False)
+    imp = S[iu][imp_idx] if len(imp_idx) else np.zeros(0)
+    # rank-1: nearest other image belongs to the same dog (only images whose dog has >= 2 images)
+    np.fill_diagonal(S, -np.inf)
+    nn = S.argmax(1)
+    counts = {l: c for l, c in zip(*np.unique(labels, return_counts=True))}
+    probe = np.array([counts[l] >= 2 for l in labels])
+    rank1 = float((labels[nn] == labels)[probe].mean()) if probe.any() else float("nan")
+    return gen.astype(np.float64), imp.astype(np.float64), rank1
+
+
+def verification_metrics(gen, imp):
+    from scipy.stats import rankdata
+    sc = np.concatenate([gen, imp])
+    r = rankdata(sc)
+    auc = (r[:len(gen)].sum() - len(gen) * (len(gen) + 1) / 2) / (len(gen) * len(imp))
+    thr = np.unique(np.concatenate([gen, imp]))
+    imp_s, gen_s = np.sort(imp), np.sort(gen)
+    far = 1 - np.searchsorted(imp_s, thr, side="left") / len(imp_s)
+    frr = np.searchsorted(gen_s, thr, side="left") / len(gen_s)
+    i = int(np.argmin(np.abs(far - frr)))
+    eer = float((far[i] + frr[i]) / 2)
+    out = {"auc": float(auc), "eer": eer}
+    for f in (1e-2, 1e-3, 1e-4):
+        t = impostor_threshold(imp, f)
+        out[f"tar_at_far_{f:.0e}".replace("-0", "-")] = float((gen > t).mean()) if np.isfinite(t) else float("nan")
+    return out
+
+
+def impostor_threshold(imp, far):
+    """Smallest cosine t with share(imp > t) <= far."""
+    imp = np.sort(imp)
+    k = int(np.floor(far * len(imp)))
+    if len(imp) == 0 or (k == 0 and far * len(imp) < 1 and len(imp) < 1 / far):
+        return float(imp[-1]) if len(imp) else float("nan")
+    return float(imp[len(imp) - 1 - k]) if k > 0 else float(imp[-1])
+
+
+# ---------------------------------------------------------------- calibration
+
+def calibrate(gen, imp, margin=0.02):
+    """Monotone piecewise-linear cosine -> similarity map.
+
+    0.85 sits at the cosine where the held-out impostor FAR is 5e-4 (half the 1e-3 target),
+    0.70 where it is 5e-3 (half of 1e-2), each pushed up by `margin` cosine as a safety
+    margin for data that differs from the evaluation set."""
+    top = 0.9999
+
+    def knot(far, target):
+        c = min(max(impostor_threshold(imp, far / 2), impostor_threshold(imp, far) + margin), top)
+        if (imp >= c).mean() > target:      # ties or a collapsed model: go past the largest offending score
+            c = min(float(np.sort(imp)[-max(1, int(target * len(imp)))]) + 1e-6, top)
+        return c
+
+    c85 = knot(1e-3, 1e-3)
+    c70 = min(knot(1e-2, 1e-2), c85 - 1e-4)
+    c50 = min(float(np.quantile(imp, 0.5)), c70 - 0.02)
+    gmed = float(np.median(gen)) if len(gen) else c85 + 0.05
+    c95 = min(max(c85 + 0.03, gmed), 0.999)
+    if c95 <= c85:
+        c95 = c85 + (1 - c85) / 2
+    c95 = min(c95, 1 - 1e-5)
+    xs = [-1.0, c50, c70, c85, c95, 1.0]
+    ys = [0.0, 0.35, 0.70, 0.85, 0.95, 1.0]
+    # keep knots strictly increasing
+    for i in range(1, len(xs)):
+        if xs[i] <= xs[i - 1]:
+            xs[i] = xs[i - 1] + 1e-4
+    if xs[-1] > 1.0:
+        raise ValueError("calibration knots ran past cosine 1")
+    xs = [float(x) for x in xs]
+    return {"cosine": xs, "similarity": ys}
+
+
+def apply_calibration(cos, cal):
+    return np.interp(cos, cal["cosine"], cal["similarity"])
+
+
+def calibration_report(gen, imp, cal):
+    s_imp, s_gen = apply_calibration(imp, cal), apply_calibration(gen, cal)
+    return {"far_at_0.85": float((s_imp >= 0.85).mean()), "far_at_0.70": float((s_imp >= 0.70).mean()),
+            "tar_at_0.85": float((s_gen >= 0.85).mean()), "tar_at_0.70": float((s_gen >= 0.70).mean())}
+
+
+def histogram_png(gen, imp, path, title=""):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=80)
+    bins = np.linspace(-0.5, 1, 121)
+    ax.hist(imp, bins=bins, density=True, alpha=0.6, label=f"impostor ({len(imp)})", color="tab:red")
+    ax.hist(gen, bins=bins, density=True, alpha=0.6, label=f"genuine ({len(gen)})", color="tab:green")
+    ax.set_xlabel("cosine")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def log(*a):
+    print(*a, flush=True, file=sys.stdout)

@@ -1,0 +1,277 @@
+"""Trains the nose-print embedder (sub-center ArcFace, P dogs x K images), exports
+ONNX, evaluates held-out synthetic identities, calibrates and writes the model card.
+
+  /usr/bin/python3 models/train/train.py                        # synthetic cache, full run
+  /usr/bin/python3 models/train/train.py --minutes 8            # short run
+  /usr/bin/python3 models/train/train.py --tiny --work /tmp/x   # end-to-end smoke run (render+train+export+eval)
+  /usr/bin/python3 models/train/train.py --data dogs/ [--mix-synthetic] [--init models/train/runs/last/model.pt]
+  /usr/bin/python3 models/train/train.py --data train.csv --image-root images/
+
+Training crops are `--res` pixels cut at native scale from the 224 input, so the fully
+convolutional net sees beads at the size it meets at 224; the last part of the run
+trains on whole 224 images. The learning-rate schedule follows max(step, time) progress,
+so `--minutes` is a hard budget.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import data as synth  # noqa: E402
+import export  # noqa: E402
+from net import NoseEmbedder  # noqa: E402
+
+HERE = common.HERE
+ROOT = common.ROOT
+
+
+class SubCenterArcFace(nn.Module):
+    def __init__(self, dim, classes, k=3, s=30.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(classes * k, dim) * 0.01)
+        self.classes, self.k, self.s = classes, k, s
+
+    def forward(self, emb, labels, margin):
+        cos = F.linear(emb, F.normalize(self.w)).view(-1, self.classes, self.k).max(-1).values
+        cos = cos.clamp(-1 + 1e-6, 1 - 1e-6)
+        onehot = F.one_hot(labels, self.classes).bool()
+        theta = torch.acos(cos)
+        target = torch.cos(torch.clamp(theta + margin, max=math.pi))
+        logits = torch.where(onehot, target, cos) * self.s
+        loss = F.cross_entropy(logits, labels)
+        acc = (cos.argmax(1) == labels).float().mean()
+        return loss, acc
+
+
+def augment(x, res, g):
+    """x uint8 (B,224,224,3) -> float (B,3,res,res). Cheap batch augmentation on top of the
+    rendered capture variation: crop at native scale with small rotation/scale/shift,
+    exposure, contrast, saturation, colour cast, blur and noise."""
+    B = x.shape[0]
+    x = x.permute(0, 3, 1, 2).float() / 255
+    ang = (torch.rand(B, generator=g) * 2 - 1) * math.radians(12)
+    sc = (res / 224) * torch.exp((torch.rand(B, generator=g) * 2 - 1) * 0.12)
+    room = (1 - sc).clamp(min=0)
+    tx = (torch.rand(B, generator=g) * 2 - 1) * room
+    ty = (torch.rand(B, generator=g) * 2 - 1) * room
+    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, (B, 3, res, res), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # photometric
+    r = lambda lo, hi: (lo + (hi - lo) * torch.rand(B, 1, 1, 1, generator=g))  # noqa: E731
+    grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = grey + (x - grey) * r(0.6, 1.4)
+    m = grey.mean((2, 3), keepdim=True)
+    x = m + (x - m) * r(0.75, 1.3)
+    x = x * r(0.65, 1.45) * (1 + 0.06 * (torch.rand(B, 3, 1, 1, generator=g) * 2 - 1))
+    x = x.clamp(0, 1) ** r(0.8, 1.25)
+    blur = torch.rand(B, generator=g) < 0.25
+    if blur.any():
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k2 = (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+        xb = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="reflect"), k2, groups=3)
+        x[blur] = xb
+    x = x + torch.randn(x.shape, generator=g) * r(0.0, 0.02)
+    return x.clamp(0, 1)
+
+
+def pk_batches(labels, P, K, rng):
+    """Endless P-identities x K-images batches (identities with < K images are sampled with replacement)."""
+    by = {}
+    for i, l in enumerate(labels):
+        by.setdefault(int(l), []).append(i)
+    ids = np.array(sorted(by))
+    while True:
+        for chunk in np.array_split(rng.permutation(ids), max(1, len(ids) // P)):
+            if len(chunk) < 2:
+                continue
+            idx = []
+            for c in chunk[:P]:
+                pool = by[int(c)]
+                idx.extend(rng.choice(pool, K, replace=len(pool) < K))
+            yield np.array(idx)
+
+
+def load_operator(path, image_root):
+    items, dropped = common.dedupe(common.list_dataset(path, image_root))
+    dogs = sorted({d for d, _ in items})
+    idx = {d: i for i, d in enumerate(dogs)}
+    ims = np.stack([common.preprocess(p) for _, p in items])
+    labels = np.array([idx[d] for d, _ in items])
+    common.log(f"[train] operator data {path}: {len(dogs)} dogs, {len(items)} images ({dropped} duplicates dropped)")
+    return ims, labels, {"path": os.path.abspath(path), "dogs": len(dogs), "images": len(items),
+                         "duplicates_dropped": dropped}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--synth", default=synth.DEFAULT_CACHE, help="synthetic cache folder (models/train/data.py --out)")
+    ap.add_argument("--data", help="operator dataset: folder of per-dog folders, or CSV `dog ID,nose print image`")
+    ap.add_argument("--image-root")
+    ap.add_argument("--mix-synthetic", action="store_true", help="with --data: also train on the synthetic cache")
+    ap.add_argument("--init", help="checkpoint to start from (fine-tuning)")
+    ap.add_argument("--work", default=os.path.join(HERE, "runs", "last"), help="checkpoints, logs, eval outputs")
+    ap.add_argument("--onnx", default=os.path.join(ROOT, "models", "nose-embedder.onnx"))
+    ap.add_argument("--card", default=os.path.join(ROOT, "models", "nose-embedder.json"))
+    ap.add_argument("--minutes", type=float, default=70)
+    ap.add_argument("--steps", type=int, default=100000)
+    ap.add_argument("--res", type=int, default=176)
+    ap.add_argument("--full-res-frac", type=float, default=0.12, help="last share of the run on whole 224 images")
+    ap.add_argument("--P", type=int, default=16)
+    ap.add_argument("--K", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--margin", type=float, default=0.3)
+    ap.add_argument("--widths", default="32,64,128,256")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--grow", action="store_true", help="pick up synthetic shards that appear while training")
+    ap.add_argument("--max-classes", type=int, default=0, help="classifier size when --grow (>= final identities)")
+    ap.add_argument("--version", default=None)
+    ap.add_argument("--tiny", action="store_true", help="render a few identities, train a few steps, export, eval")
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    os.makedirs(args.work, exist_ok=True)
+    t_start = time.time()
+
+    if args.tiny:
+        args.synth = os.path.join(args.work, "synth")
+        synth.render_split(args.synth, "train", 12, 4, 20261125, 1, shard=12)
+        synth.render_split(args.synth, "heldout", 8, 3, 20261125, 1, shard=8)
+        args.steps, args.res, args.P, args.K, args.widths = 6, 96, 6, 2, "8,16,32,64"
+        args.full_res_frac = 0.2
+
+    # ---- data
+    sources = {}
+    ims_list, lab_list = [], []
+    offset = 0
+    if args.data:
+        ims, labels, info = load_operator(args.data, args.image_root)
+        ims_list.append(ims)
+        lab_list.append(labels)
+        offset = int(labels.max()) + 1
+        sources["own"] = info
+    if not args.data or args.mix_synthetic:
+        ims, labels = synth.load_split(args.synth, "train")
+        if len(ims) == 0:
+            raise SystemExit(f"no synthetic cache in {args.synth}: run `npm run model:data` first")
+        ims_list.append(ims)
+        lab_list.append(labels + offset)
+        sources["synthetic"] = {"cache": os.path.relpath(args.synth, ROOT)}
+    ims = np.concatenate(ims_list) if len(ims_list) > 1 else ims_list[0]
+    labels = np.concatenate(lab_list)
+    n_classes = max(int(labels.max()) + 1, args.max_classes)
+    common.log(f"[train] {len(np.unique(labels))} identities, {len(ims)} images, classes {n_classes}")
+
+    widths = tuple(int(w) for w in args.widths.split(","))
+    model = NoseEmbedder(widths)
+    head = SubCenterArcFace(512, n_classes)
+    if args.init:
+        ck = torch.load(args.init, map_location="cpu")
+        model.load_state_dict(ck["model"])
+        widths = tuple(ck.get("widths", widths))
+        common.log(f"[train] initialised from {args.init}")
+    params = [{"params": model.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.lr * 5}]
+    opt = torch.optim.AdamW(params, weight_decay=5e-4)
+    base_lrs = [p["lr"] for p in opt.param_groups]
+    batches = pk_batches(labels, args.P, args.K, rng)
+    budget = args.minutes * 60
+    step, seen, t0 = 0, 0, time.time()
+    last_scan = time.time()
+    loss_ema = acc_ema = None
+    model.train()
+    while True:
+        prog = max(step / args.steps, (time.time() - t0) / budget)
+        if prog >= 1:
+            break
+        if args.grow and time.time() - last_scan > 120:
+            last_scan = time.time()
+            new_ims, new_lab = synth.load_split(args.synth, "train")
+            if len(new_ims) > len(ims) and int(new_lab.max()) < n_classes:
+                ims, labels = new_ims, new_lab
+                batches = pk_batches(labels, args.P, args.K, rng)
+                common.log(f"[train] grew to {len(np.unique(labels))} identities, {len(ims)} images")
+        warm = min(1.0, prog / 0.03)
+        lr_f = warm * 0.5 * (1 + math.cos(math.pi * prog))
+        for pg, b in zip(opt.param_groups, base_lrs):
+            pg["lr"] = b * max(lr_f, 0.01)
+        margin = args.margin * min(1.0, prog / 0.2)
+        res = 224 if prog > 1 - args.full_res_frac else args.res
+        idx = next(batches)
+        xb = torch.from_numpy(np.stack([ims[i] for i in idx]))
+        x = augment(xb, res, g)
+        y = torch.from_numpy(labels[idx]).long()
+        emb = F.normalize(model.features(x), dim=1)
+        loss, acc = head(emb, y, margin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += len(idx)
+        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+        acc_ema = acc.item() if acc_ema is None else 0.98 * acc_ema + 0.02 * acc.item()
+        if step % 25 == 0 or step == 1:
+            el = time.time() - t0
+            common.log(f"[train] step {step} prog {prog:.3f} res {res} loss {loss_ema:.3f} acc {acc_ema:.3f} "
+                       f"lr {opt.param_groups[0]['lr']:.2e} m {margin:.2f} {seen / el:.1f} img/s {el / 60:.1f} min")
+        if step % 500 == 0:
+            torch.save({"model": model.state_dict(), "widths": widths, "step": step}, os.path.join(args.work, "model.pt"))
+    train_s = time.time() - t0
+    ck_path = os.path.join(args.work, "model.pt")
+    torch.save({"model": model.state_dict(), "widths": widths, "step": step}, ck_path)
+    common.log(f"[train] done: {step} steps, {seen} images, {train_s / 60:.1f} min")
+
+    # ---- export + parity
+    model.eval()
+    size = export.export_onnx(model, args.onnx)
+    diff = export.parity(model, args.onnx)
+    common.log(f"[export] {args.onnx} {size / 1e6:.2f} MB, max |torch - onnxruntime-node| = {diff:.2e}")
+
+    training = {
+        "data": "synthetic only" if list(sources) == ["synthetic"] else
+                ("own data only" if list(sources) == ["own"] else "own data mixed with synthetic"),
+        "sources": sources,
+        "identities": int(len(np.unique(labels))), "images": int(len(ims)),
+        "steps": step, "images_seen": int(seen), "batch": f"P{args.P} x K{args.K}",
+        "train_resolution": f"{args.res} px crops at native scale, last {args.full_res_frac:.0%} on whole 224 images",
+        "time_minutes": round(train_s / 60, 1), "hardware": f"{platform.machine()} CPU, {args.threads} threads, shared",
+        "seed": args.seed, "loss": f"sub-center ArcFace (k=3, s=30, margin {args.margin} ramped over first 20%)",
+        "optimizer": f"AdamW lr {args.lr} (head x5), warmup 3%, cosine", "init": args.init or "random",
+        "backbone": f"ResNet-18 layout, widths {list(widths)}, two strided 3x3 stem convs, GeM, linear 512, BN-neck",
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+    meta = {"training": training, "onnx_bytes": size, "onnx_vs_pytorch_max_abs_diff": diff}
+    common.write_json(os.path.join(args.work, "train-meta.json"), meta)
+    if args.no_eval:
+        return
+    # ---- held-out synthetic identities -> metrics, calibration, card
+    import evaluate
+    heldout = os.path.join(args.synth, "heldout")
+    res = evaluate.evaluate_synthetic(args.synth, args.onnx, args.work)
+    card = evaluate.build_card(res, meta, args.version, tiny=args.tiny)
+    common.write_json(args.card, card)
+    common.log(f"[card] {args.card}")
+    common.log(json.dumps(card["evaluation"], indent=1))
+    common.log(f"[total] {(time.time() - t_start) / 60:.1f} min")
+    _ = heldout, shutil, datetime
+
+
+if __name__ == "__main__":
+    main()
