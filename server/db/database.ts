@@ -1,5 +1,7 @@
 import { PGlite } from "@electric-sql/pglite";
 import { vector } from "@electric-sql/pglite-pgvector";
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
 import pg from "pg";
 import { serviceUnavailable } from "../errors.js";
 
@@ -57,6 +59,8 @@ export async function openPglite(config: PgliteConfig = {}): Promise<Database> {
   const dataDir = config.dataDir ?? "./data/pg";
   let db: PGlite;
   try {
+    // PGlite creates its own folder but not the parents (a fresh clone has no ./data).
+    if (!dataDir.startsWith("memory://")) await mkdir(path.dirname(path.resolve(dataDir)), { recursive: true });
     db = await PGlite.create(dataDir, { extensions: { vector } });
   } catch (e) {
     throw serviceUnavailable(`embedded database at ${dataDir} failed to open: ${(e as Error)?.message}`, e);
