@@ -38,6 +38,10 @@ def _render_shard(job):
     seed, split, first, count, caps, path = job
     if os.path.exists(path + ".npy"):
         return path, 0.0
+    try:  # several renderers may share one cache: each shard is claimed by one of them
+        os.close(os.open(path + ".lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return path, -1.0
     t = time.time()
     ims = np.stack([render_identity(seed, split, first + i, caps) for i in range(count)])
     labels = np.repeat(np.arange(first, first + count), caps)
@@ -45,16 +49,19 @@ def _render_shard(job):
     np.save(path + ".labels.npy", labels.astype(np.int32))
     np.save(tmp, ims.reshape(-1, *ims.shape[2:]))
     os.replace(tmp, path + ".npy")    # the image file appears last: readers see whole shards only
+    os.remove(path + ".lock")
     return path, time.time() - t
 
 
-def render_split(out, split, ids, caps, seed, workers, shard=SHARD):
+def render_split(out, split, ids, caps, seed, workers, shard=SHARD, reverse=False):
     d = os.path.join(out, split)
     os.makedirs(d, exist_ok=True)
     jobs = []
     for first in range(0, ids, shard):
         count = min(shard, ids - first)
         jobs.append((seed, split, first, count, caps, os.path.join(d, f"shard_{first:06d}_{count:03d}x{caps}")))
+    if reverse:
+        jobs = jobs[::-1]
     t0 = time.time()
     done = 0
     if workers > 1:
@@ -114,6 +121,7 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="a few identities for an end-to-end smoke run")
     ap.add_argument("--split", choices=["train", "heldout", "both"], default="both")
     ap.add_argument("--sheet-only", action="store_true")
+    ap.add_argument("--reverse", action="store_true", help="render shards last-first (a second renderer on one cache)")
     ap.add_argument("--no-sheet", action="store_true")
     args = ap.parse_args()
     if args.tiny:
@@ -126,7 +134,7 @@ def main():
                          shard=min(SHARD, max(1, args.heldout_ids)))
         if args.split in ("train", "both"):
             render_split(args.out, "train", args.train_ids, args.caps, args.seed, args.workers,
-                         shard=min(SHARD, max(1, args.train_ids)))
+                         shard=min(SHARD, max(1, args.train_ids)), reverse=args.reverse)
     if not args.no_sheet:
         os.makedirs(card, exist_ok=True)
         contact_sheet(os.path.join(card, "contact-sheet.png"), args.seed)

@@ -23,7 +23,9 @@ import sys
 import time
 
 import numpy as np
-import torch
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # shared cores: do not spin while waiting
+import torch  # noqa: E402
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -53,6 +55,20 @@ class SubCenterArcFace(nn.Module):
         loss = F.cross_entropy(logits, labels)
         acc = (cos.argmax(1) == labels).float().mean()
         return loss, acc
+
+
+def supcon_loss(emb, labels, tau):
+    """Supervised contrastive loss (Khosla et al. 2020) over one P x K batch of L2-normalised embeddings."""
+    sim = emb @ emb.t() / tau
+    n = emb.shape[0]
+    eye = torch.eye(n, dtype=torch.bool)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    sim = sim.masked_fill(eye, -1e9)
+    logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    loss = -(logp * pos).sum(1) / pos.sum(1).clamp(min=1)
+    with torch.no_grad():
+        nn_same = pos[torch.arange(n), sim.argmax(1)].float().mean()
+    return loss.mean(), nn_same
 
 
 def augment(x, res, g):
@@ -128,12 +144,14 @@ def main():
     ap.add_argument("--card", default=os.path.join(ROOT, "models", "nose-embedder.json"))
     ap.add_argument("--minutes", type=float, default=70)
     ap.add_argument("--steps", type=int, default=100000)
-    ap.add_argument("--res", type=int, default=176)
-    ap.add_argument("--full-res-frac", type=float, default=0.12, help="last share of the run on whole 224 images")
-    ap.add_argument("--P", type=int, default=16)
+    ap.add_argument("--res", type=int, default=144)
+    ap.add_argument("--full-res-frac", type=float, default=0.15, help="last share of the run on whole 224 images")
+    ap.add_argument("--P", type=int, default=24)
     ap.add_argument("--K", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--margin", type=float, default=0.3)
+    ap.add_argument("--loss", choices=["supcon", "arcface", "both"], default="supcon")
+    ap.add_argument("--tau", type=float, default=0.1)
     ap.add_argument("--widths", default="32,64,128,256")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
@@ -219,7 +237,14 @@ def main():
         x = augment(xb, res, g)
         y = torch.from_numpy(labels[idx]).long()
         emb = F.normalize(model.features(x), dim=1)
-        loss, acc = head(emb, y, margin)
+        if args.loss == "supcon":
+            loss, acc = supcon_loss(emb, y, args.tau)
+        elif args.loss == "arcface":
+            loss, acc = head(emb, y, margin)
+        else:
+            l1, acc = supcon_loss(emb, y, args.tau)
+            l2, _ = head(emb, y, margin)
+            loss = l1 + 0.5 * l2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -252,7 +277,9 @@ def main():
         "steps": step, "images_seen": int(seen), "batch": f"P{args.P} x K{args.K}",
         "train_resolution": f"{args.res} px crops at native scale, last {args.full_res_frac:.0%} on whole 224 images",
         "time_minutes": round(train_s / 60, 1), "hardware": f"{platform.machine()} CPU, {args.threads} threads, shared",
-        "seed": args.seed, "loss": f"sub-center ArcFace (k=3, s=30, margin {args.margin} ramped over first 20%)",
+        "seed": args.seed, "loss": {"supcon": f"SupCon (temperature {args.tau}) on P x K batches",
+                 "arcface": f"sub-center ArcFace (k=3, s=30, margin {args.margin} ramped over first 20%)",
+                 "both": f"SupCon (temperature {args.tau}) + 0.5 x sub-center ArcFace (k=3, s=30, margin {args.margin})"}[args.loss],
         "optimizer": f"AdamW lr {args.lr} (head x5), warmup 3%, cosine", "init": args.init or "random",
         "backbone": f"ResNet-18 layout, widths {list(widths)}, two strided 3x3 stem convs, GeM, linear 512, BN-neck",
         "parameters": int(sum(p.numel() for p in model.parameters())),
