@@ -87,7 +87,8 @@ async function endToEnd() {
     const t = performance.now();
     const results = await Promise.all(Array.from({ length: n }, () => client.call("ExtractNoseVector", { image_data: photo })));
     const perSec = (n * 1000) / (performance.now() - t);
-    if (!results.every((r) => r.success)) throw new Error("a request failed");
+    const failed = results.find((r) => !r.success);
+    if (failed) throw new Error(`a request failed: ${failed.error_message}`);
     client.close();
     await app.close();
     return perSec;

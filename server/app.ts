@@ -4,6 +4,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { NoseEmbedderService } from "../gen/nose_embedder_pb.js";
 import type { Config } from "./config.js";
 import { createImageEmbedder } from "./embed-image.js";
+import { createPreprocessPool } from "./image/preprocess-pool.js";
 import { healthService } from "./health.js";
 import { listen } from "./listen.js";
 import type { Logger } from "./log.js";
@@ -27,7 +28,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     maxBatch: config.maxBatch,
     log,
   });
-  const embedImage = createImageEmbedder(model, { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels });
+  const pool = createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers);
+  const embedImage = createImageEmbedder(model, pool);
   const registry = openRegistry(config, model, embedImage, log);
 
   let closing = false;
@@ -75,7 +77,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       notify();
       await listener.close(config.shutdownTimeoutMs);
       await registry.close();
-      await model.close();
+      await Promise.all([model.close(), pool.close()]);
     },
   };
 }

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -30,6 +31,8 @@ export interface Config {
   modelCardPath: string | undefined;
   modelInputSize: number;
   intraOpThreads: number;
+  /** Worker threads that decode and resize photos. */
+  preprocessWorkers: number;
   batchWindowMs: number;
   maxBatch: number;
   maxImageBytes: number;
@@ -128,6 +131,7 @@ export function loadConfig(env: Env = process.env): Config {
     modelCardPath,
     modelInputSize: int("MODEL_INPUT_SIZE", 224, 32, 1024),
     intraOpThreads: int("MODEL_THREADS", 0, 0, 256),
+    preprocessWorkers: int("PREPROCESS_WORKERS", Math.max(1, availableParallelism()), 1, 256),
     batchWindowMs: int("BATCH_WINDOW_MS", 3, 0, 1000),
     maxBatch: int("MAX_BATCH", 16, 1, 256),
     maxImageBytes: int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1024, 512 * 1024 * 1024),

@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { MLErrorCode } from "../../gen/nose_embedder_pb.js";
+import { toModelInput } from "../../shared/preprocess.js";
+import { jpeg } from "../../test/support/images.js";
+import { MLError } from "../errors.js";
+import { decodeImage } from "./decode.js";
+import { createPreprocessPool } from "./preprocess-pool.js";
+
+const limits = { maxBytes: 1 << 24, maxPixels: 1 << 24 };
+
+test("workers give the same tensors as decoding in process, for more jobs than workers", async () => {
+  const pool = createPreprocessPool(limits, 2);
+  try {
+    const photos = await Promise.all([0, 1, 2, 3, 4].map((i) => jpeg(100 + i * 37, 90 + i * 11, i)));
+    const got = await Promise.all(photos.map((p) => pool.preprocess(p, 224)));
+    for (let i = 0; i < photos.length; i++) {
+      const want = toModelInput((await decodeImage(photos[i], limits)).image, 224);
+      assert.deepEqual(got[i], want);
+    }
+  } finally {
+    await pool.close();
+  }
+});
+
+test("decoder errors keep their ML code across the thread boundary", async () => {
+  const pool = createPreprocessPool(limits, 1);
+  try {
+    await assert.rejects(pool.preprocess(new Uint8Array([0x47, 0x49, 0x46, 0x38]), 224), (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INVALID_IMAGE_FORMAT);
+    await assert.rejects(pool.preprocess(new Uint8Array(0), 224), (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INVALID_REQUEST);
+    const ok = await pool.preprocess(await jpeg(64, 64, 1), 32);
+    assert.equal(ok.length, 3 * 32 * 32);
+  } finally {
+    await pool.close();
+  }
+});
+
+test("a closed pool refuses work instead of hanging", async () => {
+  const pool = createPreprocessPool(limits, 1);
+  await pool.close();
+  await assert.rejects(pool.preprocess(new Uint8Array([1]), 224), (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INTERNAL_SERVER_ERROR);
+});

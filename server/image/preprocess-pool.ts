@@ -1,0 +1,107 @@
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import { internalError, MLError } from "../errors.js";
+import type { DecodeLimits } from "./decode.js";
+import type { PreprocessReply, PreprocessTask } from "./preprocess-worker.js";
+
+export interface PreprocessPool {
+  /** Decode + Pillow-exact preprocessing in a worker; rejects with the decoder's MLError. */
+  preprocess(bytes: Uint8Array, size: number): Promise<Float32Array>;
+  close(): Promise<void>;
+}
+
+/**
+ * The worker is TypeScript like the rest of the server; workers do not
+ * inherit the main thread's loader hooks, so a small bootstrap registers tsx
+ * in the worker before importing it.
+ */
+function startWorker(): Worker {
+  const url = new URL("./preprocess-worker.ts", import.meta.url);
+  const boot = `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`;
+  return new Worker(boot, { eval: true });
+}
+
+/**
+ * A fixed set of workers, one task each at a time, so concurrent requests
+ * use every core and at most `size` full-resolution images are decoded at
+ * once (bounding memory under bursts). A worker that dies is replaced and its
+ * task fails with a retryable error instead of hanging.
+ */
+export function createPreprocessPool(limits: DecodeLimits, size = Math.max(1, availableParallelism())): PreprocessPool {
+  type Job = { task: PreprocessTask; resolve: (t: Float32Array) => void; reject: (e: unknown) => void };
+  const queue: Job[] = [];
+  const idle: Worker[] = [];
+  const busy = new Map<Worker, Job>();
+  const workers: Worker[] = [];
+  const ready = new WeakSet<Worker>();
+  let broken = false;
+  let nextId = 1;
+  let closed = false;
+
+  const spawn = () => {
+    const w = startWorker();
+    workers.push(w);
+    w.unref();
+    w.on("message", (reply: PreprocessReply | "ready") => {
+      if (reply === "ready") {
+        ready.add(w);
+        idle.push(w);
+        return pump();
+      }
+      const job = busy.get(w);
+      busy.delete(w);
+      if (job) {
+        if (reply.ok) job.resolve(reply.tensor);
+        else job.reject(reply.code === undefined ? internalError(`preprocessing failed: ${reply.message}`) : new MLError(reply.code, reply.message));
+      }
+      idle.push(w);
+      pump();
+    });
+    w.on("error", (e) => {
+      const job = busy.get(w);
+      busy.delete(w);
+      job?.reject(internalError(`preprocessing worker crashed: ${e.message}`, e));
+    });
+    w.on("exit", () => {
+      const job = busy.get(w);
+      busy.delete(w);
+      job?.reject(internalError("preprocessing worker exited"));
+      for (const list of [idle, workers]) {
+        const i = list.indexOf(w);
+        if (i >= 0) list.splice(i, 1);
+      }
+      // A worker that never came up would fail the same way again: stop
+      // replacing it and fail the waiting jobs rather than loop.
+      if (!ready.has(w)) {
+        broken = true;
+        for (const j of queue.splice(0)) j.reject(internalError("preprocessing workers cannot start"));
+      }
+      if (!closed && !broken) spawn();
+    });
+  };
+
+  const pump = () => {
+    while (idle.length > 0 && queue.length > 0) {
+      const w = idle.pop()!;
+      const job = queue.shift()!;
+      busy.set(w, job);
+      w.postMessage(job.task);
+    }
+  };
+
+  for (let i = 0; i < size; i++) spawn();
+
+  return {
+    preprocess(bytes, inputSize) {
+      if (closed || broken) return Promise.reject(internalError(closed ? "preprocessing pool is closed" : "preprocessing workers cannot start"));
+      return new Promise((resolve, reject) => {
+        queue.push({ task: { id: nextId++, bytes, size: inputSize, limits }, resolve, reject });
+        pump();
+      });
+    },
+    async close() {
+      closed = true;
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
+}
