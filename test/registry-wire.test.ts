@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -138,6 +138,26 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     assert.equal(loaded[0], "float32");
     assert.deepEqual(loaded[1], [512]);
     loaded[2].forEach((x: number, i: number) => assert.ok(Math.abs(x - vectorA[i]) < 1e-6));
+  });
+
+  test("pets of the old server verify from pet-vectors/{DID}.json without migration; a wrong-size vector is VECTOR_DIMENSION_MISMATCH", async () => {
+    const photo = nosePhotos(3);
+    const objects = path.join(dataDir, "objects");
+    const legacy = async (did: string, featureVector: number[]) => {
+      mkdirSync(path.join(objects, "pet-vectors"), { recursive: true });
+      writeFileSync(
+        path.join(objects, "pet-vectors", `${did}.json`),
+        JSON.stringify({ petDID: did, featureVector, vectorSize: featureVector.length, createdAt: "2025-10-01T00:00:00Z", version: "1.0" }),
+      );
+      mkdirSync(path.join(objects, "nose-print-photo", did), { recursive: true });
+      writeFileSync(path.join(objects, "nose-print-photo", did, "verify_1700000000000.jpg"), photo(2, 1));
+      return client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${did}/verify_1700000000000.jpg`, pet_did: did });
+    };
+    const enrolled = await client.call("ExtractNoseVector", bytes(photo(2, 0)));
+    const ok = await legacy(`did:ethr:besu:0x${"1f".repeat(20)}`, enrolled.vector);
+    assert.equal(ok.success, true, ok.error_message);
+    assert.ok(ok.similarity >= 0.85, `same-shoot photo scores ${ok.similarity}`);
+    assertError(await legacy(`did:ethr:besu:0x${"2e".repeat(20)}`, enrolled.vector.slice(0, 128)), "VECTOR_DIMENSION_MISMATCH", false);
   });
 
   test("the registry survives a restart of the server (persisted data folder)", async () => {
