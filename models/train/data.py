@@ -96,7 +96,7 @@ def load_split(out, split, max_ids=None):
     return np.concatenate(ims), np.concatenate(labs).astype(np.int64)
 
 
-def contact_sheet(path, seed, rows=5, cols=8):
+def contact_sheet(path, seed, rows=4, cols=8):
     from PIL import Image
     tiles = []
     for r in range(rows):
@@ -104,7 +104,7 @@ def contact_sheet(path, seed, rows=5, cols=8):
         tiles.append(np.concatenate(list(caps), 1))
     im = Image.fromarray(np.concatenate(tiles, 0))
     im = im.resize((im.width // 2, im.height // 2), Image.LANCZOS)
-    im = im.quantize(colors=256, method=Image.MEDIANCUT, dither=Image.NONE)
+    im = im.quantize(colors=160, method=Image.MEDIANCUT, dither=Image.NONE)
     im.save(path, optimize=True)
     print(f"[data] contact sheet -> {path} ({os.path.getsize(path) // 1024} KB)")
 
