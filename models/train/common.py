@@ -152,16 +152,17 @@ def impostor_threshold(imp, far):
 
 # ---------------------------------------------------------------- calibration
 
-def calibrate(gen, imp, margin=0.02):
+def calibrate(gen, imp, margin=0.1):
     """Monotone piecewise-linear cosine -> similarity map.
 
-    0.85 sits at the cosine where the held-out impostor FAR is 5e-4 (half the 1e-3 target),
-    0.70 where it is 5e-3 (half of 1e-2), each pushed up by `margin` cosine as a safety
-    margin for data that differs from the evaluation set."""
+    0.85 sits at the cosine where the evaluation impostor FAR is 5e-4 (half the 1e-3 target),
+    0.70 where it is 5e-3 (half of 1e-2), or, if higher, at the FAR-target cosine t moved
+    `margin` of the way from t to 1: a safety margin for data unlike the evaluation set."""
     top = 0.9999
 
     def knot(far, target):
-        c = min(max(impostor_threshold(imp, far / 2), impostor_threshold(imp, far) + margin), top)
+        t = impostor_threshold(imp, far)
+        c = min(max(impostor_threshold(imp, far / 2), t + margin * (1 - t)), top)
         if (imp >= c).mean() > target:      # ties or a collapsed model: go past the largest offending score
             c = min(float(np.sort(imp)[-max(1, int(target * len(imp)))]) + 1e-6, top)
         return c

@@ -13,12 +13,10 @@ trains on whole 224 images. The learning-rate schedule follows max(step, time) p
 so `--minutes` is a hard budget.
 """
 import argparse
-import datetime
 import json
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 
@@ -139,6 +137,8 @@ def main():
     ap.add_argument("--image-root")
     ap.add_argument("--mix-synthetic", action="store_true", help="with --data: also train on the synthetic cache")
     ap.add_argument("--init", help="checkpoint to start from (fine-tuning)")
+    ap.add_argument("--val-frac", type=float, default=0.2,
+                    help="with --data: share of own dogs held out for evaluation and calibration (0: none)")
     ap.add_argument("--work", default=os.path.join(HERE, "runs", "last"), help="checkpoints, logs, eval outputs")
     ap.add_argument("--onnx", default=os.path.join(ROOT, "models", "nose-embedder.onnx"))
     ap.add_argument("--card", default=os.path.join(ROOT, "models", "nose-embedder.json"))
@@ -180,8 +180,17 @@ def main():
     sources = {}
     ims_list, lab_list = [], []
     offset = 0
+    own_val = None
     if args.data:
         ims, labels, info = load_operator(args.data, args.image_root)
+        dogs = np.unique(labels)
+        n_val = int(round(len(dogs) * args.val_frac))
+        if n_val >= 2:    # hold out whole dogs for evaluation and calibration
+            val_dogs = np.random.default_rng(args.seed).choice(dogs, n_val, replace=False)
+            is_val = np.isin(labels, val_dogs)
+            own_val = (ims[is_val], labels[is_val])
+            ims, labels = ims[~is_val], labels[~is_val]
+            info["held_out_dogs"] = int(n_val)
         ims_list.append(ims)
         lab_list.append(labels)
         offset = int(labels.max()) + 1
@@ -199,13 +208,14 @@ def main():
     common.log(f"[train] {len(np.unique(labels))} identities, {len(ims)} images, classes {n_classes}")
 
     widths = tuple(int(w) for w in args.widths.split(","))
+    ck = torch.load(args.init, map_location="cpu") if args.init else None
+    if ck is not None:
+        widths = tuple(ck.get("widths", widths))
     model = NoseEmbedder(widths)
     head = SubCenterArcFace(512, n_classes)
-    if args.init:
-        ck = torch.load(args.init, map_location="cpu")
+    if ck is not None:
         model.load_state_dict(ck["model"])
-        widths = tuple(ck.get("widths", widths))
-        common.log(f"[train] initialised from {args.init}")
+        common.log(f"[train] initialised from {args.init} (widths {list(widths)})")
     params = [{"params": model.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.lr * 5}]
     opt = torch.optim.AdamW(params, weight_decay=5e-4)
     base_lrs = [p["lr"] for p in opt.param_groups]
@@ -290,14 +300,20 @@ def main():
         return
     # ---- held-out synthetic identities -> metrics, calibration, card
     import evaluate
-    heldout = os.path.join(args.synth, "heldout")
-    res = evaluate.evaluate_synthetic(args.synth, args.onnx, args.work)
+    if own_val is not None:
+        res = evaluate.evaluate_arrays(own_val[0], own_val[1], args.onnx, args.work, "heldout-own",
+                                       f"{sources['own']['held_out_dogs']} own dogs held out from training, "
+                                       "exact duplicates dropped")
+    elif os.path.isdir(os.path.join(args.synth, "heldout")):
+        res = evaluate.evaluate_synthetic(args.synth, args.onnx, args.work)
+    else:
+        common.log("[eval] no held-out data (own dogs or synthetic): card not written")
+        return
     card = evaluate.build_card(res, meta, args.version, tiny=args.tiny)
     common.write_json(args.card, card)
     common.log(f"[card] {args.card}")
     common.log(json.dumps(card["evaluation"], indent=1))
     common.log(f"[total] {(time.time() - t_start) / 60:.1f} min")
-    _ = heldout, shutil, datetime
 
 
 if __name__ == "__main__":
