@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -9,7 +10,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { NoseEmbedderService, NoseImageRequestSchema } from "../gen/nose_embedder_pb.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { jpeg, png, pngHeaderOnly } from "./support/images.js";
-import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
+import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
 
 /** The error fields as the gateway sees them; `_error_code` proves the optional field was really sent. */
 function assertError(res: any, code: string, retryable: boolean, ml: string) {
@@ -61,6 +62,20 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
     assert.equal(a.vector.length, 512);
     assert.ok(Math.abs(norm(a.vector) - 1) < 1e-4);
     assert.deepEqual(b.vector, a.vector);
+  });
+
+  test("the bundled model scores re-takes of one nose above every other nose", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-noses-"));
+    execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), dir, "4"], { stdio: "pipe" });
+    const vec = async (d: number, k: number) =>
+      (await client.call("ExtractNoseVector", { image_data: readFileSync(path.join(dir, `dog${d}_${k}.jpg`)) })).vector as number[];
+    const dot = (a: number[], b: number[]) => a.reduce((s, x, i) => s + x * b[i], 0);
+    const first = await Promise.all([0, 1, 2, 3].map((d) => vec(d, 0)));
+    const retake = await Promise.all([0, 1, 2, 3].map((d) => vec(d, 1)));
+    for (let d = 0; d < 4; d++) {
+      const genuine = dot(first[d], retake[d]);
+      for (let o = 0; o < 4; o++) if (o !== d) assert.ok(genuine > dot(first[d], first[o]), `dog ${d}: re-take ${genuine} vs dog ${o}`);
+    }
   });
 
   test("the format field is a hint: PNG bytes labelled jpeg still embed", async () => {

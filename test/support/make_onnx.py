@@ -1,11 +1,18 @@
 """Writes small ONNX models with chosen tensor contracts, for tests of how the
 server treats user models (no training, no torch: onnx.helper only).
 
-usage: make_onnx.py OUT [--size 224] [--dim 512] [--batch dynamic|1] [--seed 0] [--nan]
-The model average-pools the image to 8x8, flattens and projects to `dim`:
-deterministic, cheap, and different images give different vectors.
+usage: make_onnx.py OUT [--size 224] [--dim 512] [--batch dynamic|1] [--seed 0]
+                        [--nan] [--kind projection|pattern] [--card]
+
+projection: average-pools the image to 8x8, flattens and projects to `dim`
+  with fixed random weights: deterministic, cheap, any contract.
+pattern: the mean-centred 8x8 grey thumbnail, zero-padded to 512. Crude but
+  predictable: re-takes of one photo score cosine > 0.95 while different
+  synthetic noses stay below 0.75, so registry flows can be tested with known
+  verdicts. --card writes OUT.json with a calibration for it.
 """
 import argparse
+import json
 
 import numpy as np
 import onnx
@@ -18,17 +25,31 @@ p.add_argument("--dim", type=int, default=512)
 p.add_argument("--batch", default="dynamic")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--nan", action="store_true", help="emit NaN embeddings (sqrt of a negative)")
+p.add_argument("--kind", choices=["projection", "pattern"], default="projection")
+p.add_argument("--card", action="store_true")
 a = p.parse_args()
 
 k = a.size // 8
 batch = "N" if a.batch == "dynamic" else int(a.batch)
-rng = np.random.default_rng(a.seed)
-w = numpy_helper.from_array(rng.standard_normal((3 * 8 * 8, a.dim)).astype(np.float32), "w")
-nodes = [
-    helper.make_node("AveragePool", ["input"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
-    helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-    helper.make_node("MatMul", ["flat", "w"], ["projected" if a.nan else "embedding"]),
-]
+inits = []
+if a.kind == "projection":
+    rng = np.random.default_rng(a.seed)
+    inits.append(numpy_helper.from_array(rng.standard_normal((3 * 8 * 8, a.dim)).astype(np.float32), "w"))
+    nodes = [
+        helper.make_node("AveragePool", ["input"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["projected" if a.nan else "embedding"]),
+    ]
+else:
+    inits.append(numpy_helper.from_array(np.array([0, 0, 0, a.dim - 64], dtype=np.int64), "pads"))
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node("AveragePool", ["grey"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["flat", "mean"], ["centred"]),
+        helper.make_node("Pad", ["centred", "pads"], ["projected" if a.nan else "embedding"]),
+    ]
 if a.nan:
     nodes += [helper.make_node("Neg", ["projected"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["embedding"])]
 graph = helper.make_graph(
@@ -36,9 +57,17 @@ graph = helper.make_graph(
     "test-embedder",
     [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, a.size, a.size])],
     [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, a.dim])],
-    [w],
+    inits,
 )
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 model.ir_version = 7
 onnx.checker.check_model(model)
 onnx.save(model, a.out)
+if a.card:
+    card = {
+        "name": f"test-{a.kind}",
+        "version": f"test-{a.kind}-1",
+        "calibration": {"cosine": [-1, 0.75, 0.85, 0.9, 1], "similarity": [0, 0.6, 0.7, 0.85, 1]},
+    }
+    with open(a.out[: -len(".onnx")] + ".json" if a.out.endswith(".onnx") else a.out + ".json", "w") as f:
+        json.dump(card, f)

@@ -125,12 +125,17 @@ export async function startServer(
 }
 
 /** Builds a test ONNX model with the given contract via test/support/make_onnx.py. */
-export function makeTestModel(file: string, opts: { size?: number; dim?: number; batch?: string; nan?: boolean } = {}): string {
+export function makeTestModel(
+  file: string,
+  opts: { size?: number; dim?: number; batch?: string; nan?: boolean; kind?: "projection" | "pattern"; card?: boolean } = {},
+): string {
   const args = [path.join(ROOT, "test/support/make_onnx.py"), file];
   if (opts.size) args.push("--size", String(opts.size));
   if (opts.dim) args.push("--dim", String(opts.dim));
   if (opts.batch) args.push("--batch", opts.batch);
   if (opts.nan) args.push("--nan");
+  if (opts.kind) args.push("--kind", opts.kind);
+  if (opts.card) args.push("--card");
   execFileSync("/usr/bin/python3", args, { stdio: "pipe" });
   return file;
 }
