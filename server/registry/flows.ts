@@ -17,6 +17,7 @@ import { imageKey, validateImageKey, validateUploadedPhotoKey, vectorKey, verify
 import { readLegacyVector } from "../storage/legacy-vector.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { AuditEntry, PetRecord, Registry, RegistryReader } from "./registry.js";
+import { sniffFormat } from "../image/decode.js";
 
 /**
  * The nose-print use cases, independent of the RPC layer: plain values in,
@@ -197,9 +198,8 @@ function requiredText(value: unknown, what: string, max: number): string {
 }
 
 function contentTypeOf(bytes: Uint8Array): string {
-  if (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return "image/jpeg";
-  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return "image/png";
-  return "application/octet-stream";
+  const format = sniffFormat(bytes);
+  return format ? `image/${format}` : "application/octet-stream";
 }
 
 function errorMessage(e: unknown): string {
