@@ -23,7 +23,7 @@ import type { EmbedImage } from "./embed-image.js";
 import { invalidRequest, serviceUnavailable } from "./errors.js";
 import type { Logger } from "./log.js";
 import type { ModelHolder } from "./model/model-holder.js";
-import { createFlows, DuplicatePetError, type CompareResult, type Flows, type PhotoInput } from "./registry/flows.js";
+import { createFlows, DuplicatePetError, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
 import { createRegistry, type Registry } from "./registry/registry.js";
 import { createFolderStore } from "./storage/folder-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
@@ -40,6 +40,14 @@ export interface RegistryHandlers {
 }
 
 const VERDICT: Record<MatchVerdict, Verdict> = { SAME: Verdict.SAME, REVIEW: Verdict.REVIEW, DIFFERENT: Verdict.DIFFERENT };
+
+/** The score fields every registry response carries, from a flow's result. */
+const scoreFields = (r: MatchScores) => ({
+  similarity: r.similarity,
+  cosineSimilarity: r.cosineSimilarity,
+  euclideanDistance: r.euclideanDistance,
+  verdict: VERDICT[r.verdict],
+});
 
 function photoInput(photo: NosePhoto | undefined): PhotoInput {
   switch (photo?.source.case) {
@@ -142,10 +150,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         const r = await flows().verifyPet({ petDid: req.petDid, photo: photoInput(req.photo), requestedBy: req.requestedBy });
         return {
           success: true,
-          similarity: r.similarity,
-          cosineSimilarity: r.cosineSimilarity,
-          euclideanDistance: r.euclideanDistance,
-          verdict: VERDICT[r.verdict],
+          ...scoreFields(r),
           storedImageKey: r.storedImageKey,
           modelVersion: r.modelVersion,
           vectorSize: r.vectorSize,
@@ -162,10 +167,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
           success: true,
           matches: r.matches.map((m) => ({
             petDid: m.petDid,
-            similarity: m.similarity,
-            cosineSimilarity: m.cosineSimilarity,
-            euclideanDistance: m.euclideanDistance,
-            verdict: VERDICT[m.verdict],
+            ...scoreFields(m),
           })),
           modelVersion: r.modelVersion,
         } satisfies MessageInitShape<typeof IdentifyPetResponseSchema>;
@@ -187,10 +189,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
           approved: r.approved,
           approvalId: r.approvalId,
           approvedAt: r.approvedAt,
-          similarity: r.similarity,
-          cosineSimilarity: r.cosineSimilarity,
-          euclideanDistance: r.euclideanDistance,
-          verdict: VERDICT[r.verdict],
+          ...scoreFields(r),
           modelVersion: r.modelVersion,
         } satisfies MessageInitShape<typeof ApproveTransferResponseSchema>;
       });
