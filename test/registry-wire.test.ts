@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import sharp from "sharp";
 import { petDidFromVector } from "../shared/did.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
@@ -71,6 +72,11 @@ async function roundTrip(client: GatewayClient, photo: (dog: number, shot: numbe
 
   const one = await client.call("RegisterPet", { photos: [bytes(photo(2, 0))] });
   assertError(one, "INVALID_REQUEST", false);
+
+  const small = await sharp(photo(2, 1)).resize(100, 100).jpeg().toBuffer();
+  const tooSmall = await client.call("RegisterPet", { photos: [bytes(photo(2, 0)), bytes(small)] });
+  assertError(tooSmall, "INVALID_REQUEST", false);
+  assert.match(tooSmall.error_message, /photo 2 is only 100 px/);
 
   const same = await client.call("VerifyPet", { pet_did: regA.pet_did, photo: bytes(photo(0, 2)), requested_by: "0xguardian1" });
   assert.equal(same.success, true, same.error_message);

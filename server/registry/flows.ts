@@ -17,7 +17,7 @@ import { imageKey, validateImageKey, validateUploadedPhotoKey, vectorKey, verify
 import { readLegacyVector } from "../storage/legacy-vector.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { AuditEntry, PetRecord, Registry, RegistryReader } from "./registry.js";
-import { sniffFormat } from "../image/decode.js";
+import { readHeader, sniffFormat } from "../image/decode.js";
 
 /**
  * The nose-print use cases, independent of the RPC layer: plain values in,
@@ -162,6 +162,13 @@ export class DuplicatePetError extends MLError {
 }
 
 export const MIN_REGISTER_PHOTOS = 2;
+/**
+ * Enrolment photos set the template every later check is compared with, so
+ * they must carry detail: beads are a few pixels wide even at 224 px. Half the
+ * model's input size on the short side is the least accepted (verification
+ * shots may be smaller).
+ */
+export const MIN_ENROL_SIDE = 112;
 export const MAX_REGISTER_PHOTOS = 10;
 export const DEFAULT_TOP_K = 5;
 export const MAX_TOP_K = 50;
@@ -195,6 +202,22 @@ function requiredText(value: unknown, what: string, max: number): string {
   const v = optionalText(value, what, max);
   if (v === undefined) throw invalidRequest(`${what} is required`);
   return v;
+}
+
+/** Decodability is checked by embedding; here only the declared size. */
+function checkEnrolmentSize(bytes: Uint8Array, label: string): void {
+  const format = sniffFormat(bytes);
+  if (!format) return;
+  let side: number;
+  try {
+    const h = readHeader(bytes, format);
+    side = Math.min(h.width, h.height);
+  } catch {
+    return; // the decoder reports a broken header with its own message
+  }
+  if (side < MIN_ENROL_SIDE) {
+    throw invalidRequest(`${label} is only ${side} px on its short side; registration needs at least ${MIN_ENROL_SIDE} px, retake it closer`);
+  }
 }
 
 function contentTypeOf(bytes: Uint8Array): string {
@@ -372,13 +395,13 @@ export function createFlows(deps: FlowDeps): Flows {
 
       // 1. Load and embed every photo before writing anything.
       const loaded: Array<{ bytes: Uint8Array; key?: string }> = [];
-      const embeddings: Float32Array[] = [];
       for (let i = 0; i < photos.length; i++) {
-        const label = `photo ${i + 1}`;
-        const p = await loadPhoto(photos[i], label);
+        const p = await loadPhoto(photos[i], `photo ${i + 1}`);
+        checkEnrolmentSize(p.bytes, `photo ${i + 1}`);
         loaded.push(p);
-        embeddings.push(await embedPhoto(p.bytes, label));
       }
+      // Embedded concurrently: the preprocessing pool and the micro-batcher take them together.
+      const embeddings = await Promise.all(loaded.map((p, i) => embedPhoto(p.bytes, `photo ${i + 1}`)));
       let minPair = Infinity;
       let worst: [number, number] = [0, 1];
       for (let i = 0; i < embeddings.length; i++) {
