@@ -60,10 +60,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       router.service(Health, healthService(readiness));
     },
     interceptors: [timing],
-    // Payloads a bit over the image limit still reach the handler, which then
-    // answers IMAGE_TOO_LARGE in-band as the gateway expects; far larger ones
-    // are cut off by the protocol layer before they are buffered whole.
-    readMaxBytes: config.maxImageBytes * 2 + 1024 * 1024,
+    // Payloads over the image limit still reach the handler, which answers
+    // IMAGE_TOO_LARGE in-band as the gateway expects; beyond this ceiling the
+    // protocol layer refuses them (RESOURCE_EXHAUSTED) before buffering them.
+    readMaxBytes: Math.max(64 * 1024 * 1024, config.maxImageBytes * 2),
   });
 
   const listener = await listen({ host: config.host, port: config.port, handler, log });

@@ -113,6 +113,12 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
     assertError(await client.call("ExtractNoseVector", { image_data: big }), "IMAGE_TOO_LARGE", false, "ML_4002");
   });
 
+  test("a 40 MB payload is still answered in-band; one past the 64 MB ceiling gets RESOURCE_EXHAUSTED, and the server lives on", async () => {
+    assertError(await client.call("ExtractNoseVector", { image_data: Buffer.alloc(40 * 1024 * 1024, 1) }), "IMAGE_TOO_LARGE", false, "ML_4002");
+    await assert.rejects(client.call("ExtractNoseVector", { image_data: Buffer.alloc(65 * 1024 * 1024, 1) }), (e: any) => e.code === 8);
+    assert.equal((await client.call("ExtractNoseVector", { image_data: photo })).success, true);
+  });
+
   test("a PNG header declaring 60000x60000 pixels (decompression bomb) is IMAGE_TOO_LARGE", async () => {
     assertError(await client.call("ExtractNoseVector", { image_data: pngHeaderOnly(60000, 60000) }), "IMAGE_TOO_LARGE", false, "ML_4002");
   });
