@@ -28,7 +28,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     maxBatch: config.maxBatch,
     log,
   });
-  const pool = createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers);
+  const pool = createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers, config.maxPending);
   const embedImage = createImageEmbedder(model, pool);
   const registry = openRegistry(config, model, embedImage, log);
 

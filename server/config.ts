@@ -33,6 +33,8 @@ export interface Config {
   intraOpThreads: number;
   /** Worker threads that decode and resize photos. */
   preprocessWorkers: number;
+  /** Photos that may wait for a worker before requests get SERVICE_UNAVAILABLE. */
+  maxPending: number;
   batchWindowMs: number;
   maxBatch: number;
   maxImageBytes: number;
@@ -132,6 +134,7 @@ export function loadConfig(env: Env = process.env): Config {
     modelInputSize: int("MODEL_INPUT_SIZE", 224, 32, 1024),
     intraOpThreads: int("MODEL_THREADS", 0, 0, 256),
     preprocessWorkers: int("PREPROCESS_WORKERS", Math.max(1, availableParallelism()), 1, 256),
+    maxPending: int("MAX_PENDING_IMAGES", 64, 1, 100_000),
     batchWindowMs: int("BATCH_WINDOW_MS", 3, 0, 1000),
     maxBatch: int("MAX_BATCH", 16, 1, 256),
     maxImageBytes: int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1024, 512 * 1024 * 1024),

@@ -40,3 +40,18 @@ test("a closed pool refuses work instead of hanging", async () => {
   await pool.close();
   await assert.rejects(pool.preprocess(new Uint8Array([1]), 224), (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INTERNAL_SERVER_ERROR);
 });
+
+test("past the queue limit, photos are refused as SERVICE_UNAVAILABLE (retryable) instead of piling up", async () => {
+  const pool = createPreprocessPool(limits, 1, 2);
+  try {
+    const big = await jpeg(1600, 1200, 3);
+    const jobs = [0, 1, 2, 3, 4, 5].map(() => pool.preprocess(big, 224));
+    const settled = await Promise.allSettled(jobs);
+    const refused = settled.filter((r) => r.status === "rejected");
+    assert.ok(refused.length >= 1, "some photos must be refused");
+    for (const r of refused) assert.ok((r as PromiseRejectedResult).reason instanceof MLError && (r as PromiseRejectedResult).reason.code === MLErrorCode.SERVICE_UNAVAILABLE);
+    assert.ok(settled.filter((r) => r.status === "fulfilled").length >= 3, "the worker's job and the queued ones complete");
+  } finally {
+    await pool.close();
+  }
+});

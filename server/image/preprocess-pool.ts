@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { internalError, MLError } from "../errors.js";
+import { internalError, MLError, serviceUnavailable } from "../errors.js";
 import type { DecodeLimits } from "./decode.js";
 import type { PreprocessReply, PreprocessTask } from "./preprocess-worker.js";
 
@@ -27,7 +27,12 @@ function startWorker(): Worker {
  * once (bounding memory under bursts). A worker that dies is replaced and its
  * task fails with a retryable error instead of hanging.
  */
-export function createPreprocessPool(limits: DecodeLimits, size = Math.max(1, availableParallelism())): PreprocessPool {
+export function createPreprocessPool(
+  limits: DecodeLimits,
+  size = Math.max(1, availableParallelism()),
+  /** Photos allowed to wait for a worker; past it requests are refused (retryable) instead of piling up in memory. */
+  maxQueue = 64,
+): PreprocessPool {
   type Job = { task: PreprocessTask; resolve: (t: Float32Array) => void; reject: (e: unknown) => void };
   const queue: Job[] = [];
   const idle: Worker[] = [];
@@ -94,6 +99,9 @@ export function createPreprocessPool(limits: DecodeLimits, size = Math.max(1, av
   return {
     preprocess(bytes, inputSize) {
       if (closed || broken) return Promise.reject(internalError(closed ? "preprocessing pool is closed" : "preprocessing workers cannot start"));
+      if (queue.length >= maxQueue) {
+        return Promise.reject(serviceUnavailable(`server busy: ${queue.length} photos already wait for preprocessing, retry shortly`));
+      }
       return new Promise((resolve, reject) => {
         queue.push({ task: { id: nextId++, bytes, size: inputSize, limits }, resolve, reject });
         pump();
