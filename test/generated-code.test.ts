@@ -14,7 +14,12 @@ const files = (dir: string): string[] =>
 
 test("gen/ is exactly what buf generates from proto/ (nobody edits generated code)", () => {
   const out = mkdtempSync(path.join(tmpdir(), "nosepaw-gen-"));
-  execFileSync(path.join(ROOT, "node_modules/.bin/buf"), ["generate", "--output", out], { cwd: ROOT, stdio: "pipe" });
+  const bin = path.join(ROOT, "node_modules/.bin");
+  execFileSync(path.join(bin, "buf"), ["generate", "--output", out], {
+    cwd: ROOT,
+    stdio: "pipe",
+    env: { ...process.env, PATH: `${bin}${path.delimiter}${process.env.PATH}` },
+  });
   const fresh = path.join(out, "gen");
   const committed = path.join(ROOT, "gen");
   assert.deepEqual(files(fresh), files(committed));
