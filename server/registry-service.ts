@@ -90,6 +90,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         db = opened;
         registry = createRegistry(opened);
         log.info("database ready", { kind: opened.kind, migrationsApplied: applied });
+        sweep();
       } catch (e) {
         await opened.close().catch(() => undefined);
         throw e;
@@ -101,6 +102,27 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
       if (!closed) retryTimer = setTimeout(() => void connect(attempt + 1), delay);
     }
   };
+  // After a model upgrade, enrolled embeddings of the earlier version are
+  // re-embedded from their stored images in the background (verification
+  // re-embeds a pet's rows on demand meanwhile).
+  let sweptFor: string | undefined;
+  const sweep = () => {
+    const state = model.state();
+    if (closed || !registry || state.status !== "ready" || sweptFor === state.model.version) return;
+    const version = state.model.version;
+    sweptFor = version;
+    flows()
+      .reembedStale()
+      .then(
+        (count) => count > 0 && log.info("embeddings re-embedded", { count, modelVersion: version }),
+        (e) => {
+          sweptFor = undefined;
+          log.warn("re-embedding stale embeddings failed; will retry on the next start-up or model load", { err: e });
+        },
+      );
+  };
+  model.onChange(sweep);
+
   const ready = connect(0);
 
   const flows = (): Flows => {

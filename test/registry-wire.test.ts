@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -175,9 +175,17 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     assertError(await legacy(`did:ethr:besu:0x${"2e".repeat(20)}`, enrolled.vector.slice(0, 128)), "VECTOR_DIMENSION_MISMATCH", false);
   });
 
-  test("the registry survives a restart of the server (persisted data folder)", async () => {
+  test("the registry survives a restart of the server, and a new model version re-embeds the enrolled photos", async () => {
     await server.stop();
-    server = await startServer({ ...defaults, DATA_DIR: dataDir });
+    // The same weights under a new version stand in for a model upgrade.
+    const upgraded = path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern-v2.onnx");
+    copyFileSync(defaults.MODEL_PATH, upgraded);
+    const card = JSON.parse(readFileSync(defaults.MODEL_PATH.replace(/\.onnx$/, ".json"), "utf8"));
+    writeFileSync(upgraded.replace(/\.onnx$/, ".json"), JSON.stringify({ ...card, version: "test-pattern-2" }));
+    server = await startServer({ MODEL_PATH: upgraded, DATA_DIR: dataDir });
+    const swept = await server.waitForLog((l) => l.msg === "embeddings re-embedded");
+    assert.equal(swept.modelVersion, "test-pattern-2");
+    assert.equal(swept.count, 4, "two pets with two enrolled photos each");
     client.close();
     client = gatewayClient(server.address);
     await server.waitForLog((l) => l.msg === "database ready");

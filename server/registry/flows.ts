@@ -16,7 +16,7 @@ import {
 import { imageKey, validateImageKey, validateUploadedPhotoKey, vectorKey, verifyImageKey } from "../storage/keys.js";
 import { readLegacyVector } from "../storage/legacy-vector.js";
 import type { ObjectStore } from "../storage/object-store.js";
-import type { AuditEntry, PetRecord, Registry, RegistryReader } from "./registry.js";
+import type { AuditEntry, EmbeddingRecord, PetRecord, Registry, RegistryReader } from "./registry.js";
 import { readHeader, sniffFormat } from "../image/decode.js";
 
 /**
@@ -137,6 +137,8 @@ export interface TransferResult extends MatchScores {
 }
 
 export interface Flows {
+  /** Re-embeds enrolled images left by an earlier model version; returns how many. */
+  reembedStale(batch?: number): Promise<number>;
   compareWithStoredImage(req: { imageKey: string; petDid: string }): Promise<CompareResult>;
   registerPet(req: RegisterRequest): Promise<RegisterResult>;
   verifyPet(req: VerifyRequest): Promise<VerifyResult>;
@@ -287,9 +289,39 @@ export function createFlows(deps: FlowDeps): Flows {
    * The pet's reference vectors: its enrolled embeddings; for pets the
    * previous server registered, vector.npy and then the legacy JSON template.
    */
+  /**
+   * Embeddings of different model versions are not comparable: a row from an
+   * earlier model is re-embedded from its stored image with the current one
+   * (and saved) before use. Rows whose image is gone are left out.
+   */
+  async function current(petDid: string, rows: EmbeddingRecord[]): Promise<Float32Array[]> {
+    const out: Float32Array[] = [];
+    for (const r of rows) {
+      if (r.modelVersion === modelVersion) {
+        out.push(r.embedding);
+        continue;
+      }
+      const fresh = await reembed(petDid, r.imageKey);
+      if (fresh) out.push(fresh);
+    }
+    return out;
+  }
+
+  async function reembed(petDid: string, imageKey: string): Promise<Float32Array | undefined> {
+    const bytes = await store.get(imageKey);
+    if (bytes === undefined) {
+      log("reembed.missing_image", { petDid, imageKey });
+      return undefined;
+    }
+    const v = await embedPhoto(bytes, imageKey);
+    await registry.replaceEmbedding(petDid, imageKey, v, modelVersion);
+    return v;
+  }
+
   async function referencesOf(petDid: string): Promise<Float32Array[]> {
     const rows = await registry.embeddingsOf(petDid);
-    if (rows.length > 0) return rows.map((r) => r.embedding);
+    const refs = await current(petDid, rows);
+    if (refs.length > 0) return refs;
     const pet = await registry.findPet(petDid);
     if (pet) return [pet.template];
 
@@ -368,6 +400,20 @@ export function createFlows(deps: FlowDeps): Flows {
   });
 
   return {
+    async reembedStale(batch = 32) {
+      let done = 0;
+      for (;;) {
+        const stale = await registry.staleEmbeddings(modelVersion, batch);
+        let progressed = 0;
+        for (const s of stale) {
+          if (await reembed(s.petDid, s.imageKey)) progressed++;
+        }
+        done += progressed;
+        // Rows whose image is missing stay stale; stop instead of looping on them.
+        if (stale.length < batch || progressed === 0) return done;
+      }
+    },
+
     async compareWithStoredImage(req) {
       const petDid = checkDid(req?.petDid);
       const key = validateImageKey(req?.imageKey, petDid);

@@ -97,6 +97,10 @@ export interface Registry extends RegistryReader {
    */
   insertPet(pet: NewPet, audit: AuditEntry, guard?: (tx: RegistryReader) => Promise<void>): Promise<"inserted" | "exists">;
   addAudit(entry: AuditEntry): Promise<void>;
+  /** Enrolled images whose embedding came from another model version, oldest first. */
+  staleEmbeddings(modelVersion: string, limit: number): Promise<Array<{ petDid: string; imageKey: string }>>;
+  /** Replaces one enrolled image's embedding with the current model's. */
+  replaceEmbedding(petDid: string, imageKey: string, embedding: Float32Array, modelVersion: string): Promise<void>;
   findApproval(requestId: string): Promise<ApprovalRecord | undefined>;
   /** Records an approval and its audit row; idempotent on request id (returns the first one). */
   insertApproval(approval: NewApproval, audit: AuditEntry): Promise<ApprovalRecord>;
@@ -297,6 +301,23 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
     },
 
     addAudit: (entry) => insertAudit(db, entry),
+
+    async staleEmbeddings(modelVersion, limit) {
+      const { rows } = await db.query<{ pet_did: string; image_key: string }>(
+        "SELECT pet_did, image_key FROM pet_embeddings WHERE model_version <> $1 ORDER BY id LIMIT $2",
+        [modelVersion, limit],
+      );
+      return rows.map((r) => ({ petDid: r.pet_did, imageKey: r.image_key }));
+    },
+
+    async replaceEmbedding(petDid, imageKey, embedding, modelVersion) {
+      await db.query("UPDATE pet_embeddings SET embedding = $3::vector, model_version = $4 WHERE pet_did = $1 AND image_key = $2", [
+        petDid,
+        imageKey,
+        toVectorLiteral(embedding),
+        modelVersion,
+      ]);
+    },
 
     async findApproval(requestId) {
       const { rows } = await db.query<ApprovalRow>(`SELECT ${APPROVAL_COLUMNS} FROM transfer_approvals WHERE request_id = $1`, [requestId]);
