@@ -36,6 +36,8 @@ export interface RegistryHandlers {
   verifyPet(req: VerifyPetRequest): Promise<VerifyPetResponse>;
   identifyPet(req: IdentifyPetRequest): Promise<IdentifyPetResponse>;
   approveTransfer(req: ApproveTransferRequest): Promise<ApproveTransferResponse>;
+  /** One line for health messages: the registry database's state. */
+  status(): string;
   close(): Promise<void>;
 }
 
@@ -217,6 +219,8 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
       });
       return create(ApproveTransferResponseSchema, res);
     },
+
+    status: () => (registry ? `registry on ${db!.kind}` : `registry database unavailable (${lastError})`),
 
     async close() {
       closed = true;

@@ -76,7 +76,7 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
       const state = model.state();
       const message =
         state.status === "ready"
-          ? `serving; model ${model.path} version ${state.model.version}`
+          ? `serving; model ${model.path} version ${state.model.version}; ${deps.registry.status()}`
           : state.status === "loading"
             ? `not serving; model ${model.path} is loading`
             : `not serving; model ${model.path} failed to load: ${state.reason}`;

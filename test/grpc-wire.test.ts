@@ -47,7 +47,7 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
       const res = await client.call("HealthCheck", { service });
       assert.equal(res.status, "SERVING", service);
       assert.equal(res.model_loaded, "true");
-      assert.match(res.message, /nose-embedder\.onnx/);
+      assert.match(res.message, /nose-embedder\.onnx version \S+; registry (on pglite|database unavailable)/);
       assert.ok(!Number.isNaN(Date.parse(res.timestamp)) && res.timestamp.endsWith("Z"));
     }
     const other = await client.call("HealthCheck", { service: "SomethingElse" });
