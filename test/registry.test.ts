@@ -237,6 +237,21 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       assert.equal(r.imageKeys.length, 2);
     });
 
+    test("after a model upgrade, comparison re-embeds the pet's photos instead of comparing across versions", async () => {
+      // The upgraded model points every photo the opposite way: scored against
+      // the old rows, a true match would look like the worst mismatch.
+      const upgraded = async (b: Uint8Array) => (await fakeEmbed(b)).map((x) => -x);
+      const v2 = createFlows({ ...deps, embed: upgraded, modelVersion: "fake-2" });
+      // A stored photo, so neither a verification shot nor an audit row is written.
+      const r = await v2.compareWithStoredImage({ petDid: rexDid, imageKey: `nose-print-photo/${rexDid}/image_2.jpg` });
+      assert.equal(r.verdict, "SAME");
+      assert.deepEqual((await registry.embeddingsOf(rexDid)).map((e) => e.modelVersion), ["fake-2", "fake-2"]);
+      // The background sweep brings them back to the running version.
+      assert.equal(await flows.reembedStale(), 2);
+      assert.deepEqual((await registry.embeddingsOf(rexDid)).map((e) => e.modelVersion), ["fake-1", "fake-1"]);
+      assert.equal(await flows.reembedStale(), 0);
+    });
+
     test("refuses to register the same nose again and names the existing DID", async () => {
       await assert.rejects(flows.registerPet({ photos: [{ bytes: photo("rex", 3) }, { bytes: photo("rex", 4) }] }), (e: unknown) => {
         assert.ok(e instanceof DuplicatePetError);
