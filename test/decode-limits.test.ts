@@ -15,24 +15,12 @@ import sharp from "sharp";
 import { MLErrorCode } from "../gen/nose_embedder_pb.js";
 import { MLError } from "../server/errors.js";
 import { decodeImage, readHeader, sniffFormat, type DecodeLimits } from "../server/image/decode.js";
+import { randomBytes } from "./support/images.js";
 
 const W = 200;
 const H = 150;
 const LIMITS: DecodeLimits = { maxBytes: 1 << 20, maxPixels: 1_000_000 };
 
-/** Seeded bytes (mulberry32). */
-function randomBytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n);
-  let a = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = (t ^ (t >>> 14)) & 0xff;
-  }
-  return out;
-}
 
 const crcTable = Array.from({ length: 256 }, (_, n) => {
   let c = n;

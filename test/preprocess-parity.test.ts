@@ -17,6 +17,8 @@ import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { decodeImage } from "../server/image/decode.js";
 import { toModelInput } from "../shared/preprocess.js";
+import { cosine } from "../shared/similarity.js";
+import { randomBytes } from "./support/images.js";
 
 const PYTHON = "/usr/bin/python3";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -47,19 +49,6 @@ function run(args: string[]): void {
   if (r.status !== 0) throw new Error(`${args[0]} failed: ${r.stderr || r.error}`);
 }
 
-/** mulberry32: a few seeded bytes for the images sharp writes. */
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let a = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) & 0xff;
-  }
-  return out;
-}
 
 /** Images carrying a Display P3 profile, which Pillow ignores and so must we. */
 async function writeIccImages(dir: string): Promise<Entry[]> {
@@ -159,15 +148,7 @@ describe("preprocessing matches Pillow 9.4", { skip: noPython }, () => {
       if (!x) continue;
       const a = await embed(x);
       const b = await embed(readF32(path.join(dir, `${file}.f32`)));
-      let ab = 0;
-      let aa = 0;
-      let bb = 0;
-      for (let i = 0; i < a.length; i++) {
-        ab += a[i] * b[i];
-        aa += a[i] * a[i];
-        bb += b[i] * b[i];
-      }
-      const cos = ab / Math.sqrt(aa * bb);
+      const cos = cosine(a, b);
       if (cos < worst.cos) worst = { cos, file };
       if (!(cos >= 0.9999)) low.push(`${file}: cosine ${cos}`);
     }

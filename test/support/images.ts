@@ -12,6 +12,14 @@ export function prng(seed: number): () => number {
   };
 }
 
+/** n seeded pseudo-random bytes. */
+export function randomBytes(n: number, seed: number): Buffer {
+  const rnd = prng(seed);
+  const out = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) out[i] = Math.floor(rnd() * 256);
+  return out;
+}
+
 /** A textured RGB test picture: smooth blobs plus grain, different per seed. */
 export function rawPicture(width: number, height: number, seed: number): Buffer {
   const rnd = prng(seed);
