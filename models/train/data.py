@@ -113,7 +113,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=DEFAULT_CACHE)
     ap.add_argument("--seed", type=int, default=20261125)
-    ap.add_argument("--train-ids", type=int, default=3000)
+    ap.add_argument("--train-ids", type=int, default=2400)
     ap.add_argument("--caps", type=int, default=10, help="captures per training identity")
     ap.add_argument("--heldout-ids", type=int, default=500)
     ap.add_argument("--heldout-caps", type=int, default=4)

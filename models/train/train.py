@@ -226,6 +226,8 @@ def main():
     loss_ema = acc_ema = None
     model.train()
     while True:
+        if args.steps <= 0:      # --init CKPT --steps 0: export, evaluate and write the card only
+            break
         prog = max(step / args.steps, (time.time() - t0) / budget)
         if prog >= 1:
             break
