@@ -202,7 +202,7 @@ def histogram_png(gen, imp, path, title=""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=80)
-    bins = np.linspace(-0.5, 1, 121)
+    bins = np.linspace(-1, 1, 161)
     ax.hist(imp, bins=bins, density=True, alpha=0.6, label=f"impostor ({len(imp)})", color="tab:red")
     ax.hist(gen, bins=bins, density=True, alpha=0.6, label=f"genuine ({len(gen)})", color="tab:green")
     ax.set_xlabel("cosine")
