@@ -22,7 +22,7 @@ import { migrate } from "./db/migrations.js";
 import type { EmbedImage } from "./embed-image.js";
 import { invalidRequest, serviceUnavailable } from "./errors.js";
 import type { Logger } from "./log.js";
-import type { ModelHolder } from "./model/model-holder.js";
+import type { LoadedModel, ModelHolder } from "./model/model-holder.js";
 import { createFlows, DuplicatePetError, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
 import { createRegistry, type Registry } from "./registry/registry.js";
 import { createFolderStore } from "./storage/folder-store.js";
@@ -127,17 +127,26 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
 
   const ready = connect(0);
 
+  // One Flows per loaded model: it keeps per-process state (the last
+  // verify_{ms} timestamp handed out), so it must outlive a request.
+  let cached: { model: LoadedModel; flows: Flows } | undefined;
   const flows = (): Flows => {
     const m = model.require();
     if (!registry) throw serviceUnavailable(`registry database is not available: ${lastError}`);
-    return createFlows({
-      store,
-      registry,
-      embed,
-      calibration: m.calibration,
-      modelVersion: m.version,
-      log: (event, fields) => log.info(event, fields),
-    });
+    if (cached?.model !== m) {
+      cached = {
+        model: m,
+        flows: createFlows({
+          store,
+          registry,
+          embed,
+          calibration: m.calibration,
+          modelVersion: m.version,
+          log: (event, fields) => log.info(event, fields),
+        }),
+      };
+    }
+    return cached.flows;
   };
 
   return {
