@@ -8,7 +8,7 @@ import {
   NoseVectorResponseSchema,
 } from "../gen/nose_embedder_pb.js";
 import type { EmbedImage } from "./embed-image.js";
-import { toWireError, type WireError } from "./errors.js";
+import { mlCodeName, toWireError, type WireError } from "./errors.js";
 import { SERVICE_NAMES } from "./health.js";
 import type { Logger } from "./log.js";
 import type { ModelHolder } from "./model/model-holder.js";
@@ -31,7 +31,7 @@ export async function inBand<T extends object>(method: string, log: Logger, body
     return await body();
   } catch (e) {
     const wire = toWireError(e);
-    const fields = { method, code: wire.errorMessage.slice(0, 7), error: wire.errorMessage };
+    const fields = { method, code: mlCodeName(wire.errorCode), error: wire.errorMessage };
     if (wire.retryable) log.warn("request failed", { ...fields, err: e });
     else log.info("request rejected", fields);
     return wire;
