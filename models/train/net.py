@@ -71,3 +71,20 @@ class NoseEmbedder(nn.Module):
 
     def forward(self, x):
         return F.normalize(self.features(x), dim=1)
+
+
+BACKBONES = ("default", "facerec", "mobilenetv2")
+
+
+def Net(backbone="default", dim=512, **kw):
+    """Embedder by backbone name. "default": NoseEmbedder (trained from scratch, kw as NoseEmbedder);
+    "facerec" / "mobilenetv2": pretrained.PretrainedEmbedder, a backbone converted from npm tfjs
+    weights (run models/train/fetch-weights.sh first) with the same head: linear `dim` + BN-neck +
+    L2 norm. All take (N,3,224,224) RGB in [0,1] and return (N,dim) L2-normalised embeddings."""
+    if backbone in (None, "default"):
+        return NoseEmbedder(dim=dim, **kw)
+    try:
+        from pretrained import PretrainedEmbedder
+    except ImportError:
+        from .pretrained import PretrainedEmbedder
+    return PretrainedEmbedder(backbone, dim=dim, **kw)
