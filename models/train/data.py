@@ -1,9 +1,10 @@
 """Renders and caches synthetic nose-print captures; writes the contact sheet and
-the real-vs-synthetic statistics comparison.
+the real-vs-synthetic comparison (per-image statistics, pair statistics, realism probe).
 
   /usr/bin/python3 models/train/data.py                      # full training + held-out sets
   /usr/bin/python3 models/train/data.py --tiny --out /tmp/x  # a few identities, seconds
-  /usr/bin/python3 models/train/data.py --sheet-only         # contact sheet + stats only
+  /usr/bin/python3 models/train/data.py --sheet-only         # contact sheet + stats + realism probe only
+  /usr/bin/python3 models/train/data.py --sheet-only --probe-n 200   # the same, smaller (smoke run)
 
 Identity i of split S always renders from the seed sequence (seed, split id, i), so
 shards are identical whichever worker renders them and in whatever order.
@@ -109,6 +110,118 @@ def contact_sheet(path, seed, rows=4, cols=8):
     print(f"[data] contact sheet -> {path} ({os.path.getsize(path) // 1024} KB)")
 
 
+# ---------------------------------------------------------------- real-vs-synthetic statistics
+
+PROBE_FIRST_ID = 100    # 'sheet' identities from here on (the contact sheet shows 0..3)
+PROBE_CAPS = 4
+
+
+def render_identity_sized(seed, split, ident, caps):
+    """render_identity() with the capture sizes: renders at capture size and resizes to 224 with LANCZOS here
+    (the same random stream and pixels as render_identity). -> (uint8 caps,224,224,3, int short sides)."""
+    from PIL import Image
+    rng = np.random.default_rng([seed, SPLITS[split], ident])
+    idt = render.make_identity(rng)
+    ims, sides = [], []
+    for _ in range(caps):
+        raw = render.render_capture(idt, rng, return_raw=True)
+        if isinstance(raw, np.ndarray):
+            raw = Image.fromarray(raw)
+        raw = raw.convert("RGB")
+        sides.append(min(raw.size))
+        ims.append(np.asarray(raw.resize((render.OUT, render.OUT), Image.LANCZOS) if raw.size != (224, 224) else raw))
+    return np.stack(ims), np.array(sides, np.int32)
+
+
+def _render_sized_job(job):
+    seed, ident, caps = job
+    return render_identity_sized(seed, "sheet", ident, caps)
+
+
+def _fmt(v):
+    return "-" if v is None else f"{v:.4g}"
+
+
+def compare_with_real(seed, n, workers, card_dir):
+    """Per-image statistics, pair statistics and the realism probe on n captures of 'sheet' identities
+    (PROBE_CAPS each); prints the tables, writes the two plots, returns {"images", "pairs", "realism"}."""
+    import stats
+    import pairstats
+    ids = max(1, -(-n // PROBE_CAPS))
+    jobs = [(seed, PROBE_FIRST_ID + i, PROBE_CAPS) for i in range(ids)]
+    t0 = time.time()
+    if workers > 1:
+        with Pool(workers) as pool:
+            res = pool.map(_render_sized_job, jobs, chunksize=4)
+    else:
+        res = [_render_sized_job(j) for j in jobs]
+    ims = np.concatenate([r[0] for r in res])[:n]
+    sides = np.concatenate([r[1] for r in res])[:n]
+    print(f"[stats] rendered {len(ims)} captures of {ids} 'sheet' identities in {time.time() - t0:.0f}s", flush=True)
+
+    t = time.time()
+    table = stats.compare(ims, os.path.join(card_dir, "synthetic-vs-real.png"), sizes=sides)
+    print(f"[stats] per-image statistics ({len(ims)} renders vs 4,000 real photos; KS and W1/(real p95-p5)), "
+          f"{time.time() - t:.0f}s")
+    for row in table["rows"]:
+        name = ("log10 " if row.get("scale") == "log10" else "") + row["stat"]
+        print(f"[stats] {name:31s} real p5/p50/p95 {row['real_p5']:8.4g} {row['real_p50']:8.4g} {row['real_p95']:8.4g}"
+              f"   synth {row['synthetic_p5']:8.4g} {row['synthetic_p50']:8.4g} {row['synthetic_p95']:8.4g}"
+              f"   KS {row['ks']:.3f}  W1n {row['w1_norm']:.3f}")
+    print(f"[stats] radial log10 power: mean |p50 synth - p50 real| over r>=4: "
+          f"{table['radial_log10_power_224']['p50_mean_abs_diff']:.3f}")
+
+    # pairs: captures (0,1) and (2,3) of each identity, two independent pairs per identity
+    t = time.time()
+    pairs, psides = [], []
+    for i in range(0, len(ims) - 1, 2):
+        if i // PROBE_CAPS == (i + 1) // PROBE_CAPS:
+            pairs.append((ims[i], ims[i + 1]))
+            psides.append((sides[i], sides[i + 1]))
+    pt = pairstats.compare_pairs(pairs, psides, os.path.join(card_dir, "pairs-vs-real.png"), workers=workers)
+    print(f"[pairs] {pt['pairs']} pairs of captures of one identity, {time.time() - t:.0f}s; geometry found "
+          f"(SIFT+RANSAC >= {pairstats.MIN_INLIERS} inliers) {pt['geometry_found']}/{pt['pairs']} "
+          f"({pt['geometry_found_share']:.0%}), real {pt['real_geometry_found']}/{pt['real_geometry_tried']} "
+          f"({pt['real_geometry_found_share']:.0%})")
+    print("[pairs] quantiles " + "/".join(f"{q:g}" for q in pt["quantiles"]))
+    for row in pt["rows"]:
+        syn = " ".join(_fmt(v) for v in row["synthetic"]) if row["synthetic"] else "-"
+        print(f"[pairs] {row['stat']:22s} n={row['n']:5d} KS {_fmt(row['ks']):6s}  real {' '.join(_fmt(v) for v in row['real'])}"
+              f"\n[pairs] {'':22s}                 synth {syn}")
+
+    realism = probe(ims, workers)
+    return {"images": table, "pairs": pt, "realism": realism}
+
+
+def probe(ims, workers):
+    """Realism probe (realism/realism_probe.py): Frechet distance of descriptor Gaussians to the real photos."""
+    pdir = os.path.join(HERE, "realism")
+    if not os.path.exists(os.path.join(pdir, "realism_probe.py")):
+        print("[realism] realism/realism_probe.py not found: skipped")
+        return None
+    sys.path.insert(0, pdir)
+    import realism_probe
+    import torch
+    torch.set_num_threads(max(1, workers))
+    t = time.time()
+    feats = realism_probe.describe_arrays(ims)
+    ref = np.load(os.path.join(pdir, "real_descriptor_stats.npz"))
+    total, per = realism_probe.distances(feats, ref["mean"], ref["cov"])
+    floor = None
+    try:
+        with open(os.path.join(pdir, "real_descriptor_stats.json")) as f:
+            floor = json.load(f)["reference"]["real photos of other dogs, as they are (the floor)"]["frechet_total"]
+    except (OSError, KeyError, ValueError):
+        pass
+    out = {"images": int(len(ims)), "frechet_total": round(total, 3), "frechet_per_layer": [round(x, 3) for x in per],
+           "real_floor": floor,
+           "note": "Frechet distance to 4,000 real nose photos (realism/README.md); per layer fine to coarse"
+                   + ("" if len(ims) >= 2000 else "; fewer than 2,000 images: biased upwards, not for reporting")}
+    print(f"[realism] {len(ims)} renders: Frechet distance to real photos {total:.3f} (per layer, fine to coarse: "
+          + ", ".join(f"{x:.3f}" for x in per) + f"; real floor {floor}), {time.time() - t:.0f}s")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=DEFAULT_CACHE)
@@ -123,6 +236,9 @@ def main():
     ap.add_argument("--sheet-only", action="store_true")
     ap.add_argument("--reverse", action="store_true", help="render shards last-first (a second renderer on one cache)")
     ap.add_argument("--no-sheet", action="store_true")
+    ap.add_argument("--probe-n", type=int, default=2000,
+                    help="captures (of 'sheet' identities, 4 each) for the real-vs-synthetic statistics and the realism "
+                         "probe; use >= 2000 for reported figures (the probe is biased upwards on small samples)")
     args = ap.parse_args()
     if args.tiny:
         args.train_ids, args.caps, args.heldout_ids, args.heldout_caps, args.workers = 12, 4, 8, 3, 1
@@ -138,15 +254,10 @@ def main():
     if not args.no_sheet:
         os.makedirs(card, exist_ok=True)
         contact_sheet(os.path.join(card, "contact-sheet.png"), args.seed)
-        import stats
-        ims = np.stack([render_identity(args.seed, "sheet", 100 + i, 4) for i in range(60)]).reshape(-1, 224, 224, 3)
-        table = stats.compare(ims, os.path.join(card, "synthetic-vs-real.png"))
+        report = compare_with_real(args.seed, args.probe_n, args.workers, card)
         with open(os.path.join(HERE, "synthetic-vs-real.json"), "w") as f:
-            json.dump(table, f, indent=1)
-        for row in table["rows"]:
-            print(f"[stats] {row['stat']:28s} real p50 {row['real_p50']:.4g}  synth p50 {row['synthetic_p50']:.4g}"
-                  f"   real p5-p95 {row['real_p5']:.4g}..{row['real_p95']:.4g}  synth {row['synthetic_p5']:.4g}..{row['synthetic_p95']:.4g}")
-
+            json.dump(report, f, indent=1)
+        print(f"[stats] -> {os.path.join(HERE, 'synthetic-vs-real.json')}")
 
 if __name__ == "__main__":
     main()
