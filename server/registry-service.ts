@@ -23,7 +23,7 @@ import type { EmbedImage } from "./embed-image.js";
 import { invalidRequest, serviceUnavailable } from "./errors.js";
 import type { Logger } from "./log.js";
 import type { LoadedModel, ModelHolder } from "./model/model-holder.js";
-import { createFlows, DuplicatePetError, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
+import { createFlows, DuplicatePetError, InconsistentPhotosError, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
 import { createRegistry, type Registry } from "./registry/registry.js";
 import { createFolderStore } from "./storage/folder-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
@@ -154,6 +154,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
 
     async registerPet(req) {
       let duplicate: DuplicatePetError | undefined;
+      let inconsistent: InconsistentPhotosError | undefined;
       const res = await inBand("RegisterPet", log, async () => {
         try {
           const r = await flows().registerPet({ photos: req.photos.map(photoInput), requestId: req.requestId, requestedBy: req.requestedBy });
@@ -166,15 +167,19 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
             vectorKey: r.vectorKey,
             minPairSimilarity: r.minPairSimilarity,
             modelVersion: r.modelVersion,
+            // Not duplicate_pet_did: a client may read that field alone as "refused".
+            ...(r.review ? { reviewPetDid: r.review.petDid, reviewSimilarity: r.review.similarity } : {}),
           } satisfies MessageInitShape<typeof RegisterPetResponseSchema>;
         } catch (e) {
           if (e instanceof DuplicatePetError) duplicate = e;
+          if (e instanceof InconsistentPhotosError) inconsistent = e;
           throw e;
         }
       });
       return create(RegisterPetResponseSchema, {
         ...res,
         ...(duplicate ? { duplicatePetDid: duplicate.existingPetDid, duplicateSimilarity: duplicate.similarity } : {}),
+        ...(inconsistent ? { minPairSimilarity: inconsistent.similarity } : {}),
       });
     },
 

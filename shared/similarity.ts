@@ -14,6 +14,14 @@
 /** A verdict follows from the calibrated similarity only. */
 export const SAME_THRESHOLD = 0.85;
 export const REVIEW_THRESHOLD = 0.7;
+/**
+ * Registration refuses a nose as already enrolled (a 1:N decision) only from
+ * this similarity, when the model card gives none: the card's
+ * `calibration.duplicate_similarity` is meant to sit where one comparison's
+ * impostor false-accept rate is 1e-5, far stricter than SAME's 1e-3, because
+ * the chance of a false duplicate grows with the number of enrolled pets.
+ */
+export const DEFAULT_DUPLICATE_SIMILARITY = 0.95;
 
 export type MatchVerdict = "SAME" | "REVIEW" | "DIFFERENT";
 
@@ -21,6 +29,8 @@ export type MatchVerdict = "SAME" | "REVIEW" | "DIFFERENT";
 export interface Calibration {
   cosine: number[];
   similarity: number[];
+  /** Similarity from which registration refuses a duplicate nose; optional, see DEFAULT_DUPLICATE_SIMILARITY. */
+  duplicateSimilarity?: number;
 }
 
 export interface Scores {
@@ -67,7 +77,16 @@ export function checkCalibration(c: Calibration): Calibration {
       throw new Error("calibration must be increasing in cosine and non-decreasing in similarity");
     }
   }
+  const d = c.duplicateSimilarity;
+  if (d !== undefined && (typeof d !== "number" || !Number.isFinite(d) || d < SAME_THRESHOLD || d > 1)) {
+    throw new Error(`calibration duplicate_similarity must be a number from ${SAME_THRESHOLD} to 1`);
+  }
   return c;
+}
+
+/** The similarity from which registration refuses a nose as already enrolled. */
+export function duplicateThreshold(c?: Calibration): number {
+  return c?.duplicateSimilarity ?? DEFAULT_DUPLICATE_SIMILARITY;
 }
 
 export function calibrate(cos: number, c?: Calibration): number {

@@ -6,6 +6,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
 import { petDidFromVector } from "../shared/did.js";
+import { calibrate, cosine } from "../shared/similarity.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { startS3, type TestS3 } from "./support/s3.js";
@@ -22,13 +23,28 @@ function nosePhotos(dogs: number): (dog: number, shot: number) => Buffer {
  * The flows are tested with verdicts known in advance, so they run on a user
  * model with a card whose scores are predictable (test/support/make_onnx.py
  * --kind pattern: re-takes of one photo score cosine > 0.95, different
- * synthetic noses < 0.75). How well the bundled model tells dogs apart is
- * measured by `npm run model:eval`, not asserted here.
+ * synthetic noses < 0.75; the card refuses duplicates from similarity 0.97).
+ * How well the bundled model tells dogs apart is measured by
+ * `npm run model:eval`, not asserted here.
  */
 const defaults: Record<string, string> = {
   MODEL_PATH: makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true }),
 };
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
+const CARD_DUPLICATE_SIMILARITY = 0.97;
+
+/**
+ * Pixel blend alpha * a + (1 - alpha) * b, as JPEG. The pattern model is a
+ * linear image summary, so a blend scores between the two photos' noses:
+ * scores in a chosen band without a trained model.
+ */
+async function blend(a: Buffer, b: Buffer, alpha: number): Promise<Buffer> {
+  const ra = await sharp(a).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  const rb = await sharp(b).resize(ra.info.width, ra.info.height).removeAlpha().raw().toBuffer();
+  const out = Buffer.alloc(ra.data.length);
+  for (let i = 0; i < out.length; i++) out[i] = Math.round(alpha * ra.data[i] + (1 - alpha) * rb[i]);
+  return sharp(out, { raw: { width: ra.info.width, height: ra.info.height, channels: 3 } }).jpeg({ quality: 95 }).toBuffer();
+}
 
 function assertError(res: any, code: string, retryable: boolean) {
   assert.equal(res.success, false, `expected ${code}, got ${JSON.stringify(res).slice(0, 300)}`);
@@ -61,10 +77,13 @@ async function roundTrip(client: GatewayClient, photo: (dog: number, shot: numbe
   assert.equal(regB.success, true, regB.error_message);
   assert.notEqual(regB.pet_did, regA.pet_did);
 
+  // Both photos' best match is pet A, at or above the card's duplicate similarity.
   const dup = await client.call("RegisterPet", { photos: [bytes(photo(0, 2)), bytes(photo(0, 3))] });
   assertError(dup, "INVALID_REQUEST", false);
   assert.equal(dup.duplicate_pet_did, regA.pet_did);
-  assert.ok(dup.duplicate_similarity >= 0.85);
+  assert.ok(dup.duplicate_similarity >= CARD_DUPLICATE_SIMILARITY, String(dup.duplicate_similarity));
+  assert.match(dup.error_message, new RegExp(`already registered as ${regA.pet_did} .*>= ${CARD_DUPLICATE_SIMILARITY}`));
+  assert.equal(regA.review_pet_did, undefined, "a first registration has no review candidate");
 
   const mixed = await client.call("RegisterPet", { photos: [bytes(photo(2, 0)), bytes(photo(1, 2))] });
   assertError(mixed, "INVALID_REQUEST", false);
@@ -130,6 +149,7 @@ async function roundTrip(client: GatewayClient, photo: (dog: number, shot: numbe
 describe("registry flows through the gateway's gRPC client, embedded defaults (folder store, PGlite)", () => {
   let server: RunningServer;
   let client: GatewayClient;
+  let enrolled: Enrolled | undefined;
   // A folder that does not exist yet, as ./data on a fresh clone.
   const dataDir = path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-data-")), "data");
 
@@ -145,7 +165,8 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
   test("register -> verify -> identify -> transfer; vector.npy reads with numpy.load", async () => {
     const photo = nosePhotos(3);
     await server.waitForLog((l) => l.msg === "database ready");
-    const { a, vectorA } = await roundTrip(client, photo);
+    enrolled = await roundTrip(client, photo);
+    const { a, vectorA } = enrolled;
     const npy = path.join(dataDir, "objects", "nose-print-photo", a, "vector.npy");
     const loaded = JSON.parse(
       execFileSync("/usr/bin/python3", ["-c", "import numpy,sys,json; v=numpy.load(sys.argv[1]); print(json.dumps([str(v.dtype), list(v.shape), v.tolist()]))", npy]).toString(),
@@ -193,6 +214,88 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     const res = await client.call("IdentifyPet", { photo: bytes(photo(0, 2)) });
     assert.equal(res.success, true, res.error_message);
     assert.equal(res.matches[0].verdict, "SAME");
+  });
+
+  test("registration rules: pairs judged at 0.70, duplicates refused only when both photos match one pet at the card's 0.97", async () => {
+    assert.ok(enrolled, "runs after the round trip, which enrolled pets A (dog 0) and B (dog 1)");
+    const { a, b } = enrolled;
+    const photo = nosePhotos(6);
+    // Similarity as the server computes it: cosine of the embeddings through the card's calibration.
+    const card = JSON.parse(readFileSync(defaults.MODEL_PATH.replace(/\.onnx$/, ".json"), "utf8"));
+    assert.equal(card.calibration.duplicate_similarity, CARD_DUPLICATE_SIMILARITY);
+    const embed = async (img: Buffer): Promise<number[]> => {
+      const r = await client.call("ExtractNoseVector", bytes(img));
+      assert.equal(r.success, true, r.error_message);
+      return r.vector;
+    };
+    const sim = async (x: Buffer, y: Buffer) => calibrate(cosine(await embed(x), await embed(y)), card.calibration);
+    const near = (got: number, want: number) => assert.ok(Math.abs(got - want) < 1e-4, `${got} vs ${want}`);
+    /**
+     * A blend of `base` into `other` whose score lies in [lo, hi): bisection on
+     * the blend weight, so the test does not depend on the rendered photos'
+     * exact pixels.
+     */
+    const blendScoring = async (base: Buffer, other: Buffer, score: (img: Buffer) => Promise<number>, lo: number, hi: number) => {
+      let [wLo, wHi] = [0, 1];
+      for (let i = 0; i < 24; i++) {
+        const w = (wLo + wHi) / 2;
+        const img = await blend(base, other, w);
+        const s = await score(img);
+        if (s >= lo && s < hi) return { img, score: s };
+        if (s < lo) wLo = w;
+        else wHi = w;
+      }
+      throw new Error(`no blend scores in [${lo}, ${hi})`);
+    };
+    const bestOf = (refs: Buffer[]) => async (img: Buffer) => Math.max(...(await Promise.all(refs.map((r) => sim(img, r)))));
+
+    // A pair between 0.70 and 0.85 registers and reports its score.
+    const pairOk = [photo(3, 0), (await blendScoring(photo(3, 0), photo(4, 0), (img) => sim(photo(3, 0), img), 0.74, 0.81)).img];
+    const okScore = await sim(pairOk[0], pairOk[1]);
+    assert.ok(okScore >= 0.7 && okScore < 0.85, `pair scores ${okScore}`);
+    const reg = await client.call("RegisterPet", { photos: pairOk.map(bytes) });
+    assert.equal(reg.success, true, reg.error_message);
+    near(reg.min_pair_similarity, okScore);
+    assert.equal(reg.duplicate_pet_did, "");
+    assert.equal(reg.review_pet_did, undefined);
+
+    // A pair under 0.70 is refused; the message and min_pair_similarity carry its score.
+    const pairBad = [photo(5, 0), (await blendScoring(photo(5, 0), photo(4, 0), (img) => sim(photo(5, 0), img), 0.5, 0.66)).img];
+    const badScore = await sim(pairBad[0], pairBad[1]);
+    assert.ok(badScore < 0.7, `pair scores ${badScore}`);
+    const refused = await client.call("RegisterPet", { photos: pairBad.map(bytes) });
+    assertError(refused, "INVALID_REQUEST", false);
+    assert.match(refused.error_message, new RegExp(`photos 1 and 2 do not show the same nose \\(similarity ${badScore.toFixed(3)} < 0\\.7\\)`));
+    near(refused.min_pair_similarity, badScore);
+
+    // Both photos match pet B at 0.95..0.97: SAME, but under the card's duplicate similarity
+    // (the server's default 0.95 would have refused): registered, B named for review.
+    const againstB = bestOf([photo(1, 0), photo(1, 1)]);
+    const lookalike = [
+      (await blendScoring(photo(1, 0), photo(4, 0), againstB, 0.955, 0.965)).img,
+      (await blendScoring(photo(1, 1), photo(4, 1), againstB, 0.955, 0.965)).img,
+    ];
+    const bestB = await Promise.all(lookalike.map(againstB));
+    assert.ok(bestB.every((s) => s >= 0.95 && s < CARD_DUPLICATE_SIMILARITY), `scores against B: ${bestB}`);
+    assert.ok((await sim(lookalike[0], lookalike[1])) >= 0.7, "the look-alike's photos are consistent");
+    const twin = await client.call("RegisterPet", { photos: lookalike.map(bytes), request_id: "reg-lookalike" });
+    assert.equal(twin.success, true, twin.error_message);
+    assert.notEqual(twin.pet_did, b);
+    assert.equal(twin.review_pet_did, b);
+    near(twin.review_similarity, Math.max(...bestB));
+    assert.equal(twin.duplicate_pet_did, "", "duplicate fields stay empty on success");
+    const line = await server.waitForLog((l) => l.msg === "register.duplicate_review" && l.petDid === twin.pet_did);
+    assert.equal(line.candidatePetDid, b);
+
+    // Only one photo matches pet A above 0.97 (the other scores 0.86..0.93): not refused.
+    const againstA = bestOf([photo(0, 0), photo(0, 1)]);
+    const oneMatch = [photo(0, 2), (await blendScoring(photo(0, 2), photo(5, 0), againstA, 0.86, 0.93)).img];
+    const bestA = await Promise.all(oneMatch.map(againstA));
+    assert.ok(bestA[0] >= CARD_DUPLICATE_SIMILARITY && bestA[1] < CARD_DUPLICATE_SIMILARITY, `scores against A: ${bestA}`);
+    const one = await client.call("RegisterPet", { photos: oneMatch.map(bytes) });
+    assert.equal(one.success, true, one.error_message);
+    assert.equal(one.review_pet_did, a);
+    near(one.review_similarity, bestA[0]);
   });
 });
 

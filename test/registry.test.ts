@@ -11,7 +11,7 @@ import { cosine } from "../shared/similarity.js";
 import { openPglite, openPostgres, type Database } from "../server/db/database.js";
 import { migrate } from "../server/db/migrations.js";
 import { MLError, invalidImage, isRetryable, storageError, toWireError } from "../server/errors.js";
-import { createFlows, DuplicatePetError, type Flows, type FlowDeps } from "../server/registry/flows.js";
+import { createFlows, DuplicatePetError, InconsistentPhotosError, type Flows, type FlowDeps } from "../server/registry/flows.js";
 import { createRegistry, type Registry } from "../server/registry/registry.js";
 import { createFolderStore } from "../server/storage/folder-store.js";
 import { legacyVectorKey, vectorKey } from "../server/storage/keys.js";
@@ -25,6 +25,8 @@ import { startS3, type TestS3 } from "./support/s3.js";
 // is a JPEG signature followed by `dog=NAME;shot=N;noise=S`: its embedding is
 // the dog's fixed random direction plus per-photo noise of norm S derived from
 // a hash of the bytes, so two shots of one dog score about 1 / (1 + S^2).
+// With `like=OTHER;cos=T` the dog is a look-alike: its direction is T times
+// OTHER's plus sqrt(1 - T^2) times its own, so it scores about T against OTHER.
 // ---------------------------------------------------------------------------
 
 const DIM = 512;
@@ -47,8 +49,8 @@ function gaussianUnit(seed: string): Float32Array {
   return v.map((x) => x / Math.sqrt(n));
 }
 
-function photo(dog: string, shot: number, noise = 0.25): Uint8Array {
-  const text = new TextEncoder().encode(`dog=${dog};shot=${shot};noise=${noise}`);
+function photo(dog: string, shot: number, noise = 0.25, like?: { dog: string; cos: number }): Uint8Array {
+  const text = new TextEncoder().encode(`dog=${dog};shot=${shot};noise=${noise}` + (like ? `;like=${like.dog};cos=${like.cos}` : ""));
   const out = new Uint8Array(4 + text.length);
   out.set([0xff, 0xd8, 0xff, 0xe0]);
   out.set(text, 4);
@@ -65,7 +67,12 @@ async function fakeEmbed(bytes: Uint8Array): Promise<Float32Array> {
       .split(";")
       .map((kv) => kv.split("=")),
   );
-  const base = gaussianUnit(`dog:${fields.dog}`);
+  let base = gaussianUnit(`dog:${fields.dog}`);
+  if (fields.like !== undefined) {
+    const t = Number(fields.cos);
+    const other = gaussianUnit(`dog:${fields.like}`);
+    base = base.map((x, i) => t * other[i] + Math.sqrt(1 - t * t) * x);
+  }
   const noise = gaussianUnit(`photo:${createHash("sha256").update(bytes).digest("hex")}`);
   const s = Number(fields.noise);
   return base.map((x, i) => x + s * noise[i]);
@@ -252,24 +259,166 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       assert.equal(await flows.reembedStale(), 0);
     });
 
-    test("refuses to register the same nose again and names the existing DID", async () => {
-      await assert.rejects(flows.registerPet({ photos: [{ bytes: photo("rex", 3) }, { bytes: photo("rex", 4) }] }), (e: unknown) => {
-        assert.ok(e instanceof DuplicatePetError);
+    /** Each photo's best score against a pet's enrolled embeddings, as the duplicate rule computes it (no card: similarity = cosine). */
+    async function bestAgainst(petDid: string, photos: Uint8Array[]): Promise<number[]> {
+      const refs = (await registry.embeddingsOf(petDid)).map((e) => e.embedding);
+      assert.ok(refs.length > 0, `${petDid} has enrolled embeddings`);
+      const out: number[] = [];
+      for (const p of photos) {
+        const e = await fakeEmbed(p);
+        out.push(Math.max(...refs.map((r) => cosine(e, r))));
+      }
+      return out;
+    }
+
+    async function registerAudit(petDid: string): Promise<Array<{ similarity: number; detail: Record<string, any> }>> {
+      const { rows } = await backend.db.query<{ similarity: number; detail: unknown }>(
+        "SELECT similarity, detail FROM audit_log WHERE kind = 'register' AND pet_did = $1",
+        [petDid],
+      );
+      return rows.map((r) => ({
+        similarity: Number(r.similarity),
+        detail: (typeof r.detail === "string" ? JSON.parse(r.detail) : r.detail) as Record<string, any>,
+      }));
+    }
+
+    test("refuses to register the same nose again when both photos match the pet at >= 0.95, and names it", async () => {
+      const photos = [photo("rex", 3, 0.05), photo("rex", 4, 0.05)];
+      const best = await bestAgainst(rexDid, photos);
+      assert.ok(best.every((b) => b >= 0.95), `both photos score >= 0.95 against rex: ${best}`);
+      await assert.rejects(flows.registerPet({ photos: photos.map((bytes) => ({ bytes })) }), (e: unknown) => {
+        assert.ok(e instanceof DuplicatePetError, String(e));
         assert.equal(e.existingPetDid, rexDid);
-        assert.ok(e.similarity >= 0.85);
+        // The lowest of the photos' scores is the one reported.
+        assert.ok(Math.abs(e.similarity - Math.min(...best)) < 1e-9, `${e.similarity} vs ${best}`);
         const wire = toWireError(e);
         assert.equal(wire.errorCode, MLErrorCode.INVALID_REQUEST);
         assert.equal(wire.retryable, false);
         assert.ok(wire.errorMessage.includes(rexDid));
+        assert.match(wire.errorMessage, new RegExp(`lowest similarity ${Math.min(...best).toFixed(3)} >= 0\\.95`));
         return true;
       });
+    });
+
+    test("the same photos again without a request id are refused as the pet they registered", async () => {
+      await assert.rejects(flows.registerPet({ photos: [{ bytes: photo("rex", 1) }, { bytes: photo("rex", 2) }] }), (e: unknown) => {
+        assert.ok(e instanceof DuplicatePetError, String(e));
+        assert.equal(e.existingPetDid, rexDid);
+        assert.equal(e.similarity, 1);
+        assert.match(e.message, /already registered as .* \(the same enrolment template\)$/);
+        return true;
+      });
+    });
+
+    test("photos of one dog scoring between 0.70 and 0.85 register and report the pair's score", async () => {
+      // Noisy shots (noise 0.6) of one dog: about 1 / 1.36 = 0.74.
+      const photos = [photo("pip", 1, 0.6), photo("pip", 2, 0.6)];
+      const pair = cosine(await fakeEmbed(photos[0]), await fakeEmbed(photos[1]));
+      assert.ok(pair >= 0.7 && pair < 0.85, `pair scores ${pair}`);
+      const r = await flows.registerPet({ photos: photos.map((bytes) => ({ bytes })) });
+      assert.equal(r.created, true);
+      assert.equal(r.minPairSimilarity, pair);
+      assert.equal(r.review, undefined);
+      const audit = await registerAudit(r.petDid);
+      assert.equal(audit.length, 1);
+      assert.ok(Math.abs(audit[0].similarity - pair) < 1e-6, "audit similarity is the pair's score (stored as real)");
+      assert.equal(audit[0].detail.minPairSimilarity, pair);
+      assert.deepEqual(audit[0].detail.lowestPair, [1, 2]);
+      assert.equal(audit[0].detail.duplicateReview, undefined);
+    });
+
+    test("photos scoring under 0.70 are refused with the pair and its score", async () => {
+      // noise 1.0: about 1 / 2 = 0.5.
+      const photos = [photo("blur", 1, 1), photo("blur", 2, 1)];
+      const pair = cosine(await fakeEmbed(photos[0]), await fakeEmbed(photos[1]));
+      assert.ok(pair < 0.7, `pair scores ${pair}`);
+      await assert.rejects(flows.registerPet({ photos: photos.map((bytes) => ({ bytes })) }), (e: unknown) => {
+        assert.ok(e instanceof InconsistentPhotosError, String(e));
+        assert.equal(e.code, MLErrorCode.INVALID_REQUEST);
+        assert.deepEqual(e.pair, [1, 2]);
+        assert.equal(e.similarity, pair);
+        assert.equal(e.message, `photos 1 and 2 do not show the same nose (similarity ${pair.toFixed(3)} < 0.7); retake them`);
+        return true;
+      });
+    });
+
+    test("a nose matching an enrolled pet between 0.85 and the duplicate similarity registers, and the review is recorded", async () => {
+      const toby = await flows.registerPet({ photos: [{ bytes: photo("toby", 1, 0.05) }, { bytes: photo("toby", 2, 0.05) }] });
+      const photos = [photo("toby-twin", 1, 0.05, { dog: "toby", cos: 0.9 }), photo("toby-twin", 2, 0.05, { dog: "toby", cos: 0.9 })];
+      const best = await bestAgainst(toby.petDid, photos);
+      assert.ok(best.every((b) => b >= 0.85 && b < 0.95), `both photos score SAME but under 0.95 against toby: ${best}`);
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = [];
+      const logged = createFlows({ ...deps, log: (event, fields) => events.push({ event, fields }) });
+      const r = await logged.registerPet({ photos: photos.map((bytes) => ({ bytes })), requestId: "reg-toby-twin" });
+      assert.equal(r.created, true);
+      assert.notEqual(r.petDid, toby.petDid);
+      const top = Math.max(...best);
+      assert.deepEqual(r.review, {
+        petDid: toby.petDid,
+        similarity: top,
+        matches: [
+          { photo: 1, petDid: toby.petDid, similarity: best[0] },
+          { photo: 2, petDid: toby.petDid, similarity: best[1] },
+        ],
+      });
+      const audit = await registerAudit(r.petDid);
+      assert.equal(audit.length, 1);
+      assert.equal(audit[0].detail.duplicateReview.petDid, toby.petDid);
+      assert.equal(audit[0].detail.duplicateReview.similarity, top);
+      assert.equal(audit[0].detail.duplicateReview.threshold, 0.95);
+      const line = events.find((e) => e.event === "register.duplicate_review");
+      assert.ok(line, `review logged: ${JSON.stringify(events.map((e) => e.event))}`);
+      assert.equal(line.fields.petDid, r.petDid);
+      assert.equal(line.fields.candidatePetDid, toby.petDid);
+      assert.equal(line.fields.similarity, top);
+      // A retry of the same request returns the registration as stored, with no review attached.
+      const again = await flows.registerPet({ photos: photos.map((bytes) => ({ bytes })), requestId: "reg-toby-twin" });
+      assert.equal(again.created, false);
+      assert.equal(again.petDid, r.petDid);
+    });
+
+    test("only one photo matching an enrolled pet at >= 0.95 is not refused", async () => {
+      const nala = await flows.registerPet({ photos: [{ bytes: photo("nala", 1, 0.05) }, { bytes: photo("nala", 2, 0.05) }] });
+      // Photo 1 is nala again; photo 2 a look-alike that scores about 0.8 against her.
+      const photos = [photo("nala", 3, 0.05), photo("nala-pup", 1, 0.05, { dog: "nala", cos: 0.8 })];
+      const best = await bestAgainst(nala.petDid, photos);
+      assert.ok(best[0] >= 0.95 && best[1] < 0.85, `one photo above 0.95, the other under 0.85: ${best}`);
+      const pair = cosine(await fakeEmbed(photos[0]), await fakeEmbed(photos[1]));
+      assert.ok(pair >= 0.7, `the pair is consistent: ${pair}`);
+      const r = await flows.registerPet({ photos: photos.map((bytes) => ({ bytes })) });
+      assert.equal(r.created, true);
+      assert.equal(r.minPairSimilarity, pair);
+      assert.deepEqual(r.review, {
+        petDid: nala.petDid,
+        similarity: best[0],
+        matches: [
+          { photo: 1, petDid: nala.petDid, similarity: best[0] },
+          { photo: 2, petDid: nala.petDid, similarity: best[1] },
+        ],
+      });
+      assert.equal((await registerAudit(r.petDid))[0].detail.duplicateReview.petDid, nala.petDid);
+    });
+
+    test("a card's duplicate_similarity moves the refusal threshold", async () => {
+      const odie = await flows.registerPet({ photos: [{ bytes: photo("odie", 1) }, { bytes: photo("odie", 2) }] });
+      // Re-takes scoring about 0.97: refused at the default 0.95 ...
+      const photos = [photo("odie", 3, 0.05), photo("odie", 4, 0.05)];
+      const best = await bestAgainst(odie.petDid, photos);
+      assert.ok(best.every((b) => b >= 0.95 && b < 0.999), `${best}`);
+      await assert.rejects(flows.registerPet({ photos: photos.map((bytes) => ({ bytes })) }), DuplicatePetError);
+      // ... registered for review under a card (identity calibration on [0, 1]) whose duplicate_similarity is 0.999.
+      const strict = createFlows({ ...deps, calibration: { cosine: [0, 1], similarity: [0, 1], duplicateSimilarity: 0.999 } });
+      const r = await strict.registerPet({ photos: photos.map((bytes) => ({ bytes })) });
+      assert.equal(r.created, true);
+      assert.equal(r.review?.petDid, odie.petDid);
+      assert.equal(r.review?.similarity, Math.max(...best));
     });
 
     test("refuses bad registrations with messages that name the photo", async () => {
       await assert.rejects(flows.registerPet({ photos: [{ bytes: photo("solo", 1) }] }), rejectsWith(MLErrorCode.INVALID_REQUEST, /at least 2 photos/));
       await assert.rejects(
         flows.registerPet({ photos: [{ bytes: photo("a", 1) }, { bytes: photo("a", 2) }, { bytes: photo("b", 1) }] }),
-        rejectsWith(MLErrorCode.INVALID_REQUEST, /photos [12] and 3 do not show the same nose \(similarity 0\.\d+ < 0\.85\)/),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /photos [12] and 3 do not show the same nose \(similarity 0\.\d+ < 0\.7\)/),
       );
       await assert.rejects(
         flows.registerPet({ photos: [{ bytes: photo("c", 1) }, { bytes: new Uint8Array([1, 2, 3]) }] }),
@@ -463,10 +612,11 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
     });
 
     test("two concurrent registrations of one nose create one pet", async () => {
-      const photos = [{ bytes: photo("twin", 1) }, { bytes: photo("twin", 2) }];
+      // Clean shots (noise 0.05, about 0.997 across the two requests), well above the duplicate similarity.
+      const photos = [{ bytes: photo("twin", 1, 0.05) }, { bytes: photo("twin", 2, 0.05) }];
       const results = await Promise.allSettled([
         flows.registerPet({ photos, requestId: "twin-a" }),
-        flows.registerPet({ photos: [{ bytes: photo("twin", 3) }, { bytes: photo("twin", 4) }], requestId: "twin-b" }),
+        flows.registerPet({ photos: [{ bytes: photo("twin", 3, 0.05) }, { bytes: photo("twin", 4, 0.05) }], requestId: "twin-b" }),
       ]);
       assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
       const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;

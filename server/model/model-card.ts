@@ -33,9 +33,16 @@ export async function readModelCard(file: string | undefined): Promise<ModelCard
   if (typeof card.name === "string") out.name = card.name;
   if (typeof card.version === "string") out.version = card.version;
   if (card.calibration !== undefined) {
-    const c = card.calibration as Partial<Calibration>;
+    const c = card.calibration as Partial<Calibration> & { duplicate_similarity?: unknown };
     try {
-      out.calibration = checkCalibration({ cosine: c.cosine as number[], similarity: c.similarity as number[] });
+      out.calibration = checkCalibration({
+        cosine: c.cosine as number[],
+        similarity: c.similarity as number[],
+        // Optional: cards fitted before it existed get DEFAULT_DUPLICATE_SIMILARITY.
+        ...(c.duplicate_similarity === undefined || c.duplicate_similarity === null
+          ? {}
+          : { duplicateSimilarity: c.duplicate_similarity as number }),
+      });
     } catch (e) {
       throw new Error(`model card ${file}: ${(e as Error).message}`);
     }

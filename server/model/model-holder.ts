@@ -1,4 +1,4 @@
-import type { Calibration } from "../../shared/similarity.js";
+import { duplicateThreshold, type Calibration } from "../../shared/similarity.js";
 import { modelNotLoaded } from "../errors.js";
 import type { Logger } from "../log.js";
 import { loadEmbedder, type Embedder, type EmbedderOptions } from "./embedder.js";
@@ -60,6 +60,7 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
           version,
           fingerprint: embedder.fingerprint,
           calibrated: card?.calibration !== undefined,
+          duplicateSimilarity: duplicateThreshold(card?.calibration),
           dynamicBatch: embedder.dynamicBatch,
           ms: Math.round(performance.now() - started),
         });

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { MLErrorCode } from "../../gen/nose_embedder_pb.js";
 import { isValidPetDid, petDidFromVector } from "../../shared/did.js";
 import { NpyError, readNpy, writeNpy } from "../../shared/npy.js";
-import { SAME_THRESHOLD, scores, template, verdictOf } from "../../shared/similarity.js";
+import { duplicateThreshold, REVIEW_THRESHOLD, SAME_THRESHOLD, scores, template, verdictOf } from "../../shared/similarity.js";
 import type { Calibration, MatchVerdict, Scores } from "../../shared/similarity.js";
 import { EMBEDDING_DIM } from "../db/migrations.js";
 import {
@@ -39,6 +39,16 @@ import { readHeader, sniffFormat } from "../image/decode.js";
  * committed returns the stored result without re-embedding (the id is the
  * caller's promise that it is the same request). Without one, registering the
  * same nose again is refused as a duplicate that names the existing DID.
+ *
+ * Registration rules (see README, "Registration rules"):
+ *   - consistency: every pair of the new photos must reach REVIEW_THRESHOLD
+ *     (0.70); the lowest pair score is returned and audited;
+ *   - duplicate: refused only when every new photo's best match among the
+ *     enrolled pets is the same pet, each at >= the card's duplicate
+ *     similarity (per-comparison impostor FAR 1e-5; 0.95 without one). A best
+ *     match at >= SAME_THRESHOLD that does not meet this is registered and
+ *     recorded for review (audit detail, log line, response);
+ *   - a template identical to an enrolled one (same DID) is always refused.
  *
  * Photos are stored as the bytes received, under the platform's `.jpg` names
  * even when they are PNG: the file names are part of the layout the gateway
@@ -84,6 +94,29 @@ export interface RegisterResult {
   modelVersion: string;
   /** False when a retry found the registration already done. */
   created: boolean;
+  /**
+   * An enrolled pet that some new photo matched at >= SAME_THRESHOLD without
+   * meeting the duplicate rule: registered, flagged for an operator's review.
+   * Only on the call that created the pet.
+   */
+  review?: DuplicateReview;
+}
+
+/** One new photo's best match among the enrolled pets. */
+export interface PhotoMatch {
+  /** 1-based, as in error messages. */
+  photo: number;
+  petDid: string;
+  similarity: number;
+}
+
+export interface DuplicateReview {
+  /** The enrolled pet with the highest-scoring photo match. */
+  petDid: string;
+  /** That match's similarity. */
+  similarity: number;
+  /** Every new photo's best match. */
+  matches: PhotoMatch[];
 }
 
 export interface VerifyRequest {
@@ -153,13 +186,34 @@ export interface Flows {
 export class DuplicatePetError extends MLError {
   constructor(
     readonly existingPetDid: string,
+    /** The lowest of the new photos' scores against that pet (1 for an identical template). */
+    readonly similarity: number,
+    /** The duplicate similarity that was met; undefined when the template itself is already enrolled. */
+    threshold?: number,
+  ) {
+    super(
+      MLErrorCode.INVALID_REQUEST,
+      threshold === undefined
+        ? `this nose is already registered as ${existingPetDid} (the same enrolment template)`
+        : `this nose is already registered as ${existingPetDid} (every photo matches it, lowest similarity ${similarity.toFixed(3)} >= ${threshold})`,
+    );
+    this.name = "DuplicatePetError";
+  }
+}
+
+/** Two of the registration photos do not show one nose: INVALID_REQUEST with the pair's score. */
+export class InconsistentPhotosError extends MLError {
+  constructor(
+    /** 1-based photo numbers. */
+    readonly pair: [number, number],
     readonly similarity: number,
   ) {
     super(
       MLErrorCode.INVALID_REQUEST,
-      `this nose is already registered as ${existingPetDid} (similarity ${similarity.toFixed(3)} >= ${SAME_THRESHOLD})`,
+      `photos ${pair[0]} and ${pair[1]} do not show the same nose ` +
+        `(similarity ${similarity.toFixed(3)} < ${REGISTER_PAIR_THRESHOLD}); retake them`,
     );
-    this.name = "DuplicatePetError";
+    this.name = "InconsistentPhotosError";
   }
 }
 
@@ -174,8 +228,12 @@ export const MIN_ENROL_SIDE = 112;
 export const MAX_REGISTER_PHOTOS = 10;
 export const DEFAULT_TOP_K = 5;
 export const MAX_TOP_K = 50;
-/** Photos of one registration, and a new nose against registered ones, count as the same nose from here. */
-export const SAME_NOSE_THRESHOLD = SAME_THRESHOLD;
+/**
+ * Every pair of one registration's photos must reach this (REVIEW, 0.70):
+ * the duplicate check and the stored template guard against the rest, and
+ * at SAME (0.85) most real dogs' photo pairs were refused.
+ */
+export const REGISTER_PAIR_THRESHOLD = REVIEW_THRESHOLD;
 
 const MAX_ID_LENGTH = 128;
 const MAX_GUARDIAN_LENGTH = 256;
@@ -374,18 +432,37 @@ export function createFlows(deps: FlowDeps): Flows {
     return { match, imageKey: key, storedImageKey };
   }
 
-  /** Refuses a nose that is already registered: any new photo matching any enrolled photo at >= 0.85. */
-  async function checkNotRegistered(reader: RegistryReader, embeddings: Float32Array[], ownDid: string): Promise<void> {
-    let best: { petDid: string; similarity: number; cosine: number } | undefined;
-    for (const e of embeddings) {
-      for (const n of await reader.nearestPets(e, 3)) {
-        const s = scored(e, n.embedding);
-        if (!best || s.cosine > best.cosine) best = { petDid: n.petDid, similarity: s.similarity, cosine: s.cosine };
-      }
-    }
-    if (best && best.similarity >= SAME_NOSE_THRESHOLD) throw new DuplicatePetError(best.petDid, best.similarity);
+  const duplicateAt = duplicateThreshold(calibration);
+
+  /**
+   * The 1:N duplicate rule. Throws DuplicatePetError when every new photo's
+   * best match is the same enrolled pet at >= duplicateAt; otherwise returns
+   * the review to record when some photo's best match reaches SAME.
+   */
+  async function checkNotRegistered(reader: RegistryReader, embeddings: Float32Array[], ownDid: string): Promise<DuplicateReview | undefined> {
     // The DID hashes the template; an existing row for it is the same nose even if the search missed it.
     if (await reader.findPet(ownDid)) throw new DuplicatePetError(ownDid, 1);
+    const matches: PhotoMatch[] = [];
+    for (let i = 0; i < embeddings.length; i++) {
+      let best: { petDid: string; similarity: number; cosine: number } | undefined;
+      for (const n of await reader.nearestPets(embeddings[i], 3)) {
+        const s = scored(embeddings[i], n.embedding);
+        if (!best || s.cosine > best.cosine) best = { petDid: n.petDid, similarity: s.similarity, cosine: s.cosine };
+      }
+      if (best) matches.push({ photo: i + 1, petDid: best.petDid, similarity: best.similarity });
+    }
+    if (matches.length === 0) return undefined;
+    const lowest = Math.min(...matches.map((m) => m.similarity));
+    if (
+      matches.length === embeddings.length &&
+      matches.every((m) => m.petDid === matches[0].petDid) &&
+      lowest >= duplicateAt
+    ) {
+      throw new DuplicatePetError(matches[0].petDid, lowest, duplicateAt);
+    }
+    const top = matches.reduce((a, b) => (b.similarity > a.similarity ? b : a));
+    if (top.similarity < SAME_THRESHOLD) return undefined;
+    return { petDid: top.petDid, similarity: top.similarity, matches };
   }
 
   const registered = (pet: PetRecord): RegisterResult => ({
@@ -449,22 +526,17 @@ export function createFlows(deps: FlowDeps): Flows {
       // Embedded concurrently: the preprocessing pool and the micro-batcher take them together.
       const embeddings = await Promise.all(loaded.map((p, i) => embedPhoto(p.bytes, `photo ${i + 1}`)));
       let minPair = Infinity;
-      let worst: [number, number] = [0, 1];
+      let worst: [number, number] = [1, 2];
       for (let i = 0; i < embeddings.length; i++) {
         for (let j = i + 1; j < embeddings.length; j++) {
           const s = scored(embeddings[i], embeddings[j]).similarity;
           if (s < minPair) {
             minPair = s;
-            worst = [i, j];
+            worst = [i + 1, j + 1];
           }
         }
       }
-      if (minPair < SAME_NOSE_THRESHOLD) {
-        throw invalidRequest(
-          `photos ${worst[0] + 1} and ${worst[1] + 1} do not show the same nose ` +
-            `(similarity ${minPair.toFixed(3)} < ${SAME_NOSE_THRESHOLD}); retake them`,
-        );
-      }
+      if (minPair < REGISTER_PAIR_THRESHOLD) throw new InconsistentPhotosError(worst, minPair);
       const tpl = template(embeddings);
       const petDid = petDidFromVector(tpl);
       await checkNotRegistered(registry, embeddings, petDid);
@@ -496,8 +568,10 @@ export function createFlows(deps: FlowDeps): Flows {
         requestId,
         similarity: minPair,
         modelVersion,
-        detail: { imageKeys, vectorKey: vKey, photos: photos.length },
+        detail: { imageKeys, vectorKey: vKey, photos: photos.length, minPairSimilarity: minPair, lowestPair: worst },
       };
+      // Decided again under the registration lock; that answer is the one kept.
+      let review: DuplicateReview | undefined;
       let outcome: "inserted" | "exists";
       try {
         outcome = await registry.insertPet(
@@ -513,7 +587,10 @@ export function createFlows(deps: FlowDeps): Flows {
             embeddings: embeddings.map((embedding, i) => ({ imageKey: imageKeys[i], embedding })),
           },
           audit,
-          (tx) => checkNotRegistered(tx, embeddings, petDid),
+          async (tx) => {
+            review = await checkNotRegistered(tx, embeddings, petDid);
+            if (review) audit.detail = { ...audit.detail, duplicateReview: { ...review, threshold: duplicateAt } };
+          },
         );
       } catch (e) {
         // A duplicate found under the lock means nothing committed and the
@@ -529,7 +606,17 @@ export function createFlows(deps: FlowDeps): Flows {
         if (byRequest) return registered(byRequest);
         throw new DuplicatePetError(petDid, 1);
       }
-      log("register.done", { petDid, photos: photos.length, requestId });
+      if (review) {
+        log("register.duplicate_review", {
+          petDid,
+          candidatePetDid: review.petDid,
+          similarity: review.similarity,
+          duplicateSimilarity: duplicateAt,
+          matches: review.matches,
+          requestId,
+        });
+      }
+      log("register.done", { petDid, photos: photos.length, requestId, minPairSimilarity: minPair });
       return {
         petDid,
         vector: tpl,
@@ -539,6 +626,7 @@ export function createFlows(deps: FlowDeps): Flows {
         minPairSimilarity: minPair,
         modelVersion,
         created: true,
+        ...(review ? { review } : {}),
       };
     },
 

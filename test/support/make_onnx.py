@@ -9,7 +9,8 @@ projection: average-pools the image to 8x8, flattens and projects to `dim`
 pattern: the mean-centred 8x8 grey thumbnail, zero-padded to 512. Crude but
   predictable: re-takes of one photo score cosine > 0.95 while different
   synthetic noses stay below 0.75, so registry flows can be tested with known
-  verdicts. --card writes OUT.json with a calibration for it.
+  verdicts. --card writes OUT.json with a calibration for it (duplicate
+  refusal from similarity 0.97).
 """
 import argparse
 import json
@@ -67,7 +68,12 @@ if a.card:
     card = {
         "name": f"test-{a.kind}",
         "version": f"test-{a.kind}-1",
-        "calibration": {"cosine": [-1, 0.75, 0.85, 0.9, 1], "similarity": [0, 0.6, 0.7, 0.85, 1]},
+        # duplicate_similarity differs from the server's default (0.95) so tests see the card's value used.
+        "calibration": {
+            "cosine": [-1, 0.75, 0.85, 0.9, 1],
+            "similarity": [0, 0.6, 0.7, 0.85, 1],
+            "duplicate_similarity": 0.97,
+        },
     }
     with open(a.out[: -len(".onnx")] + ".json" if a.out.endswith(".onnx") else a.out + ".json", "w") as f:
         json.dump(card, f)
