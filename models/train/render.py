@@ -1,14 +1,25 @@
 """Synthetic dog nose-print renderer (numpy + OpenCV).
 
-An identity is a fixed nose: leather pigment, a mosaic of raised polygonal beads
-(finer near the nostrils and the philtrum, larger on the planum), grooves, two
-comma-shaped nostrils with alar folds, the philtrum groove, and fur around.
-A capture is one phone photo of it: tight square crop with jitter, rotation,
-scale, perspective, lighting, wet specular dots, focus and motion blur, noise,
-exposure and white balance, low resolution, JPEG, then LANCZOS to 224.
+An identity is one dog's nose and muzzle, fixed for life: the outline of the
+leather, the shape, size and tilt of the nostrils with their rims, the
+philtrum, the bead mosaic (finer near the nostrils and the philtrum), the
+pigment (black, slate, brown, liver, pink, or mottled) with its patches and
+spots, and the fur and whiskers framing the nose.
 
-Everything is driven by numpy Generators, so a (seed, identity, capture) triple
-always renders the same pixels.
+A capture is one phone photo of it, made the way real ones differ from each
+other: a square crop in which the leather fills most of the width, a viewpoint
+(yaw, pitch, a little roll, distance), focus that may sit on the fur rather
+than the leather, motion, indoor uneven lighting with a colour cast, a wet
+film that throws broad glare, auto-exposure and the phone's tone curve,
+sensor noise, sharpening, the capture's pixel size, JPEG at the phone's
+quality, then LANCZOS to 224 as the service does.
+
+Every statistic the captures share with real photos comes from a mechanism
+(geometry, optics, exposure), not from copied numbers; the only measured
+figures used as inputs are the real crop sizes and the real leather colour
+clusters, which are properties of the subject and the cropping, not of the
+renderer's output. Everything is driven by numpy Generators, so a (seed,
+identity, capture) triple always renders the same pixels.
 """
 import io
 
@@ -17,9 +28,10 @@ import numpy as np
 from PIL import Image
 from scipy.spatial import cKDTree
 
-CANVAS = 448          # canvas pixels; covers nose coordinates [-0.1, 1.1]
-LO, HI = -0.1, 1.1
+CANVAS = 512          # canvas pixels; covers nose coordinates [LO, HI]
+LO, HI = -0.5, 1.5    # the leather spans about x in [0, 1]
 OUT = 224
+PIX = (HI - LO) / CANVAS
 
 # Real centre-of-nose colour clusters (real-nose-stats.json) and their shares.
 CLUSTERS = np.array([
@@ -34,6 +46,16 @@ SHARES = np.array([0.333, 0.323, 0.206, 0.105, 0.033])
 # Real crop sizes: short side percentiles (p5..p95), used as a piecewise-linear inverse CDF.
 SIZE_Q = np.array([0.0, 0.001, 0.007, 0.05, 0.097, 0.25, 0.504, 0.75, 0.867, 0.95, 1.0])
 SIZE_V = np.array([65, 96, 128, 150, 160, 186, 224, 275, 320, 386, 520])
+
+# Fur colours (albedo): white/cream, tan, brown, black, grey.
+FUR = np.array([
+    [0.86, 0.82, 0.74],
+    [0.74, 0.55, 0.36],
+    [0.42, 0.28, 0.18],
+    [0.07, 0.06, 0.055],
+    [0.45, 0.44, 0.43],
+])
+FUR_SHARES = np.array([0.32, 0.22, 0.16, 0.18, 0.12])
 
 
 def _grid():
@@ -52,7 +74,7 @@ def smooth_noise(rng, n, scale_px, octaves=1):
         s = max(2, int(n / max(scale_px / (2 ** o), 1)))
         small = rng.standard_normal((s + 2, s + 2)).astype(np.float32)
         big = cv2.resize(small, (n, n), interpolation=cv2.INTER_CUBIC)
-        out += amp * big
+        out += amp * cv2.GaussianBlur(big, (0, 0), 0.3 * n / s)
         amp *= 0.5
     return out / (np.abs(out).max() + 1e-6)
 
@@ -65,74 +87,134 @@ def _ellipse_metric(cx, cy, rx, ry, ang):
     return np.sqrt(u * u + v * v)
 
 
+def _line_kernel(length, angle_deg):
+    L = max(3, int(length) | 1)
+    k = np.zeros((L, L), np.float32)
+    k[L // 2, :] = 1
+    M = cv2.getRotationMatrix2D((L / 2 - 0.5, L / 2 - 0.5), angle_deg, 1)
+    k = cv2.warpAffine(k, M, (L, L))
+    return k / (k.sum() + 1e-6)
+
+
+def _fur(rng, cx, cy, n, light_leather):
+    """Fur albedo and height: strands growing outwards from the nose, in one or two colours, with whiskers.
+    Pink and light leather comes with a light coat (white, cream, tan) far more often than with a dark one."""
+    shares = FUR_SHARES * (np.array([3.0, 2.0, 1.0, 0.0, 0.3]) if light_leather else 1)
+    shares = shares / shares.sum()
+    k1 = rng.choice(len(FUR), p=shares)
+    col1 = FUR[k1] * rng.uniform(0.8, 1.15) * np.exp(rng.normal(0, 0.05, 3))
+    col2 = FUR[rng.choice(len(FUR), p=shares)] * rng.uniform(0.8, 1.15)
+    # strands: noise smeared along the local hair direction (radial from the nose, with a downward sweep)
+    ang = np.degrees(np.arctan2(GY - cy + 0.25, GX - cx))
+    noise = rng.standard_normal((n, n)).astype(np.float32)
+    L = rng.uniform(5, 12)
+    bins = 8
+    strands = np.zeros((n, n), np.float32)
+    wsum = np.zeros((n, n), np.float32)
+    for b in range(bins):
+        a = b * 180.0 / bins
+        resp = cv2.filter2D(noise, -1, _line_kernel(L, -a))
+        d = np.abs(((ang - a) + 90) % 180 - 90)
+        w = np.clip(1 - d / (180.0 / bins), 0, 1)
+        strands += w * resp
+        wsum += w
+    strands /= wsum + 1e-6
+    strands /= strands.std() + 1e-6
+    patch = np.zeros((n, n), np.float32)
+    if rng.random() < 0.45:  # a second coat colour in patches
+        f = smooth_noise(rng, n, n / 3, octaves=2)
+        patch = np.clip((f - rng.uniform(-0.2, 0.5)) / 0.15, 0, 1)
+    col = col1[None, None, :] * (1 - patch[..., None]) + col2[None, None, :] * patch[..., None]
+    sheen = 1 + 0.22 * smooth_noise(rng, n, n / 4)
+    fur = col * (1 + rng.uniform(0.15, 0.35) * strands[..., None]) * sheen[..., None]
+    # whisker follicles on the muzzle below and beside the nose, and a few whiskers
+    wh = np.zeros((n, n), np.float32)
+    for side in (-1, 1):
+        for _ in range(int(rng.integers(6, 16))):
+            x = cx + side * rng.uniform(0.35, 0.75)
+            y = rng.uniform(0.75, 1.3)
+            p = (int((x - LO) / PIX), int((y - LO) / PIX))
+            cv2.circle(wh, p, int(rng.integers(1, 3)), 1.0, -1, lineType=cv2.LINE_AA)
+            if rng.random() < 0.35:
+                a = np.radians(rng.uniform(-30, 30) + (0 if side > 0 else 180))
+                ln = rng.uniform(60, 200)
+                q = (int(p[0] + ln * np.cos(a)), int(p[1] + ln * np.sin(a) - ln * 0.2))
+                cv2.line(wh, p, q, -1.0, 1, lineType=cv2.LINE_AA)
+    dark = np.clip(wh, 0, 1)
+    light = np.clip(-wh, 0, 1)
+    wcol = 0.9 if rng.random() < 0.5 else 0.08
+    fur = fur * (1 - 0.7 * dark[..., None])
+    fur = fur * (1 - 0.8 * light[..., None]) + wcol * 0.8 * light[..., None]
+    return np.clip(fur, 0, 1).astype(np.float32), (0.35 * strands).astype(np.float32)
+
+
 def make_identity(rng):
     """Draws one nose. Returns a dict of canvas maps (height, albedo, masks) for rendering."""
     n = CANVAS
-    # ---- layout
-    cx = 0.5 + rng.normal(0, 0.015)
-    top = rng.uniform(0.02, 0.16)              # planum upper edge
-    bottom = rng.uniform(0.92, 1.03)           # nose lower edge (upper lip below)
-    rx = rng.uniform(0.52, 0.68)
-    pw = rng.uniform(2.2, 3.5)
+    # ---- outline of the leather: a rounded, slightly flattened superellipse with its own bumps
+    cx = 0.5 + rng.normal(0, 0.01)
+    top = rng.uniform(0.0, 0.1)
+    bottom = rng.uniform(0.78, 0.9)
+    rx = rng.uniform(0.46, 0.54)
+    pw = rng.uniform(2.0, 3.2)
     cy = (top + bottom) / 2
     ry = (bottom - top) / 2
-    edge_noise = smooth_noise(rng, n, n / 3) * 0.04
-    sup = (np.abs((GX - cx) / rx) ** pw + np.abs((GY - cy) / ry) ** pw) ** (1 / pw)
-    nose_d = sup - 1 + edge_noise                    # <0 inside nose
-    nose = np.clip(0.5 - nose_d / 0.02, 0, 1)
+    edge_noise = smooth_noise(rng, n, n / 5, octaves=2) * rng.uniform(0.02, 0.06)
+    dip = rng.uniform(0.0, 0.08) * np.exp(-((GX - cx) / rng.uniform(0.12, 0.25)) ** 2) * (GY < cy)
+    sup = (np.abs((GX - cx) / rx) ** pw + np.abs((GY - cy - dip) / ry) ** pw) ** (1 / pw)
+    nose_d = sup - 1 + edge_noise                    # <0 inside the leather
+    nose = np.clip(0.5 - nose_d / 0.012, 0, 1)
 
-    # nostrils: commas at the bottom
-    ndx = rng.uniform(0.22, 0.32)
-    ny = rng.uniform(0.70, 0.80)
-    nrx, nry = rng.uniform(0.10, 0.14), rng.uniform(0.05, 0.08)
-    tilt = rng.uniform(0.25, 0.6)
+    # ---- nostrils: rounded dark openings in the lower half with a tail outwards, each with a rim
+    ndx = rng.uniform(0.2, 0.27)
+    ny = rng.uniform(0.55, 0.64)
+    nrx, nry = rng.uniform(0.09, 0.13), rng.uniform(0.07, 0.1)
+    tilt = rng.uniform(0.1, 0.6)
+    tail = rng.uniform(0.5, 1.1)
     nostril = np.zeros((n, n), np.float32)
-    alar = np.zeros((n, n), np.float32)
+    rim = np.zeros((n, n), np.float32)
     nostril_dist = np.full((n, n), 9.0, np.float32)
     for side in (-1, 1):
-        x0 = cx + side * ndx + rng.normal(0, 0.01)
-        y0 = ny + rng.normal(0, 0.01)
-        ang = side * tilt
-        m1 = _ellipse_metric(x0, y0, nrx, nry, ang)
-        # the slit (tail of the comma): thinner ellipse down and outwards
-        m2 = _ellipse_metric(x0 + side * nrx * 0.8, y0 + nry * 1.0, nrx * 0.85, nry * 0.45, side * (tilt + 0.35))
+        x0 = cx + side * (ndx + rng.normal(0, 0.008))
+        y0 = ny + rng.normal(0, 0.008)
+        ang = side * (tilt + rng.normal(0, 0.05))
+        m1 = _ellipse_metric(x0, y0, nrx * rng.uniform(0.93, 1.07), nry, ang)
+        m2 = _ellipse_metric(x0 + side * nrx * 0.9 * tail, y0 + nry * 0.9, nrx * 0.8 * tail, nry * 0.38,
+                             side * (tilt + rng.uniform(0.2, 0.6)))
         m = np.minimum(m1, m2)
-        nostril = np.maximum(nostril, np.clip((1.0 - m) / 0.15, 0, 1))
-        nostril_dist = np.minimum(nostril_dist, m1)
-        # alar fold: crescent ring above/outside the nostril
-        ring = np.exp(-((m1 - rng.uniform(1.35, 1.6)) / 0.10) ** 2)
-        upper = np.clip((y0 - 0.01 - GY) / 0.04 + 0.5, 0, 1)
-        outer = np.clip(side * (GX - x0) / 0.03 + 0.3, 0, 1)
-        alar = np.maximum(alar, ring * upper * outer * rng.uniform(0.5, 1.0))
+        nostril = np.maximum(nostril, np.clip((1.0 - m) / 0.12, 0, 1))
+        nostril_dist = np.minimum(nostril_dist, m)
+        # the rim: a raised, smooth wall around the opening, thickest above it (the alar fold)
+        above = np.clip((y0 + 0.02 - GY) / 0.05, 0, 1)
+        r_w = rng.uniform(0.25, 0.45)
+        rim = np.maximum(rim, np.exp(-((m - 1 - r_w / 2) / (r_w / 2)) ** 2) * (0.5 + 0.5 * above))
 
-    # philtrum groove: vertical from ~mid nose down to the bottom, with slight wobble
-    ph_top = rng.uniform(0.35, 0.55)
-    ph_w = rng.uniform(0.008, 0.016)
-    wob = cx + 0.01 * np.sin(GY * rng.uniform(4, 9) + rng.uniform(0, 6))
+    # ---- philtrum: a groove from the middle of the leather down through the lip
+    ph_top = rng.uniform(0.3, 0.5)
+    ph_w = rng.uniform(0.010, 0.02)
+    wob = cx + 0.008 * np.sin(GY * rng.uniform(4, 9) + rng.uniform(0, 6))
     ph_dist = np.abs(GX - wob)
-    philtrum = np.exp(-(ph_dist / ph_w) ** 2) * np.clip((GY - ph_top) / 0.08, 0, 1)
+    philtrum = np.exp(-(ph_dist / ph_w) ** 2) * np.clip((GY - ph_top) / 0.1, 0, 1)
 
-    # ---- bead mosaic: density finer near nostrils & philtrum
-    c0 = rng.uniform(0.020, 0.034)            # bead diameter on the planum (nose units)
-    fine = rng.uniform(0.45, 0.65)
-    near_n = np.exp(-np.clip(nostril_dist - 1, 0, None) / 0.6)
-    near_p = np.exp(-ph_dist / 0.06) * np.clip((GY - ph_top + 0.1) / 0.1, 0, 1)
-    near_e = np.clip(-nose_d / 0.12, 0, 1)     # beads shrink towards nose edge too
+    # ---- bead mosaic: polygonal beads, finer near the nostrils, the philtrum and the edge
+    c0 = rng.uniform(0.018, 0.034)             # bead diameter on the planum (leather widths)
+    fine = rng.uniform(0.4, 0.6)
+    near_n = np.exp(-np.clip(nostril_dist - 1, 0, None) / 0.5)
+    near_p = np.exp(-ph_dist / 0.05) * np.clip((GY - ph_top + 0.1) / 0.1, 0, 1)
+    near_e = np.clip(-nose_d / 0.1, 0, 1)
     size = c0 * (1 - (1 - fine) * np.maximum(near_n, near_p))
-    size *= 0.75 + 0.25 * near_e
+    size *= 0.7 + 0.3 * near_e
     size *= 1 + 0.15 * smooth_noise(rng, n, n / 4)
-    dens = 1.0 / size ** 2
-    pix = (HI - LO) / n
-    expected = float(dens.sum() * pix * pix * 1.05)
-    npts = int(expected)
-    cand = rng.uniform(LO, HI, (npts * 4, 2)).astype(np.float32)
-    ci = np.clip(((cand - LO) / pix).astype(int), 0, n - 1)
+    dens = (1.0 / size ** 2) * (nose > 0.01)
+    expected = float(dens.sum() * PIX * PIX * 1.05)
+    npts = max(16, int(expected))
+    cand = rng.uniform(LO, HI, (npts * 6, 2)).astype(np.float32)
+    ci = np.clip(((cand - LO) / PIX).astype(int), 0, n - 1)
     p = dens[ci[:, 1], ci[:, 0]] / dens.max()
     pts = cand[rng.random(len(cand)) < p][:npts]
     grid = np.stack([GX.ravel(), GY.ravel()], 1)
-    # Lloyd relaxation (2 rounds, on a half-resolution grid) for polygonal, evenly packed beads
     coarse = np.stack([GX[::2, ::2].ravel(), GY[::2, ::2].ravel()], 1)
-    for _ in range(2):
+    for _ in range(2):  # Lloyd relaxation: evenly packed polygonal beads
         _, lab = cKDTree(pts).query(coarse, k=1, workers=1)
         w = dens[::2, ::2].ravel()
         cnt = np.bincount(lab, weights=w, minlength=len(pts)) + 1e-9
@@ -143,189 +225,181 @@ def make_identity(rng):
     d, lab = cKDTree(pts).query(grid, k=2)
     d = d.reshape(n, n, 2).astype(np.float32)
     lab0 = lab[:, 0].reshape(n, n)
-    edge = (d[..., 1] - d[..., 0]) / 2                      # distance to the cell boundary
+    edge = (d[..., 1] - d[..., 0]) / 2
     rel = np.clip(edge / (0.5 * size), 0, 1)
-    groove_w = rng.uniform(0.10, 0.22)
-    bead_h = np.clip((rel - groove_w * 0.5) / (1 - groove_w * 0.5), 0, 1) ** rng.uniform(0.45, 0.7)
-    per_bead = rng.uniform(0.7, 1.2, len(pts)).astype(np.float32)
+    groove_w = rng.uniform(0.15, 0.3)
+    bead_h = np.clip((rel - groove_w * 0.5) / (1 - groove_w * 0.5), 0, 1) ** rng.uniform(0.4, 0.6)
+    per_bead = rng.uniform(0.75, 1.2, len(pts)).astype(np.float32)
     bead_tone = rng.normal(0, 1, len(pts)).astype(np.float32)
-    height = bead_h * per_bead[lab0]
     groove = np.clip(1 - rel / groove_w, 0, 1)
-
-    # fine sub-bead texture
-    height += 0.08 * smooth_noise(rng, n, 3)
     inside = nose * (1 - nostril)
-    height = height * inside
-    height -= 1.2 * philtrum
-    height -= 0.9 * alar * inside
-    height -= 1.5 * nostril
-    height = cv2.GaussianBlur(height, (0, 0), 0.6)
+    # height in leather widths x 100: beads are low domes on a rounded nose
+    dome = np.clip(1 - sup, 0, 1) ** 0.5
+    height = 0.5 * bead_h * per_bead[lab0] * inside + 3.0 * dome * nose
+    height += 0.05 * smooth_noise(rng, n, 4)
+    height += 0.8 * rim * nose
+    height -= 0.7 * philtrum * nose
+    height -= 2.0 * nostril
+    height = cv2.GaussianBlur(height, (0, 0), 0.7)
 
-    # ---- pigment
+    # ---- pigment: cluster colour, brown/liver tints, mottled pink with dark patches, pink spots
     k = rng.choice(5, p=SHARES)
-    base = CLUSTERS[k] * rng.uniform(0.85, 1.15) + rng.normal(0, 0.012, 3)
-    # leather albedo slightly brighter than the observed mean (grooves/shading darken it)
-    base = np.clip(base * rng.uniform(1.05, 1.25), 0.03, 0.9)
+    base = CLUSTERS[k] * rng.uniform(0.85, 1.2) * np.exp(rng.normal(0, 0.04, 3))
+    base = np.clip(base * rng.uniform(1.2, 1.5), 0.03, 0.75)   # albedo above the shaded colour
     kind = rng.random()
-    if k <= 2 and kind < 0.25:           # liver / brown tint
-        base = base * np.array([1.18, 0.95, 0.85])
-    alb = np.ones((n, n, 3), np.float32) * base.astype(np.float32)
-    mott = np.zeros((n, n), np.float32)
-    if kind > 0.85:                      # mottled (butterfly) nose: pink patches
-        f = smooth_noise(rng, n, rng.uniform(n / 10, n / 4), octaves=2)
-        thr = rng.uniform(0.0, 0.45)
-        mott = np.clip((f - thr) / 0.1, 0, 1).astype(np.float32)
-        pink = np.array([0.70, 0.52, 0.50]) * rng.uniform(0.8, 1.1)
-        alb = alb * (1 - mott[..., None]) + pink.astype(np.float32) * mott[..., None]
-    tone = 1 + 0.10 * bead_tone[lab0] + 0.06 * smooth_noise(rng, n, n / 6)
+    if k <= 3 and kind < 0.2:            # liver / brown
+        base = base * np.array([1.3, 0.95, 0.8]) * rng.uniform(1.0, 1.4)
+    elif k <= 2 and kind < 0.35:         # slate grey
+        base = base * np.array([0.95, 1.0, 1.08]) * rng.uniform(1.2, 1.6)
+    alb = np.ones((n, n, 3), np.float32) * np.clip(base, 0, 1).astype(np.float32)
+    pink = (np.array([0.78, 0.55, 0.52]) * rng.uniform(0.8, 1.1)).astype(np.float32)
+    if kind > 0.85 or k == 4:            # mottled (butterfly) nose: pink with dark patches, or dark with pink
+        f = smooth_noise(rng, n, rng.uniform(n / 12, n / 5), octaves=3)
+        mott = np.clip((f - rng.uniform(-0.1, 0.45)) / 0.08, 0, 1).astype(np.float32)
+        alb = alb * (1 - mott[..., None]) + pink * mott[..., None]
+    if rng.random() < 0.25:              # a few pink spots
+        spots = np.zeros((n, n), np.float32)
+        for _ in range(int(rng.integers(1, 6))):
+            p = (int(rng.uniform(0.15, 0.85) / PIX - LO / PIX), int(rng.uniform(0.1, 0.75) / PIX - LO / PIX))
+            ax = (int(rng.uniform(3, 18)), int(rng.uniform(3, 14)))
+            cv2.ellipse(spots, p, ax, rng.uniform(0, 180), 0, 360, 1.0, -1, lineType=cv2.LINE_AA)
+        spots = cv2.GaussianBlur(spots, (0, 0), 1.5)
+        alb = alb * (1 - spots[..., None]) + pink * spots[..., None]
+    tone = 1 + 0.08 * bead_tone[lab0] + 0.08 * smooth_noise(rng, n, n / 6)
     alb = alb * tone[..., None]
-    alb = alb * (1 - rng.uniform(0.5, 0.85) * groove)[..., None]
-
-    # fur and skin around
-    fk = rng.random()
-    if fk < 0.25:
-        fur_col = np.array([0.06, 0.05, 0.045]) * rng.uniform(0.7, 1.5)
-    elif fk < 0.5:
-        fur_col = np.array([0.45, 0.30, 0.18]) * rng.uniform(0.6, 1.3)
-    elif fk < 0.88:
-        fur_col = np.array([0.80, 0.75, 0.67]) * rng.uniform(0.75, 1.2)
-    else:
-        fur_col = np.array([0.30, 0.28, 0.27]) * rng.uniform(0.6, 1.4)
-    ang = np.arctan2(GY - cy, GX - cx)
-    hair = rng.standard_normal((n, n)).astype(np.float32)
-    a0 = rng.uniform(0, np.pi)
-    L = int(rng.integers(7, 15))
-    kern = np.zeros((L, L), np.float32)
-    cv2.line(kern, (0, L // 2), (L - 1, L // 2), 1.0, 1)
-    M = cv2.getRotationMatrix2D((L / 2 - 0.5, L / 2 - 0.5), np.degrees(a0), 1)
-    kern = cv2.warpAffine(kern, M, (L, L))
-    kern /= kern.sum() + 1e-6
-    hair = cv2.filter2D(hair, -1, kern)
-    hair = hair / (hair.std() + 1e-6)
-    fur = fur_col[None, None, :] * (1 + 0.35 * hair[..., None]) * (1 + 0.25 * smooth_noise(rng, n, n / 3))[..., None]
-    fur = np.clip(fur, 0, 1).astype(np.float32)
-    fur_h = 0.3 * hair
-    _ = ang
-
-    # nostril interior: very dark, slight gradient
-    nos_col = base * rng.uniform(0.15, 0.35)
+    alb = alb * (1 - rng.uniform(0.1, 0.35) * groove * inside)[..., None]
+    nos_col = base * rng.uniform(0.08, 0.2)
     alb = alb * (1 - nostril[..., None]) + nos_col.astype(np.float32) * nostril[..., None]
-    alb = alb * (1 - 0.5 * alar[..., None] * inside[..., None]) * (1 - 0.4 * philtrum[..., None])
+    alb = alb * (1 - 0.35 * philtrum[..., None])
 
-    # below the nose: dark upper-lip skin, not fur
-    lip = np.clip((GY - (bottom - 0.06)) / 0.04, 0, 1) * np.clip(1 - np.abs(GX - cx) / 0.45, 0, 1)
-    fur = fur * (1 - lip[..., None]) + (base * 0.45).astype(np.float32) * lip[..., None]
+    fur, fur_h = _fur(rng, cx, cy, n, light_leather=bool(k >= 3 or kind > 0.85))
+    # the lip below the philtrum: the groove continues through the fur
+    lip = np.exp(-(ph_dist / (ph_w * 2)) ** 2) * np.clip(1 - (GY - bottom) / 0.3, 0, 1) * (GY > bottom)
+    fur = fur * (1 - 0.5 * lip[..., None])
     albedo = alb * nose[..., None] + fur * (1 - nose[..., None])
     height = height * nose + fur_h * (1 - nose)
-    wet = rng.uniform(0, 1) ** 0.8       # how wet this dog's nose tends to be
     return {
         "albedo": np.clip(albedo, 0, 1).astype(np.float32),
         "height": height.astype(np.float32),
         "nose": nose.astype(np.float32),
-        "nostril": nostril.astype(np.float32),
         "bead_top": (bead_h * inside).astype(np.float32),
-        "relief": float(rng.uniform(3.0, 6.0)),
-        "wet": float(wet),
-        "bead_px": float(c0 / pix),
+        "wet_map": (0.5 + 0.5 * smooth_noise(rng, n, n / 6)).astype(np.float32),
+        "wet": float(rng.uniform(0, 1) ** 1.5),
+        "fill": float(rng.uniform(0.68, 0.9)),       # share of the crop width the leather fills
+        "size_z": float(rng.normal()),               # this dog's photos tend to be large or small
+        "bright": float(rng.normal()),               # owner's room: lighting level
     }
 
 
-def sample_size(rng):
-    return int(np.interp(rng.random(), SIZE_Q, SIZE_V))
+def sample_size(rng, z=None):
+    """Capture short side in pixels, from the real distribution; z correlates one dog's photos."""
+    from scipy.special import ndtr
+    e = rng.normal()
+    q = float(ndtr(e if z is None else 0.45 * z + np.sqrt(1 - 0.45 ** 2) * e))
+    return int(np.interp(q, SIZE_Q, SIZE_V))
 
 
-def _motion_kernel(rng, length):
-    L = max(3, int(length) | 1)
-    k = np.zeros((L, L), np.float32)
-    k[L // 2, :] = 1
-    M = cv2.getRotationMatrix2D((L / 2 - 0.5, L / 2 - 0.5), rng.uniform(0, 180), 1)
-    k = cv2.warpAffine(k, M, (L, L))
-    return k / (k.sum() + 1e-6)
+def _shade(ident, rng):
+    """Indoor lighting on the canvas: one main light, ambient, uneven falloff, broad glare on wet leather."""
+    h = ident["height"]
+    gy, gx = np.gradient(h * 0.01 / PIX)
+    inv = 1 / np.sqrt(gx * gx + gy * gy + 1)
+    nx, ny, nz = -gx * inv, -gy * inv, inv
+    la = rng.uniform(0, 2 * np.pi)
+    el = rng.uniform(0.1, 0.8)
+    lx, ly, lz = np.sin(el) * np.cos(la), np.sin(el) * np.sin(la), np.cos(el)
+    ndl = np.clip(nx * lx + ny * ly + nz * lz, 0, 1)
+    amb = rng.uniform(0.15, 0.45)
+    fall = 1 + rng.uniform(0, 0.5) * ((GX - 0.5) * np.cos(la) + (GY - 0.5) * np.sin(la))
+    fall *= 1 - rng.uniform(0, 0.35) * ((GX - 0.5) ** 2 + (GY - 0.45) ** 2)
+    shade = (amb + (1 - amb) * ndl) * np.clip(fall, 0.2, 2)
+    img = ident["albedo"] * shade[..., None]
+    wet = float(np.clip(ident["wet"] + rng.normal(0, 0.2), 0, 1))
+    if wet > 0.1:
+        hx, hy, hz = lx, ly, lz + 1
+        hn = np.sqrt(hx * hx + hy * hy + hz * hz)
+        ndh = np.clip((nx * hx + ny * hy + nz * hz) / hn, 0, 1)
+        film = np.clip((ident["wet_map"] - (1 - wet)) / 0.2, 0, 1) * ident["nose"]
+        glare = ndh ** rng.uniform(20, 80) * rng.uniform(0.15, 0.8)         # broad sheen on the dome
+        glint = ndh ** rng.uniform(120, 300) * ident["bead_top"] * rng.uniform(0.2, 1.0)   # a few bead tops
+        spec = (glare + glint) * film * wet
+        img = img + spec[..., None] * np.array([1.0, 1.0, 1.0], np.float32)
+    return img.astype(np.float32)
 
 
 def render_capture(ident, rng, size=None, quality=None, return_raw=False):
     """One phone capture of an identity -> uint8 (224,224,3) RGB (after JPEG + LANCZOS)."""
     n = CANVAS
-    h = ident["height"]
-    # ---- lighting on the canvas
-    relief = ident["relief"] * rng.uniform(0.8, 1.2)
-    gy, gx = np.gradient(h)
-    nx, ny = -gx * relief, -gy * relief
-    nz = np.ones_like(nx)
-    inv = 1 / np.sqrt(nx * nx + ny * ny + 1)
-    nx, ny, nz = nx * inv, ny * inv, nz * inv
-    la = rng.uniform(0, 2 * np.pi)
-    el = rng.uniform(0.0, 0.6)
-    lx, ly, lz = np.sin(el) * np.cos(la), np.sin(el) * np.sin(la), np.cos(el)
-    ndl = np.clip(nx * lx + ny * ly + nz * lz, 0, 1)
-    amb = rng.uniform(0.12, 0.4)
-    # broad lighting falloff across the frame
-    fall = 1 + rng.uniform(0, 0.6) * (GX * np.cos(la) + GY * np.sin(la) - 0.5)
-    fall = fall * (1 - rng.uniform(0, 0.6) * ((GX - 0.5) ** 2 + (GY - 0.5) ** 2) / 0.5)   # flash / vignette
-    shade = (amb + (1 - amb) * ndl) * fall
-    img = ident["albedo"] * shade[..., None]
-    # wet specular dots on bead tops facing the camera/light
-    wet = np.clip(ident["wet"] + rng.normal(0, 0.15), 0, 1)
-    if wet > 0.15:
-        hx, hy, hz = lx, ly, lz + 1
-        hn = np.sqrt(hx * hx + hy * hy + hz * hz)
-        ndh = np.clip((nx * hx + ny * hy + nz * hz) / hn, 0, 1)
-        shin = rng.uniform(60, 250)
-        spec = ndh ** shin * ident["bead_top"] ** 2
-        spec *= (smooth_noise(rng, n, n / 8) > rng.uniform(-0.6, 0.4)).astype(np.float32)
-        spec = spec * wet * rng.uniform(1.5, 5.0)
-        img = img + spec[..., None]
+    img = _shade(ident, rng)
+    nose = ident["nose"]
 
-    # ---- geometry: square crop around the nose with jitter, rotation, scale, perspective
-    s = sample_size(rng) if size is None else size
-    ang = rng.uniform(-25, 25) if rng.random() < 0.85 else rng.uniform(-8, 8)
-    span = rng.uniform(0.70, 1.0) if rng.random() < 0.7 else rng.uniform(0.95, 1.2)                      # crop side in nose units
-    ccx = 0.5 + rng.normal(0, 0.04)
-    ccy = 0.55 + rng.normal(0, 0.04)
-    c, sn = np.cos(np.radians(ang)), np.sin(np.radians(ang))
+    # ---- viewpoint: square crop with the leather filling most of the width, small roll, yaw/pitch
+    s = sample_size(rng, ident["size_z"]) if size is None else size
+    fill = ident["fill"] * np.exp(rng.normal(0, 0.045))
+    span = 1.0 / fill
+    roll = rng.normal(0, 3.5)
+    c, sn = np.cos(np.radians(roll)), np.sin(np.radians(roll))
+    ccx = 0.5 + rng.normal(0, 0.015) * span
+    ccy = 0.47 + rng.normal(0, 0.015) * span
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * span / 2
+    yaw, pitch = rng.normal(0, 0.06), rng.normal(0, 0.06)    # foreshortening of one side / the top
+    corners[:, 1] *= 1 + yaw * np.sign(corners[:, 0])
+    corners[:, 0] *= 1 + pitch * np.sign(corners[:, 1])
     corners = corners @ np.array([[c, sn], [-sn, c]], np.float32)
-    corners += rng.normal(0, 0.03 * span, corners.shape).astype(np.float32)   # perspective / tilt
     corners += np.array([ccx, ccy], np.float32)
-    src = (corners - LO) / (HI - LO) * n
+    src = (corners - LO) / PIX
     dst = np.array([[0, 0], [s, 0], [s, s], [0, s]], np.float32)
     H = cv2.getPerspectiveTransform(src.astype(np.float32), dst)
-    scale = s / (span / (HI - LO) * n)                  # output px per canvas px
+    scale = s / (span / PIX)
     if scale < 1:
         img = cv2.GaussianBlur(img, (0, 0), 0.45 / scale)
     out = cv2.warpPerspective(img, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    m_nose = cv2.warpPerspective(nose, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
-    # ---- optics: focus + motion blur (in capture pixels, relative to size)
-    r = rng.random()
-    if r < 0.45:
-        sig = rng.uniform(0.3, 1.0) * s / 224 * rng.uniform(0.8, 2.0)
-        out = cv2.GaussianBlur(out, (0, 0), sig)
-    elif r < 0.8:
-        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 0.8) * s / 224)
+    # ---- optics: focus on the leather or on the fur (the leather stands closer), motion
+    px = s / 224
+    blur_base = np.exp(rng.normal(np.log(0.85), 0.55)) * px
+    if rng.random() < 0.4:       # focus on the fur plane: the leather is softer
+        b_nose, b_fur = blur_base * rng.uniform(1.3, 2.5), blur_base * rng.uniform(0.3, 0.8)
+    else:
+        b_nose, b_fur = blur_base, blur_base * rng.uniform(1.0, 2.0)
+    sharp_n = cv2.GaussianBlur(out, (0, 0), max(b_nose, 0.3))
+    sharp_f = cv2.GaussianBlur(out, (0, 0), max(b_fur, 0.3))
+    mask = cv2.GaussianBlur(m_nose, (0, 0), 2 * px)[..., None]
+    out = sharp_n * mask + sharp_f * (1 - mask)
     if rng.random() < 0.3:
-        out = cv2.filter2D(out, -1, _motion_kernel(rng, rng.uniform(2, 8) * s / 224))
+        out = cv2.filter2D(out, -1, _line_kernel(rng.uniform(2, 7) * px, rng.uniform(0, 180)))
+    if rng.random() < 0.04:      # a frame rotated in its photo (phone orientation)
+        out = np.ascontiguousarray(np.rot90(out, int(rng.choice([1, 3]))))
 
-    # ---- sensor: exposure, white balance, gamma, noise
-    # phone auto-exposure: pull the frame mean towards a target brightness (real median grey 0.27)
+    # ---- sensor and phone pipeline: colour cast, auto-exposure, tone curve, noise, sharpening
+    warm, tint = rng.normal(0, 0.06), rng.normal(0, 0.02)     # indoor light: warm/cool and green/magenta
+    cast = np.exp(np.array([warm - tint, tint, -warm - tint])).astype(np.float32)
+    out = out * cast
+    # matrix metering: the whole frame is exposed to a mid-grey target
     m = float(out.mean()) + 1e-4
-    target = rng.lognormal(np.log(0.25), 0.28)
-    out = out * float(np.clip((target / m) ** rng.uniform(0.6, 0.95), 0.6, 6.0))
-    if rng.random() < 0.5:   # local contrast / tone curve of the phone pipeline
-        mu = cv2.GaussianBlur(out, (0, 0), s / 12)
-        out = mu + (out - mu) * rng.uniform(1.1, 1.7)
-    wb = np.array([rng.normal(1, 0.06), 1, rng.normal(1, 0.06)], np.float32)
-    out = out * wb
-    out = np.clip(out, 0, 1) ** rng.uniform(0.85, 1.15)
-    sigma = rng.uniform(0.004, 0.03)
+    target = np.exp(np.log(0.235) + 0.25 * ident["bright"] + rng.normal(0, 0.22))
+    out = out * float(np.clip(target / m, 0.3, 8.0))
+    # the phone's tone curve: contrast expanded around the exposed mean (ratios raised to a power)
+    # on luminance, so that colours keep their saturation
+    lum = (out @ np.array([0.299, 0.587, 0.114], np.float32))[..., None] + 1e-4
+    # global tone mapping stretches flat scenes and compresses high-dynamic-range ones
+    spread = float(np.log(lum).std())
+    gamma = np.clip(rng.uniform(1.35, 1.65) * (0.75 / (spread + 1e-3)) ** 0.5, 0.8, 2.0)
+    out = out * (target * (lum / target) ** gamma / lum)
+    # highlight protection: the brightest 2% of the frame is not pushed far past white
+    out = out * min(1.0, 1.1 / (float(np.percentile(out.mean(-1), 98)) + 1e-4))
+    knee = rng.uniform(0.7, 0.85)                    # highlight shoulder: the curve rolls off instead of clipping
+    out = np.where(out > knee, knee + (1 - knee) * np.tanh((out - knee) / (1 - knee)), out)
+    sigma = np.exp(rng.normal(np.log(0.007), 0.4))
     noise = rng.standard_normal(out.shape[:2] + (1,)).astype(np.float32) * sigma
     noise = noise + rng.standard_normal(out.shape).astype(np.float32) * sigma * 0.5
     out = out + noise * np.sqrt(np.clip(out, 0.02, 1))
-    if rng.random() < 0.3:       # phone sharpening
-        bl = cv2.GaussianBlur(out, (0, 0), 1.0)
+    if rng.random() < 0.5:       # phone sharpening
+        bl = cv2.GaussianBlur(out, (0, 0), 1.2 * px)
         out = out + rng.uniform(0.2, 0.8) * (out - bl)
     u8 = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
-    # JPEG at capture size, then the reference resize
-    q = int(quality if quality is not None else (rng.integers(80, 96) if rng.random() < 0.7 else rng.integers(30, 96)))
+    q = int(quality if quality is not None else (95 if rng.random() < 0.85 else rng.integers(70, 95)))
     buf = io.BytesIO()
     Image.fromarray(u8).save(buf, format="JPEG", quality=q)
     buf.seek(0)
