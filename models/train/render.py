@@ -50,8 +50,8 @@ SIZE_V = np.array([65, 96, 128, 150, 160, 186, 224, 275, 320, 386, 520])
 # Fur colours (albedo): white/cream, tan, brown, black, grey.
 FUR = np.array([
     [0.86, 0.82, 0.74],
-    [0.74, 0.55, 0.36],
-    [0.42, 0.28, 0.18],
+    [0.72, 0.58, 0.44],
+    [0.42, 0.31, 0.23],
     [0.07, 0.06, 0.055],
     [0.45, 0.44, 0.43],
 ])
@@ -126,7 +126,7 @@ def _fur(rng, cx, cy, n, light_leather):
         patch = np.clip((f - rng.uniform(-0.2, 0.5)) / 0.15, 0, 1)
     col = col1[None, None, :] * (1 - patch[..., None]) + col2[None, None, :] * patch[..., None]
     sheen = 1 + 0.22 * smooth_noise(rng, n, n / 4)
-    fur = col * (1 + rng.uniform(0.15, 0.35) * strands[..., None]) * sheen[..., None]
+    fur = col * (1 + rng.uniform(0.1, 0.3) * strands[..., None]) * sheen[..., None]
     # whisker follicles on the muzzle below and beside the nose, and a few whiskers
     wh = np.zeros((n, n), np.float32)
     for side in (-1, 1):
@@ -197,7 +197,7 @@ def make_identity(rng):
     philtrum = np.exp(-(ph_dist / ph_w) ** 2) * np.clip((GY - ph_top) / 0.1, 0, 1)
 
     # ---- bead mosaic: polygonal beads, finer near the nostrils, the philtrum and the edge
-    c0 = rng.uniform(0.018, 0.034)             # bead diameter on the planum (leather widths)
+    c0 = rng.uniform(0.016, 0.03)             # bead diameter on the planum (leather widths)
     fine = rng.uniform(0.4, 0.6)
     near_n = np.exp(-np.clip(nostril_dist - 1, 0, None) / 0.5)
     near_p = np.exp(-ph_dist / 0.05) * np.clip((GY - ph_top + 0.1) / 0.1, 0, 1)
@@ -234,7 +234,7 @@ def make_identity(rng):
     groove = np.clip(1 - rel / groove_w, 0, 1)
     inside = nose * (1 - nostril)
     # height in leather widths x 100: beads are low domes on a rounded nose
-    dome = np.clip(1 - sup, 0, 1) ** 0.5
+    dome = 1 - (1 - np.clip(1 - sup, 0, 1)) ** 2     # rounded top, finite slope at the edge
     height = 0.5 * bead_h * per_bead[lab0] * inside + 3.0 * dome * nose
     height += 0.05 * smooth_noise(rng, n, 4)
     height += 0.8 * rim * nose
@@ -248,9 +248,9 @@ def make_identity(rng):
     base = np.clip(base * rng.uniform(1.2, 1.5), 0.03, 0.75)   # albedo above the shaded colour
     kind = rng.random()
     if k <= 3 and kind < 0.2:            # liver / brown
-        base = base * np.array([1.3, 0.95, 0.8]) * rng.uniform(1.0, 1.4)
+        base = base * np.array([1.3, 0.95, 0.8]) * rng.uniform(0.9, 1.2)
     elif k <= 2 and kind < 0.35:         # slate grey
-        base = base * np.array([0.95, 1.0, 1.08]) * rng.uniform(1.2, 1.6)
+        base = base * np.array([0.95, 1.0, 1.08]) * rng.uniform(1.0, 1.3)
     alb = np.ones((n, n, 3), np.float32) * np.clip(base, 0, 1).astype(np.float32)
     pink = (np.array([0.78, 0.55, 0.52]) * rng.uniform(0.8, 1.1)).astype(np.float32)
     if kind > 0.85 or k == 4:            # mottled (butterfly) nose: pink with dark patches, or dark with pink
@@ -288,6 +288,7 @@ def make_identity(rng):
         "fill": float(rng.uniform(0.68, 0.9)),       # share of the crop width the leather fills
         "size_z": float(rng.normal()),               # this dog's photos tend to be large or small
         "bright": float(rng.normal()),               # owner's room: lighting level
+        "light": (float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.1, 0.8))),   # its main light: azimuth, elevation
     }
 
 
@@ -305,8 +306,10 @@ def _shade(ident, rng):
     gy, gx = np.gradient(h * 0.01 / PIX)
     inv = 1 / np.sqrt(gx * gx + gy * gy + 1)
     nx, ny, nz = -gx * inv, -gy * inv, inv
-    la = rng.uniform(0, 2 * np.pi)
-    el = rng.uniform(0.1, 0.8)
+    if rng.random() < 0.3:      # another room or time of day
+        la, el = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.8)
+    else:                       # the session's light, moved a little by the dog or the phone
+        la, el = ident["light"][0] + rng.normal(0, 0.5), np.clip(ident["light"][1] + rng.normal(0, 0.12), 0.05, 0.9)
     lx, ly, lz = np.sin(el) * np.cos(la), np.sin(el) * np.sin(la), np.cos(el)
     ndl = np.clip(nx * lx + ny * ly + nz * lz, 0, 1)
     amb = rng.uniform(0.15, 0.45)
@@ -327,14 +330,31 @@ def _shade(ident, rng):
     return img.astype(np.float32)
 
 
-def render_capture(ident, rng, size=None, quality=None, return_raw=False):
-    """One phone capture of an identity -> uint8 (224,224,3) RGB (after JPEG + LANCZOS)."""
-    n = CANVAS
-    img = _shade(ident, rng)
-    nose = ident["nose"]
+# The camera: distributions of focus, exposure and tone-curve parameters across phones, rooms and
+# owners. Fitted by fit-camera.py (the realism probe over 1,000 rendered scenes; `--ids 250 --caps 4 --rounds 2`),
+# not set by eye; the comments give what each one controls.
+CAMERA = {
+    "blur_px": 0.8825,            # median focus blur, pixels at 224
+    "blur_spread": 0.3971,        # log-normal spread of the focus blur
+    "fur_focus": 0.4533,          # share of photos focused on the fur rather than the leather
+    "exposure": 0.3017,           # median exposure target (frame mean)
+    "exposure_dog": 0.2833,       # log spread between dogs (coat, room)
+    "exposure_shot": 0.1713,      # log spread between shots of one dog
+    "contrast": 1.1293,           # tone-curve power at a typical scene
+    "contrast_range": 0.1031,     # +- around it
+    "flat_ref": 0.75,             # log-luminance spread the tone mapping treats as typical
+    "flat_power": 0.7275,         # how strongly flat scenes are stretched
+    "contrast_max": 2.6,        
+    "noise": 0.0079,              # sensor noise at mid grey
+    "sharpen": 0.2406,            # mean strength of the phone's sharpening (applied to half the photos)
+}
 
-    # ---- viewpoint: square crop with the leather filling most of the width, small roll, yaw/pitch
+
+def _view(ident, rng, size):
+    """Lighting and viewpoint: the capture at its pixel size, linear, and the leather mask."""
+    img = _shade(ident, rng)
     s = sample_size(rng, ident["size_z"]) if size is None else size
+    # a square crop with the leather filling most of the width, small roll, yaw/pitch, distance
     fill = ident["fill"] * np.exp(rng.normal(0, 0.045))
     span = 1.0 / fill
     roll = rng.normal(0, 3.5)
@@ -354,12 +374,15 @@ def render_capture(ident, rng, size=None, quality=None, return_raw=False):
     if scale < 1:
         img = cv2.GaussianBlur(img, (0, 0), 0.45 / scale)
     out = cv2.warpPerspective(img, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    m_nose = cv2.warpPerspective(nose, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    m_nose = cv2.warpPerspective(ident["nose"], H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out, m_nose
 
-    # ---- optics: focus on the leather or on the fur (the leather stands closer), motion
-    px = s / 224
-    blur_base = np.exp(rng.normal(np.log(0.85), 0.55)) * px
-    if rng.random() < 0.4:       # focus on the fur plane: the leather is softer
+
+def _optics(out, m_nose, rng, cam):
+    """Focus on the leather or on the fur (the leather stands closer to the lens), motion, frame orientation."""
+    px = out.shape[0] / 224
+    blur_base = np.exp(rng.normal(np.log(cam["blur_px"]), cam["blur_spread"])) * px
+    if rng.random() < cam["fur_focus"]:
         b_nose, b_fur = blur_base * rng.uniform(1.3, 2.5), blur_base * rng.uniform(0.3, 0.8)
     else:
         b_nose, b_fur = blur_base, blur_base * rng.uniform(1.0, 2.0)
@@ -371,39 +394,52 @@ def render_capture(ident, rng, size=None, quality=None, return_raw=False):
         out = cv2.filter2D(out, -1, _line_kernel(rng.uniform(2, 7) * px, rng.uniform(0, 180)))
     if rng.random() < 0.04:      # a frame rotated in its photo (phone orientation)
         out = np.ascontiguousarray(np.rot90(out, int(rng.choice([1, 3]))))
+    return out
 
-    # ---- sensor and phone pipeline: colour cast, auto-exposure, tone curve, noise, sharpening
+
+def _phone(out, rng, bright, cam, quality=None):
+    """Colour cast, auto-exposure, tone curve, highlight roll-off, noise, sharpening, JPEG -> PIL image."""
+    px = out.shape[0] / 224
     warm, tint = rng.normal(0, 0.06), rng.normal(0, 0.02)     # indoor light: warm/cool and green/magenta
     cast = np.exp(np.array([warm - tint, tint, -warm - tint])).astype(np.float32)
     out = out * cast
     # matrix metering: the whole frame is exposed to a mid-grey target
     m = float(out.mean()) + 1e-4
-    target = np.exp(np.log(0.235) + 0.25 * ident["bright"] + rng.normal(0, 0.22))
+    target = np.exp(np.log(cam["exposure"]) + cam["exposure_dog"] * bright + rng.normal(0, cam["exposure_shot"]))
     out = out * float(np.clip(target / m, 0.3, 8.0))
-    # the phone's tone curve: contrast expanded around the exposed mean (ratios raised to a power)
-    # on luminance, so that colours keep their saturation
+    # the tone curve raises luminance ratios around the exposed mean to a power (colours keep their
+    # saturation); global tone mapping stretches flat scenes and compresses high-dynamic-range ones
     lum = (out @ np.array([0.299, 0.587, 0.114], np.float32))[..., None] + 1e-4
-    # global tone mapping stretches flat scenes and compresses high-dynamic-range ones
     spread = float(np.log(lum).std())
-    gamma = np.clip(rng.uniform(1.35, 1.65) * (0.75 / (spread + 1e-3)) ** 0.5, 0.8, 2.0)
+    gamma = (cam["contrast"] + rng.uniform(-1, 1) * cam["contrast_range"]) \
+        * (cam["flat_ref"] / (spread + 1e-3)) ** cam["flat_power"]
+    gamma = np.clip(gamma, 0.8, cam["contrast_max"])
     out = out * (target * (lum / target) ** gamma / lum)
-    # highlight protection: the brightest 2% of the frame is not pushed far past white
-    out = out * min(1.0, 1.1 / (float(np.percentile(out.mean(-1), 98)) + 1e-4))
+    # highlight protection: no more than the brightest 1% of the frame is pushed past white
+    out = out * min(1.0, 1.0 / (float(np.percentile(out.mean(-1), 99)) + 1e-4))
     knee = rng.uniform(0.7, 0.85)                    # highlight shoulder: the curve rolls off instead of clipping
     out = np.where(out > knee, knee + (1 - knee) * np.tanh((out - knee) / (1 - knee)), out)
-    sigma = np.exp(rng.normal(np.log(0.007), 0.4))
+    sigma = np.exp(rng.normal(np.log(cam["noise"]), 0.4))
     noise = rng.standard_normal(out.shape[:2] + (1,)).astype(np.float32) * sigma
     noise = noise + rng.standard_normal(out.shape).astype(np.float32) * sigma * 0.5
     out = out + noise * np.sqrt(np.clip(out, 0.02, 1))
     if rng.random() < 0.5:       # phone sharpening
         bl = cv2.GaussianBlur(out, (0, 0), 1.2 * px)
-        out = out + rng.uniform(0.2, 0.8) * (out - bl)
+        out = out + cam["sharpen"] * rng.uniform(0.3, 1.7) * (out - bl)
     u8 = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
     q = int(quality if quality is not None else (95 if rng.random() < 0.85 else rng.integers(70, 95)))
     buf = io.BytesIO()
     Image.fromarray(u8).save(buf, format="JPEG", quality=q)
     buf.seek(0)
-    im = Image.open(buf).convert("RGB")
+    return Image.open(buf).convert("RGB")
+
+
+def render_capture(ident, rng, size=None, quality=None, return_raw=False, cam=None):
+    """One phone capture of an identity -> uint8 (224,224,3) RGB (after JPEG + LANCZOS as the service does)."""
+    cam = CAMERA if cam is None else cam
+    out, m_nose = _view(ident, rng, size)
+    out = _optics(out, m_nose, rng, cam)
+    im = _phone(out, rng, ident["bright"], cam, quality)
     if return_raw:
         return im
     return np.asarray(im.resize((OUT, OUT), Image.LANCZOS))
