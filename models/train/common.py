@@ -99,6 +99,43 @@ def embed_onnx(onnx_path, u8, batch=16):
         return np.load(outp)
 
 
+def recapture(u8, rng):
+    """A later photo of the same nose, made from an earlier one by augmentation only (the proxy for
+    re-capture): small roll, scale and shift, focus or sharpening (Laplacian variance changing by up to
+    about 10x), exposure, contrast, saturation and white-balance changes in the ranges measured between
+    two real photos of one dog, then JPEG again. uint8 (224,224,3) -> uint8 (224,224,3)."""
+    import cv2
+    import io
+    x = u8.astype(np.float32) / 255
+    ang = rng.normal(0, 4.0) + (rng.choice([90, -90]) if rng.random() < 0.04 else 0)
+    M = cv2.getRotationMatrix2D((112 + rng.normal(0, 4), 112 + rng.normal(0, 4)), ang, float(np.exp(rng.normal(0, 0.05))))
+    x = cv2.warpAffine(x, M, (224, 224), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if rng.random() < 0.5:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.8))
+    else:
+        x = x + rng.uniform(0.0, 1.0) * (x - cv2.GaussianBlur(x, (0, 0), 1.0))
+    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = grey[..., None] + (x - grey[..., None]) * np.exp(rng.normal(0, 0.15))
+    m = float(grey.mean())
+    x = (m + (x - m) * np.exp(rng.normal(0, 0.15))) * np.exp(rng.normal(0, 0.2))
+    x = x * np.exp(rng.normal(0, 0.05, 3)).astype(np.float32)
+    q = int(rng.integers(70, 96))
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, format="JPEG", quality=q)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def recapture_scores(emb_first, emb_later):
+    """Genuine scores: dog i's first photo vs its later photo; impostor: dog i's first vs dog j's later."""
+    a = emb_first / np.linalg.norm(emb_first, axis=1, keepdims=True)
+    b = emb_later / np.linalg.norm(emb_later, axis=1, keepdims=True)
+    S = a @ b.T
+    gen = np.diag(S).astype(np.float64)
+    imp = S[~np.eye(len(S), dtype=bool)].astype(np.float64)
+    return gen, imp
+
+
 # ---------------------------------------------------------------- metrics
 
 def pair_scores(emb, labels, max_impostor=3_000_000, seed=0):
@@ -185,6 +222,50 @@ def calibrate(gen, imp, margin=0.1):
         raise ValueError("calibration knots ran past cosine 1")
     xs = [float(x) for x in xs]
     return {"cosine": xs, "similarity": ys}
+
+
+DUPLICATE_FAR = 1e-5
+
+
+def calibrate_conditions(conds, margin=0.1):
+    """One cosine -> similarity map for several capture conditions ({name: (genuine, impostor)}), fitted on
+    the hardest: each impostor knot (0.35, 0.70, 0.85) sits at the highest cosine any condition needs, the
+    0.95 knot at the hardest condition's median genuine score. Adds `duplicate_similarity`, the similarity
+    whose per-comparison impostor FAR is DUPLICATE_FAR on the condition with the most impostor pairs; where
+    that FAR rests on fewer than 10 pairs it is widened to the largest impostor score moved `margin` of the
+    way to 1. Returns (calibration, per-condition report)."""
+    own = {k: calibrate(g, i, margin) for k, (g, i) in conds.items()}
+    xs = [max(c["cosine"][j] for c in own.values()) for j in range(5)] + [1.0]
+    hardest = min(conds, key=lambda k: float(np.median(conds[k][0])) if len(conds[k][0]) else 1.0)
+    xs[4] = min(max(xs[3] + 0.03, float(np.median(conds[hardest][0]))), 0.999)
+    for i in range(1, 4):
+        xs[i] = max(xs[i], xs[i - 1] + 1e-4)
+    if xs[4] <= xs[3]:
+        xs[4] = xs[3] + (1 - xs[3]) / 2
+    if xs[4] >= 1.0:
+        raise ValueError("calibration knots ran past cosine 1")
+    cal = {"cosine": [float(x) for x in xs], "similarity": [0.0, 0.35, 0.70, 0.85, 0.95, 1.0]}
+    big = max(conds, key=lambda k: len(conds[k][1]))
+    imp = np.sort(conds[big][1])
+    k = int(np.floor(DUPLICATE_FAR * len(imp)))
+    if k >= 10:
+        c_dup, basis = float(imp[len(imp) - 1 - k]), f"FAR {DUPLICATE_FAR:g} on {len(imp)} {big} impostor pairs ({k} above)"
+    else:
+        c_dup = float(imp[-1] + margin * (1 - imp[-1]))
+        basis = (f"only {len(imp)} {big} impostor pairs: FAR {DUPLICATE_FAR:g} cannot be measured, knot at the largest "
+                 f"impostor score moved {margin:.0%} of the way to 1")
+    dup = float(np.interp(c_dup, cal["cosine"], cal["similarity"]))
+    cal["duplicate_similarity"] = round(max(dup, 0.86), 4)
+    report = {}
+    for name, (g, i) in conds.items():
+        r = calibration_report(g, i, cal)
+        r["far_at_duplicate"] = float((apply_calibration(i, cal) >= cal["duplicate_similarity"]).mean())
+        r["own_knots_cosine"] = own[name]["cosine"]
+        r["pairs"] = {"genuine": int(len(g)), "impostor": int(len(i))}
+        report[name] = r
+    report["duplicate_basis"] = basis
+    report["hardest"] = hardest
+    return cal, report
 
 
 def apply_calibration(cos, cal):

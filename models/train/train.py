@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import data as synth  # noqa: E402
 import export  # noqa: E402
-from net import NoseEmbedder  # noqa: E402
+from net import BACKBONES, Net  # noqa: E402
 
 HERE = common.HERE
 ROOT = common.ROOT
@@ -59,13 +59,13 @@ def supcon_loss(emb, labels, tau):
     """Supervised contrastive loss (Khosla et al. 2020) over one P x K batch of L2-normalised embeddings."""
     sim = emb @ emb.t() / tau
     n = emb.shape[0]
-    eye = torch.eye(n, dtype=torch.bool)
+    eye = torch.eye(n, dtype=torch.bool, device=emb.device)
     pos = (labels[:, None] == labels[None, :]) & ~eye
     sim = sim.masked_fill(eye, -1e9)
     logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
     loss = -(logp * pos).sum(1) / pos.sum(1).clamp(min=1)
     with torch.no_grad():
-        nn_same = pos[torch.arange(n), sim.argmax(1)].float().mean()
+        nn_same = pos[torch.arange(n, device=emb.device), sim.argmax(1)].float().mean()
     return loss.mean(), nn_same
 
 
@@ -74,32 +74,39 @@ def augment(x, res, g):
     rendered capture variation: crop at native scale with small rotation/scale/shift,
     exposure, contrast, saturation, colour cast, blur and noise."""
     B = x.shape[0]
-    x = x.permute(0, 3, 1, 2).float() / 255
-    ang = (torch.rand(B, generator=g) * 2 - 1) * math.radians(12)
-    sc = (res / 224) * torch.exp((torch.rand(B, generator=g) * 2 - 1) * 0.12)
+    dev = g.device
+    x = x.to(dev).permute(0, 3, 1, 2).float() / 255
+    rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)  # noqa: E731
+    ang = (rand(B) * 2 - 1) * math.radians(12)
+    sc = (res / 224) * torch.exp((rand(B) * 2 - 1) * 0.12)
     room = (1 - sc).clamp(min=0)
-    tx = (torch.rand(B, generator=g) * 2 - 1) * room
-    ty = (torch.rand(B, generator=g) * 2 - 1) * room
+    tx = (rand(B) * 2 - 1) * room
+    ty = (rand(B) * 2 - 1) * room
     cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, (B, 3, res, res), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     # photometric
-    r = lambda lo, hi: (lo + (hi - lo) * torch.rand(B, 1, 1, 1, generator=g))  # noqa: E731
+    r = lambda lo, hi: (lo + (hi - lo) * rand(B, 1, 1, 1))  # noqa: E731
     grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     x = grey + (x - grey) * r(0.6, 1.4)
     m = grey.mean((2, 3), keepdim=True)
     x = m + (x - m) * r(0.75, 1.3)
-    x = x * r(0.65, 1.45) * (1 + 0.06 * (torch.rand(B, 3, 1, 1, generator=g) * 2 - 1))
+    x = x * r(0.65, 1.45) * (1 + 0.06 * (rand(B, 3, 1, 1) * 2 - 1))
     x = x.clamp(0, 1) ** r(0.8, 1.25)
-    blur = torch.rand(B, generator=g) < 0.25
+    blur = rand(B) < 0.25
     if blur.any():
-        k = torch.tensor([1.0, 2.0, 1.0])
+        k = torch.tensor([1.0, 2.0, 1.0], device=dev)
         k2 = (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
         xb = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="reflect"), k2, groups=3)
         x[blur] = xb
-    x = x + torch.randn(x.shape, generator=g) * r(0.0, 0.02)
+    x = x + torch.randn(x.shape, generator=g, device=dev) * r(0.0, 0.02)
     return x.clamp(0, 1)
+
+
+def checkpoint(model, widths, backbone, step):
+    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "widths": widths, "backbone": backbone, "step": step}
 
 
 def pk_batches(labels, P, K, rng):
@@ -130,6 +137,28 @@ def load_operator(path, image_root):
                          "duplicates_dropped": dropped}
 
 
+def training_meta(args, sources, labels, ims, step, seen, train_s, widths, model, amp):
+    return {
+        "data": "synthetic only" if list(sources) == ["synthetic"] else
+                ("own data only" if list(sources) == ["own"] else "own data mixed with synthetic"),
+        "sources": sources,
+        "identities": int(len(np.unique(labels))), "images": int(len(ims)),
+        "steps": step, "images_seen": int(seen), "batch": f"P{args.P} x K{args.K}",
+        "train_resolution": f"{args.res} px crops at native scale, last {args.full_res_frac:.0%} on whole 224 images",
+        "time_minutes": round(train_s / 60, 1),
+        "hardware": (f"{torch.cuda.get_device_name(0)}, bf16 autocast" if amp else
+                     f"{platform.machine()} CPU, {args.threads} threads, shared"),
+        "seed": args.seed, "loss": {"supcon": f"SupCon (temperature {args.tau}) on P x K batches",
+                 "arcface": f"sub-center ArcFace (k=3, s=30, margin {args.margin} ramped over first 20%)",
+                 "both": f"SupCon (temperature {args.tau}) + 0.5 x sub-center ArcFace (k=3, s=30, margin {args.margin})"}[args.loss],
+        "optimizer": f"AdamW lr {args.lr} (head x5), warmup 3%, cosine", "init": args.init or "random",
+        "backbone": (f"ResNet-18 layout, widths {list(widths)}, two strided 3x3 stem convs, GeM, linear 512, BN-neck"
+                     if args.backbone == "default" else
+                     f"{args.backbone} (pretrained, see models/train/pretrained.py), linear 512, BN-neck"),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--synth", default=synth.DEFAULT_CACHE, help="synthetic cache folder (models/train/data.py --out)")
@@ -153,6 +182,10 @@ def main():
     ap.add_argument("--loss", choices=["supcon", "arcface", "both"], default="supcon")
     ap.add_argument("--tau", type=float, default=0.1)
     ap.add_argument("--widths", default="32,64,128,256")
+    ap.add_argument("--backbone", choices=BACKBONES, default="default",
+                    help="default: the nose ResNet from random init; facerec / mobilenetv2: trained vision "
+                         "weights converted from npm packages (models/train/fetch-weights.sh)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grow", action="store_true", help="pick up synthetic shards that appear while training")
@@ -160,12 +193,18 @@ def main():
     ap.add_argument("--version", default=None)
     ap.add_argument("--tiny", action="store_true", help="render a few identities, train a few steps, export, eval")
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--no-export", action="store_true", help="save the checkpoint only (no ONNX, parity, card)")
+    ap.add_argument("--meta-from", help="with --init CKPT --steps 0: the train-meta.json of the run that made CKPT "
+                    "(its training block goes into the card)")
+    ap.add_argument("--grow-every", type=float, default=120, help="seconds between scans for new shards (--grow)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if args.device == "auto" else args.device))
     rng = np.random.default_rng(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator(device=dev).manual_seed(args.seed)
     os.makedirs(args.work, exist_ok=True)
     t_start = time.time()
 
@@ -208,14 +247,25 @@ def main():
     common.log(f"[train] {len(np.unique(labels))} identities, {len(ims)} images, classes {n_classes}")
 
     widths = tuple(int(w) for w in args.widths.split(","))
-    ck = torch.load(args.init, map_location="cpu") if args.init else None
+    ck = torch.load(args.init, map_location="cpu", weights_only=False) if args.init else None
     if ck is not None:
         widths = tuple(ck.get("widths", widths))
-    model = NoseEmbedder(widths)
+        args.backbone = ck.get("backbone", "default")
+    model = Net(args.backbone, widths=widths) if args.backbone == "default" else Net(args.backbone)
     head = SubCenterArcFace(512, n_classes)
     if ck is not None:
-        model.load_state_dict(ck["model"])
-        common.log(f"[train] initialised from {args.init} (widths {list(widths)})")
+        model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
+        common.log(f"[train] initialised from {args.init} (backbone {args.backbone}, widths {list(widths)})")
+    elif args.backbone != "default":
+        # converted inference-time scales become batch norms: start them at the training data's statistics
+        from pretrained import calibrate_bn
+        first = np.random.default_rng(args.seed).choice(len(ims), min(64, len(ims)), replace=False)
+        calibrate_bn(model.backbone if hasattr(model, "backbone") else model,
+                     torch.from_numpy(np.stack([ims[i] for i in sorted(first)])).permute(0, 3, 1, 2).float() / 255)
+    model.to(dev)
+    head.to(dev)
+    amp = dev.type == "cuda"
+    gpu_ims = torch.from_numpy(np.ascontiguousarray(ims)).to(dev) if amp else None   # whole cache on the GPU
     params = [{"params": model.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.lr * 5}]
     opt = torch.optim.AdamW(params, weight_decay=5e-4)
     base_lrs = [p["lr"] for p in opt.param_groups]
@@ -231,11 +281,13 @@ def main():
         prog = max(step / args.steps, (time.time() - t0) / budget)
         if prog >= 1:
             break
-        if args.grow and time.time() - last_scan > 120:
+        if args.grow and time.time() - last_scan > args.grow_every:
             last_scan = time.time()
             new_ims, new_lab = synth.load_split(args.synth, "train")
             if len(new_ims) > len(ims) and int(new_lab.max()) < n_classes:
                 ims, labels = new_ims, new_lab
+                if amp:
+                    gpu_ims = torch.from_numpy(np.ascontiguousarray(ims)).to(dev)
                 batches = pk_batches(labels, args.P, args.K, rng)
                 common.log(f"[train] grew to {len(np.unique(labels))} identities, {len(ims)} images")
         warm = min(1.0, prog / 0.03)
@@ -245,10 +297,12 @@ def main():
         margin = args.margin * min(1.0, prog / 0.2)
         res = 224 if prog > 1 - args.full_res_frac else args.res
         idx = next(batches)
-        xb = torch.from_numpy(np.stack([ims[i] for i in idx]))
+        xb = gpu_ims[torch.from_numpy(idx).to(dev)] if amp else torch.from_numpy(np.stack([ims[i] for i in idx]))
         x = augment(xb, res, g)
-        y = torch.from_numpy(labels[idx]).long()
-        emb = F.normalize(model.features(x), dim=1)
+        y = torch.from_numpy(labels[idx]).long().to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            feats = model.features(x)
+        emb = F.normalize(feats.float(), dim=1)
         if args.loss == "supcon":
             loss, acc = supcon_loss(emb, y, args.tau)
         elif args.loss == "arcface":
@@ -269,33 +323,25 @@ def main():
             common.log(f"[train] step {step} prog {prog:.3f} res {res} loss {loss_ema:.3f} acc {acc_ema:.3f} "
                        f"lr {opt.param_groups[0]['lr']:.2e} m {margin:.2f} {seen / el:.1f} img/s {el / 60:.1f} min")
         if step % 500 == 0:
-            torch.save({"model": model.state_dict(), "widths": widths, "step": step}, os.path.join(args.work, "model.pt"))
+            torch.save(checkpoint(model, widths, args.backbone, step), os.path.join(args.work, "model.pt"))
     train_s = time.time() - t0
     ck_path = os.path.join(args.work, "model.pt")
-    torch.save({"model": model.state_dict(), "widths": widths, "step": step}, ck_path)
+    torch.save(checkpoint(model, widths, args.backbone, step), ck_path)
     common.log(f"[train] done: {step} steps, {seen} images, {train_s / 60:.1f} min")
+    if args.no_export:
+        common.write_json(os.path.join(args.work, "train-meta.json"), {"training": training_meta(
+            args, sources, labels, ims, step, seen, train_s, widths, model, amp)})
+        return
 
     # ---- export + parity
-    model.eval()
+    model.cpu().eval()
     size = export.export_onnx(model, args.onnx)
     diff = export.parity(model, args.onnx)
     common.log(f"[export] {args.onnx} {size / 1e6:.2f} MB, max |torch - onnxruntime-node| = {diff:.2e}")
 
-    training = {
-        "data": "synthetic only" if list(sources) == ["synthetic"] else
-                ("own data only" if list(sources) == ["own"] else "own data mixed with synthetic"),
-        "sources": sources,
-        "identities": int(len(np.unique(labels))), "images": int(len(ims)),
-        "steps": step, "images_seen": int(seen), "batch": f"P{args.P} x K{args.K}",
-        "train_resolution": f"{args.res} px crops at native scale, last {args.full_res_frac:.0%} on whole 224 images",
-        "time_minutes": round(train_s / 60, 1), "hardware": f"{platform.machine()} CPU, {args.threads} threads, shared",
-        "seed": args.seed, "loss": {"supcon": f"SupCon (temperature {args.tau}) on P x K batches",
-                 "arcface": f"sub-center ArcFace (k=3, s=30, margin {args.margin} ramped over first 20%)",
-                 "both": f"SupCon (temperature {args.tau}) + 0.5 x sub-center ArcFace (k=3, s=30, margin {args.margin})"}[args.loss],
-        "optimizer": f"AdamW lr {args.lr} (head x5), warmup 3%, cosine", "init": args.init or "random",
-        "backbone": f"ResNet-18 layout, widths {list(widths)}, two strided 3x3 stem convs, GeM, linear 512, BN-neck",
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-    }
+    training = training_meta(args, sources, labels, ims, step, seen, train_s, widths, model, amp)
+    if args.meta_from:
+        training = json.load(open(args.meta_from))["training"]
     meta = {"training": training, "onnx_bytes": size, "onnx_vs_pytorch_max_abs_diff": diff}
     common.write_json(os.path.join(args.work, "train-meta.json"), meta)
     if args.no_eval:
