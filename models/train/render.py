@@ -355,12 +355,12 @@ def _view(ident, rng, size):
     img = _shade(ident, rng)
     s = sample_size(rng, ident["size_z"]) if size is None else size
     # a square crop with the leather filling most of the width, small roll, yaw/pitch, distance
-    fill = ident["fill"] * np.exp(rng.normal(0, 0.045))
+    fill = ident["fill"] * np.exp(rng.normal(0, 0.035))
     span = 1.0 / fill
-    roll = rng.normal(0, 3.5)
+    roll = rng.normal(0, 2.5)
     c, sn = np.cos(np.radians(roll)), np.sin(np.radians(roll))
-    ccx = 0.5 + rng.normal(0, 0.015) * span
-    ccy = 0.47 + rng.normal(0, 0.015) * span
+    ccx = 0.5 + rng.normal(0, 0.008) * span
+    ccy = 0.47 + rng.normal(0, 0.008) * span
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * span / 2
     yaw, pitch = rng.normal(0, 0.06), rng.normal(0, 0.06)    # foreshortening of one side / the top
     corners[:, 1] *= 1 + yaw * np.sign(corners[:, 0])
@@ -400,7 +400,7 @@ def _optics(out, m_nose, rng, cam):
 def _phone(out, rng, bright, cam, quality=None):
     """Colour cast, auto-exposure, tone curve, highlight roll-off, noise, sharpening, JPEG -> PIL image."""
     px = out.shape[0] / 224
-    warm, tint = rng.normal(0, 0.06), rng.normal(0, 0.02)     # indoor light: warm/cool and green/magenta
+    warm, tint = rng.normal(0, 0.05), rng.normal(0, 0.015)    # indoor light: warm/cool and green/magenta
     cast = np.exp(np.array([warm - tint, tint, -warm - tint])).astype(np.float32)
     out = out * cast
     # matrix metering: the whole frame is exposed to a mid-grey target
