@@ -234,7 +234,11 @@ def main():
         lab_list.append(labels)
         offset = int(labels.max()) + 1
         sources["own"] = info
-    if not args.data or args.mix_synthetic:
+    export_only = args.init and args.steps <= 0     # --init CKPT --steps 0 needs no training data
+    if export_only and not args.data:
+        ims_list.append(np.zeros((0, 224, 224, 3), np.uint8))
+        lab_list.append(np.zeros(0, np.int64))
+    elif not args.data or args.mix_synthetic:
         ims, labels = synth.load_split(args.synth, "train")
         if len(ims) == 0:
             raise SystemExit(f"no synthetic cache in {args.synth}: run `npm run model:data` first")
@@ -243,7 +247,7 @@ def main():
         sources["synthetic"] = {"cache": os.path.relpath(args.synth, ROOT)}
     ims = np.concatenate(ims_list) if len(ims_list) > 1 else ims_list[0]
     labels = np.concatenate(lab_list)
-    n_classes = max(int(labels.max()) + 1, args.max_classes)
+    n_classes = max(int(labels.max()) + 1 if len(labels) else 1, args.max_classes)
     common.log(f"[train] {len(np.unique(labels))} identities, {len(ims)} images, classes {n_classes}")
 
     widths = tuple(int(w) for w in args.widths.split(","))
