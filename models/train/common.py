@@ -246,7 +246,8 @@ def calibrate_conditions(conds, margin=0.1):
     the hardest: each impostor knot (0.35, 0.70, 0.85) sits at the highest cosine any condition needs, the
     0.95 knot at the hardest condition's median genuine score. Adds `duplicate_similarity`, the similarity
     at which every condition's per-comparison impostor FAR is at most DUPLICATE_FAR (a condition with too
-    few pairs to show that rate puts it above all of its impostors). Returns (calibration, report)."""
+    few pairs to show that rate puts it above all of its impostors); where no condition has the pairs to
+    certify the rate, it is widened halfway to 1 and to at least 0.95. Returns (calibration, report)."""
     own = {k: calibrate(g, i, margin) for k, (g, i) in conds.items()}
     xs = [max(c["cosine"][j] for c in own.values()) for j in range(5)] + [1.0]
     hardest = min(conds, key=lambda k: float(np.median(conds[k][0])) if len(conds[k][0]) else 1.0)
@@ -270,8 +271,12 @@ def calibrate_conditions(conds, margin=0.1):
                         " (too few pairs to measure the rate: knot above every impostor)"))
         c_dup = max(c_dup, c)
     basis = "; ".join(basis)
+    certified = any(int(np.floor(DUPLICATE_FAR * len(i))) >= 10 for _, i in conds.values())
+    if not certified:   # no condition can show the rate: halfway from the largest impostor to 1, at least 0.95
+        c_dup = c_dup + 0.5 * (1 - c_dup)
+        basis += f"; no condition has the {round(10 / DUPLICATE_FAR):,} pairs that certify it: knot widened"
     dup = float(np.interp(c_dup, cal["cosine"], cal["similarity"]))
-    cal["duplicate_similarity"] = round(max(dup, 0.86), 4)
+    cal["duplicate_similarity"] = round(max(dup, 0.86 if certified else 0.95), 4)
     report = {}
     for name, (g, i) in conds.items():
         r = calibration_report(g, i, cal)

@@ -251,8 +251,8 @@ def main():
         emb = embed(args.model, u8)
         met, gen, imp = score(emb, labels, args.out, "dataset")
         if args.calibrate:
-            cal = common.calibrate(gen, imp)
-            common.log(json.dumps({"calibration": cal, "check": common.calibration_report(gen, imp, cal)}))
+            cal, rep = common.calibrate_conditions({"dataset": (gen, imp)})
+            common.log(json.dumps({"calibration": cal, "check": rep}))
     common.write_json(os.path.join(args.out, "metrics.json"), met)
     print(f"images {met['images']}  identities {met['identities']}  genuine pairs {met['genuine_pairs']}  "
           f"impostor pairs {met['impostor_pairs']}")
