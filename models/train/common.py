@@ -20,7 +20,9 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # ---------------------------------------------------------------- datasets
 
 def list_dataset(path, image_root=None):
-    """(a) folder with one sub-folder per dog, or (b) CSV `dog ID,nose print image` (+ image_root).
+    """(a) folder with one sub-folder per dog, (b) CSV `dog ID,nose print image` (+ image_root), or
+    (c) a flat folder of `<dog>_<n>.jpg` files (no per-dog sub-folders: the dog is the name before the
+    last underscore). Other files at the top level (e.g. manifest.json) are ignored.
     Returns a list of (dog id string, image path)."""
     items = []
     if os.path.isdir(path):
@@ -31,6 +33,11 @@ def list_dataset(path, image_root=None):
             for f in sorted(os.listdir(d)):
                 if f.lower().endswith(IMAGE_EXT):
                     items.append((dog, os.path.join(d, f)))
+        if not items:
+            for f in sorted(os.listdir(path)):
+                if f.lower().endswith(IMAGE_EXT) and os.path.isfile(os.path.join(path, f)):
+                    stem = os.path.splitext(f)[0]
+                    items.append((stem.rsplit("_", 1)[0] if "_" in stem else stem, os.path.join(path, f)))
     elif path.lower().endswith(".csv"):
         root = image_root or os.path.dirname(os.path.abspath(path))
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -293,6 +300,186 @@ def apply_calibration(cos, cal):
     return np.interp(cos, cal["cosine"], cal["similarity"])
 
 
+# ---------------------------------------------------------------- confidence of the knots
+
+CONFIDENCE = 0.95
+# per knot: the impostor FAR it must hold, and, where the data cannot certify that rate, how far from the
+# highest impostor score towards cosine 1 the knot goes (the conservative rule)
+KNOT_TARGETS = {"0.70": 1e-2, "0.85": 1e-3, "duplicate": DUPLICATE_FAR}
+UNCERTIFIED_MARGIN = {"0.70": 0.10, "0.85": 0.25, "duplicate": 0.50}
+RULE_METHOD = ("similarity 0.85 at the cosine where impostor FAR is 5e-4 (or, if higher, the FAR 1e-3 cosine t moved "
+               "10% of the way to 1), 0.70 likewise at FAR 5e-3 / 1e-2, 0.35 at the median impostor score, 0.95 at the "
+               "median genuine score (at least 0.03 above the 0.85 knot), duplicate_similarity at per-comparison FAR "
+               "1e-5 (common.calibrate_conditions)")
+CERTIFY_METHOD = ("each knot (0.70, 0.85, duplicate) checked with a one-sided {conf:.0%} Clopper-Pearson upper bound "
+                  "on the impostor false-accept rate at or above it (targets 1e-2, 1e-3, 1e-5); a knot whose bound "
+                  "exceeds its target moves up to the lowest cosine where the bound meets it, or, where the impostor "
+                  "pairs are too few for that, above the highest impostor score by 10% (0.70), 25% (0.85) or 50% "
+                  "(duplicate, and at least similarity 0.95) of the way to cosine 1; never below the knot the "
+                  "uncertified rule gives for the same data, and, for a knot the data cannot certify, never below "
+                  "the base card's knot (the card replaced; for a fine-tune, the card of the model it is compared "
+                  "with)").format(conf=CONFIDENCE)
+
+
+def far_upper_bound(k, n, conf=CONFIDENCE):
+    """One-sided Clopper-Pearson upper bound on a rate after k events in n trials."""
+    from scipy.stats import beta
+    if n <= 0 or k >= n:
+        return 1.0
+    return float(beta.ppf(conf, k + 1, n - k))
+
+
+def pairs_to_certify(far, conf=CONFIDENCE):
+    """Fewest trials that certify `far` at `conf` when none of them is an event."""
+    import math
+    return int(math.ceil(math.log(1 - conf) / math.log(1 - far)))
+
+
+def max_events_within(n, far, conf=CONFIDENCE):
+    """Largest k with far_upper_bound(k, n) <= far, or None when even k = 0 is too many."""
+    if n <= 0 or far_upper_bound(0, n, conf) > far:
+        return None
+    lo, hi = 0, n - 1          # the bound grows with k: binary search for the last k that meets `far`
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if far_upper_bound(mid, n, conf) <= far:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def knot_confidence(imp_sorted, cos, far, conf=CONFIDENCE):
+    """Impostor pairs at or above cosine `cos` and the upper bound on their rate."""
+    n = len(imp_sorted)
+    k = int(n - np.searchsorted(imp_sorted, cos, side="left"))
+    ub = far_upper_bound(k, n, conf)
+    return {"cosine": float(cos), "impostor_pairs": int(n), "impostors_at_or_above": k,
+            "far_measured": k / n if n else float("nan"), "far_upper_bound": ub, "target_far": far,
+            "confidence": conf, "certified": bool(ub <= far),
+            "pairs_needed_with_none_above": pairs_to_certify(far, conf)}
+
+
+def certify_calibration(gen, imp, base, conf=CONFIDENCE, floor=None):
+    """Widens a calibration (from calibrate_conditions, with duplicate_similarity) until each knot's impostor
+    FAR upper bound meets its target, or, where the pairs are too few, to the conservative rule (see
+    CERTIFY_METHOD). Knots only move up. `floor`: the base card's calibration (the one this replaces, or that
+    of the model a fine-tune started from); a knot these pairs cannot certify never goes below its knot there. Returns (calibration, report)."""
+    imp_s = np.sort(np.asarray(imp, np.float64))
+    n = len(imp_s)
+    top = float(imp_s[-1]) if n else 1.0
+    xs = [float(x) for x in base["cosine"]]
+    ys = [float(y) for y in base["similarity"]]
+    dup_base = float(np.interp(base.get("duplicate_similarity", 0.95), ys, xs))
+    base_knot = {"0.70": xs[2], "0.85": xs[3], "duplicate": dup_base}
+    floor_knot = {}
+    if floor:
+        fx, fy = [float(x) for x in floor["cosine"]], [float(y) for y in floor["similarity"]]
+        for name, sim in (("0.70", 0.70), ("0.85", 0.85), ("duplicate", floor.get("duplicate_similarity", 0.95))):
+            floor_knot[name] = float(np.interp(sim, fy, fx))
+    how, want = {}, {}
+
+    def widened(name):
+        far = KNOT_TARGETS[name]
+        c0 = base_knot[name]
+        if knot_confidence(imp_s, c0, far, conf)["certified"]:
+            how[name] = "meets the target at the uncertified rule's knot"
+            want[name] = c0
+            return c0
+        kmax = max_events_within(n, far, conf)
+        if kmax is not None:
+            c = float(imp_s[n - 1 - kmax]) + 1e-6 if kmax < n else -1.0
+            how[name] = (f"moved up to the lowest cosine with at most {kmax} impostor pairs at or above it, "
+                         f"where the bound meets {far:.0e}")
+        else:
+            m = UNCERTIFIED_MARGIN[name]
+            c = top + m * (1 - top)
+            how[name] = (f"{n:,} impostor pairs cannot certify FAR {far:.0e} at {conf:.0%} confidence "
+                         f"({pairs_to_certify(far, conf):,} needed even with none above): knot above every impostor, "
+                         f"{m:.0%} of the way from the highest impostor cosine {top:.4f} to 1")
+        if c < c0:
+            how[name] += "; kept at the uncertified rule's knot, which is higher"
+        c = max(c, c0)
+        f = floor_knot.get(name)
+        if f is not None and f > c and not knot_confidence(imp_s, c, far, conf)["certified"]:
+            how[name] += (f"; kept at the base card's knot {f:.4f}, which is higher: pairs that cannot certify "
+                          "the rate do not justify lowering it")
+            c = f
+        want[name] = c
+        return c
+
+    c70 = min(widened("0.70"), 1 - 2e-4)
+    c85 = min(max(widened("0.85"), c70 + 1e-4), 1 - 1e-4)
+    gmed = float(np.median(gen)) if len(gen) else c85 + 0.03
+    c95 = min(max(c85 + 0.03, gmed, xs[4]), 0.999)
+    if c95 <= c85:
+        c95 = c85 + (1 - c85) / 2
+    c50 = min(xs[1], c70 - 0.02)
+    cal = {"cosine": [-1.0, float(c50), float(c70), float(c85), float(c95), 1.0], "similarity": ys}
+    c_dup = max(widened("duplicate"), c85)
+    dup_certified = knot_confidence(imp_s, c_dup, DUPLICATE_FAR, conf)["certified"]
+    dup = float(np.interp(c_dup, cal["cosine"], cal["similarity"]))
+    dup = min(1.0, round(max(dup, 0.86 if dup_certified else 0.95, base.get("duplicate_similarity", 0.0)), 4))
+    cal["duplicate_similarity"] = dup
+    c_dup = float(np.interp(dup, cal["similarity"], cal["cosine"]))
+    report = {}
+    for name, c in (("0.70", c70), ("0.85", c85), ("duplicate", c_dup)):
+        r = knot_confidence(imp_s, c, KNOT_TARGETS[name], conf)
+        r["similarity"] = dup if name == "duplicate" else float(name)
+        r["uncertified_rule_cosine"] = base_knot[name]
+        r["basis"] = how[name]
+        if c < want[name] - 1e-9 and name != "duplicate":
+            r["basis"] += (f"; capped at cosine {c:.4f} (the knots must stay below cosine 1): this model does not "
+                           "separate these dogs")
+        if not r["certified"]:
+            r["warning"] = (f"{n:,} impostor pairs cannot certify FAR {KNOT_TARGETS[name]:.0e} at {conf:.0%} confidence "
+                            f"(upper bound {r['far_upper_bound']:.2e} with {r['impostors_at_or_above']} above); "
+                            "the knot is a conservative rule, not a measurement")
+        report[name] = r
+    report["note"] = ("impostor pairs share dogs and photos, so they are not independent trials: the bounds are "
+                      "optimistic; collect more dogs rather than more photos per dog to tighten them")
+    return cal, report
+
+
+def confidence_lines(conf):
+    """The knot table of a certify_calibration report, as text lines."""
+    out = [f"{'knot':<22}{'cosine':>8}{'rule':>8}{'impostors >=':>14}{'of pairs':>10}{'FAR':>10}"
+           f"{'95% upper':>11}{'target':>8}  verdict"]
+    for name in ("0.70", "0.85", "duplicate"):
+        r = conf[name]
+        label = f"duplicate ({r['similarity']:.4f})" if name == "duplicate" else name
+        out.append(f"{label:<22}{r['cosine']:>8.4f}{r['uncertified_rule_cosine']:>8.4f}{r['impostors_at_or_above']:>14,}"
+                   f"{r['impostor_pairs']:>10,}{r['far_measured']:>10.2e}{r['far_upper_bound']:>11.2e}"
+                   f"{r['target_far']:>8.0e}  {'certified' if r['certified'] else 'NOT certified'}")
+    for name in ("0.70", "0.85", "duplicate"):
+        out.append(f"  {name}: {conf[name]['basis']}")
+        if "warning" in conf[name] and "cannot certify" not in conf[name]["basis"]:
+            out.append(f"  {name}: {conf[name]['warning']}")
+    out.append(f"  note: {conf['note']}")
+    return out
+
+
+def registration_consistency(emb, labels, cal=None, threshold=0.70):
+    """How many dogs registration would accept on the consistency check (every pair of the photos at
+    similarity >= threshold): with each dog's first two photos, and with all of its photos. `cal` None
+    is the service without a card (the cosine clamped to [0, 1])."""
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.asarray(labels)
+    sim = (lambda c: np.clip(c, 0, 1)) if cal is None else (lambda c: apply_calibration(c, cal))
+    dogs = first_two = all_photos = 0
+    for lab in np.unique(labels):
+        idx = np.flatnonzero(labels == lab)
+        if len(idx) < 2:
+            continue
+        dogs += 1
+        S = sim(e[idx] @ e[idx].T)
+        first_two += int(S[0, 1] >= threshold)
+        all_photos += int(S[np.triu_indices(len(idx), 1)].min() >= threshold)
+    return {"threshold": threshold, "dogs": dogs,
+            "first_two_pass": first_two, "share_first_two": first_two / dogs if dogs else float("nan"),
+            "all_photos_pass": all_photos, "share_all_photos": all_photos / dogs if dogs else float("nan")}
+
+
 def calibration_report(gen, imp, cal):
     s_imp, s_gen = apply_calibration(imp, cal), apply_calibration(gen, cal)
     return {"far_at_0.85": float((s_imp >= 0.85).mean()), "far_at_0.70": float((s_imp >= 0.70).mean()),
@@ -314,6 +501,12 @@ def histogram_png(gen, imp, path, title=""):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def rel(path):
+    """A path as shown in logs and cards: relative to the repository when inside it, else absolute."""
+    p = os.path.abspath(path)
+    return os.path.relpath(p, ROOT) if p.startswith(ROOT + os.sep) else p
 
 
 def write_json(path, obj):

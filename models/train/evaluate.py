@@ -60,16 +60,27 @@ SYNTH_EVAL = ("held-out synthetic identities (rendered from a separate seed spli
               "exact duplicates dropped")
 
 
-def evaluate_arrays(ims, labels, model_path, out_dir, name, description):
-    """Metrics + calibration for uint8 (N,224,224,3) images of labelled identities."""
+def evaluate_arrays(ims, labels, model_path, out_dir, name, description, floor=None):
+    """Metrics + calibration for uint8 (N,224,224,3) images of labelled identities: the knots of
+    common.calibrate_conditions (with duplicate_similarity), widened by common.certify_calibration where
+    these pairs cannot certify their false-accept rates (as `model:calibrate` does); `floor`: a base card's
+    calibration that uncertified knots do not go below."""
     emb = embed(model_path, ims)
     met, gen, imp = score(emb, labels, out_dir, name)
-    cal = common.calibrate(gen, imp)
+    base, conds = common.calibrate_conditions({name: (gen, imp)})
+    cal, conf = common.certify_calibration(gen, imp, base, floor=floor)
     rep = common.calibration_report(gen, imp, cal)
+    rep["far_at_duplicate"] = float((common.apply_calibration(imp, cal) >= cal["duplicate_similarity"]).mean())
+    conds[name].update(rep)
     np.save(os.path.join(out_dir, f"{name}-genuine.npy"), gen)
     np.save(os.path.join(out_dir, f"{name}-impostor.npy"), imp)
     common.log(json.dumps({"metrics": met, "calibration": cal, "check": rep}, indent=1))
-    return {"metrics": met, "calibration": cal, "check": rep, "out_dir": out_dir, "description": description}
+    return {"metrics": met, "calibration": cal, "check": rep, "conditions": conds, "confidence": conf,
+            "uncertified_rule": {"cosine": base["cosine"], "duplicate_similarity": base["duplicate_similarity"]},
+            "calibration_method": "monotone piecewise-linear map fitted on all pairs of the held-out dogs: "
+                                  + common.RULE_METHOD + "; then " + common.CERTIFY_METHOD,
+            "emb": emb, "labels": np.asarray(labels), "gen": gen, "imp": imp,
+            "out_dir": out_dir, "description": description}
 
 
 RECAPTURE_EVAL = ("held-out synthetic identities, each dog's first capture against a later photo made from its "
@@ -201,7 +212,8 @@ def build_card(res, meta, version=None, tiny=False):
         "calibration": {
             "cosine": res["calibration"]["cosine"],
             "similarity": res["calibration"]["similarity"],
-            "method": "monotone piecewise-linear map fitted on the evaluation impostor scores: similarity 0.85 at "
+            "method": res.get("calibration_method") or
+                      "monotone piecewise-linear map fitted on the evaluation impostor scores: similarity 0.85 at "
                       "the cosine where impostor FAR is 5e-4 (or, if higher, the FAR 1e-3 cosine t moved 10% of the "
                       "way to 1), 0.70 likewise at FAR 5e-3 / 1e-2, 0.35 at the median impostor score, 0.95 at the "
                       "median genuine score (at least 0.03 above the 0.85 knot), 0 at cosine -1 and 1 at cosine 1"
@@ -211,11 +223,13 @@ def build_card(res, meta, version=None, tiny=False):
                          "blurred and small, look-alike impostors" if "conditions" in res else ""),
             **({"duplicate_similarity": res["calibration"]["duplicate_similarity"],
                 "conditions": res["conditions"]} if "conditions" in res else {}),
+            **({"uncertified_rule": res["uncertified_rule"], "confidence": res["confidence"]}
+               if "confidence" in res else {}),
             "far_at_0.85": res["check"]["far_at_0.85"],
             "far_at_0.70": res["check"]["far_at_0.70"],
             "tar_at_0.85": res["check"]["tar_at_0.85"],
             "tar_at_0.70": res["check"]["tar_at_0.70"],
-            "note": ("fitted on synthetic data; recalibrate on real photos (`npm run model:eval -- <dataset> --calibrate`) "
+            "note": ("fitted on synthetic data; recalibrate on real photos (`npm run model:calibrate -- <dataset>`) "
                      "before relying on the thresholds") if res.get("description", SYNTH_EVAL) == SYNTH_EVAL
                     else "fitted on the held-out own dogs",
         },

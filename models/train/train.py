@@ -6,6 +6,8 @@ ONNX, evaluates held-out synthetic identities, calibrates and writes the model c
   /usr/bin/python3 models/train/train.py --tiny --work /tmp/x   # end-to-end smoke run (render+train+export+eval)
   /usr/bin/python3 models/train/train.py --data dogs/ [--mix-synthetic] [--init models/train/runs/last/model.pt]
   /usr/bin/python3 models/train/train.py --data train.csv --image-root images/
+  /usr/bin/python3 models/train/train.py --data dogs/ --init models/nose-embedder.pt --version 2026.12.01-own-1 \
+      --onnx runs/ft/m.onnx --card runs/ft/m.json    # fine-tune the shipped model; compared with it on held-out dogs
 
 Training crops are `--res` pixels cut at native scale from the 224 input, so the fully
 convolutional net sees beads at the size it meets at 224; the last part of the run
@@ -159,6 +161,85 @@ def training_meta(args, sources, labels, ims, step, seen, train_s, widths, model
     }
 
 
+def prepare_compare(args):
+    """The model to compare a --data run with, read before this run can overwrite it (--onnx / --card may be
+    the shipped files): {"path", "model" (a copy in --work where needed), "card"} or None."""
+    path = args.compare_with or (os.path.join(ROOT, "models", "nose-embedder.onnx") if args.init else None)
+    if path is None:
+        return None
+    if not args.data:
+        if args.compare_with:
+            common.log("[compare] --compare-with needs --data (held-out own dogs): ignored")
+        return None
+    if not os.path.exists(path):
+        raise SystemExit(f"--compare-with {path}: no such model")
+    card_path = os.path.splitext(path)[0] + ".json"
+    card = json.load(open(card_path)) if os.path.exists(card_path) else None
+    model = path
+    if os.path.abspath(path) == os.path.abspath(args.onnx) or os.path.abspath(card_path) == os.path.abspath(args.card):
+        import shutil
+        model = os.path.join(args.work, "compare-with" + os.path.splitext(path)[1])
+        shutil.copyfile(path, model)
+    return {"path": path, "model": model, "card": card, "card_path": card_path if card else None}
+
+
+def compare_row(met, emb, labels, gen, imp, cal, version, model):
+    c = common.registration_consistency(emb, labels, cal)
+    row = {"model": model, "version": version, "auc": met["auc"], "eer": met["eer"],
+           "tar_at_far": {"1e-2": met["tar_at_far_1e-2"], "1e-3": met["tar_at_far_1e-3"]},
+           "rank1": met["rank1"], "pairs": {"genuine": int(len(gen)), "impostor": int(len(imp))},
+           "calibration": "its card" if cal is not None else "none (no card: the cosine clamped to [0, 1])",
+           "registration_consistency": c}
+    if cal is not None:
+        row["with_its_card"] = common.calibration_report(gen, imp, cal)
+    return row
+
+
+def compare_models(res, own_val, compare, new_card, work):
+    """The held-out own dogs under the new model (with its new card) and under the compared model (with its
+    own card): verification metrics and what registration's consistency check would accept. Printed as a
+    table; returned for the card's evaluation.compared_with."""
+    import evaluate
+    ims, labels = own_val
+    emb_old = evaluate.embed(compare["model"], ims)
+    met_old, gen_old, imp_old = evaluate.score(emb_old, labels, work, "heldout-own-compared")
+    old_card = compare["card"] or {}
+    c = old_card.get("calibration")
+    cal_old = ({"cosine": c["cosine"], "similarity": c["similarity"]} if c and "cosine" in c else None)
+    new = compare_row(res["metrics"], res["emb"], res["labels"], res["gen"], res["imp"], res["calibration"],
+                      new_card["version"], "this run")
+    old = compare_row(met_old, emb_old, labels, gen_old, imp_old, cal_old, old_card.get("version"),
+                      common.rel(compare["path"]))
+    dogs = len(np.unique(labels))
+    common.log(f"[compare] the same {dogs} held-out own dogs ({len(labels)} images) under both models, each with "
+               "its own card's calibration (the new card is fitted on these dogs)")
+    w = 26
+    common.log(f"{'':<34}{'new ' + str(new['version']):>{w}}{'old ' + str(old['version']):>{w}}")
+
+    def line(name, f):
+        common.log(f"{name:<34}{f(new):>{w}}{f(old):>{w}}")
+    line("AUC", lambda r: f"{r['auc']:.4f}")
+    line("EER", lambda r: f"{r['eer']:.4f}")
+    line("TAR@FAR 1e-2", lambda r: f"{r['tar_at_far']['1e-2']:.4f}")
+    line("TAR@FAR 1e-3", lambda r: f"{r['tar_at_far']['1e-3']:.4f}")
+    line("rank-1", lambda r: f"{r['rank1']:.4f}")
+    line("genuine / impostor pairs", lambda r: f"{r['pairs']['genuine']:,} / {r['pairs']['impostor']:,}")
+    line("TAR / FAR at similarity 0.85", lambda r: (f"{r['with_its_card']['tar_at_0.85']:.3f} / "
+                                                    f"{r['with_its_card']['far_at_0.85']:.2e}")
+         if "with_its_card" in r else "no card")
+    line("first two photos pass 0.70", lambda r: (f"{r['registration_consistency']['first_two_pass']}/"
+                                                  f"{r['registration_consistency']['dogs']} "
+                                                  f"({r['registration_consistency']['share_first_two']:.1%})"))
+    line("all photos pass 0.70", lambda r: (f"{r['registration_consistency']['all_photos_pass']}/"
+                                            f"{r['registration_consistency']['dogs']} "
+                                            f"({r['registration_consistency']['share_all_photos']:.1%})"))
+    return {"data": f"the same {dogs} held-out own dogs, each model with its own card's calibration (the new card "
+                    "is fitted on these dogs); registration_consistency: dogs whose photos all reach similarity 0.70 "
+                    "pairwise, with the first two photos and with all of them",
+            "card": compare["card_path"] and common.rel(compare["card_path"]),
+            "new": new, "old": old}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--synth", default=synth.DEFAULT_CACHE, help="synthetic cache folder (models/train/data.py --out)")
@@ -194,6 +275,9 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="render a few identities, train a few steps, export, eval")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--no-export", action="store_true", help="save the checkpoint only (no ONNX, parity, card)")
+    ap.add_argument("--compare-with", help="with --data: also evaluate this model (ONNX or checkpoint, with the card "
+                    "beside it) on the same held-out dogs and print and store the comparison (default with --init: "
+                    "the shipped models/nose-embedder.onnx)")
     ap.add_argument("--meta-from", help="with --init CKPT --steps 0: the train-meta.json of the run that made CKPT "
                     "(its training block goes into the card)")
     ap.add_argument("--grow-every", type=float, default=120, help="seconds between scans for new shards (--grow)")
@@ -207,6 +291,7 @@ def main():
     g = torch.Generator(device=dev).manual_seed(args.seed)
     os.makedirs(args.work, exist_ok=True)
     t_start = time.time()
+    compare = prepare_compare(args)
 
     if args.tiny:
         args.synth = os.path.join(args.work, "synth")
@@ -255,7 +340,9 @@ def main():
     if ck is not None:
         widths = tuple(ck.get("widths", widths))
         args.backbone = ck.get("backbone", "default")
-    model = Net(args.backbone, widths=widths) if args.backbone == "default" else Net(args.backbone)
+    # with a checkpoint the converted backbones need no fetched weights: its state dict replaces them
+    model = (Net(args.backbone, widths=widths) if args.backbone == "default" else
+             Net(args.backbone, pretrained=ck is None))
     head = SubCenterArcFace(512, n_classes)
     if ck is not None:
         model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
@@ -353,15 +440,24 @@ def main():
     # ---- held-out synthetic identities -> metrics, calibration, card
     import evaluate
     if own_val is not None:
+        base_cal = ((compare or {}).get("card") or {}).get("calibration")
         res = evaluate.evaluate_arrays(own_val[0], own_val[1], args.onnx, args.work, "heldout-own",
                                        f"{sources['own']['held_out_dogs']} own dogs held out from training, "
-                                       "exact duplicates dropped")
+                                       "exact duplicates dropped",
+                                       floor=base_cal if base_cal and "cosine" in base_cal else None)
+        common.log("[calibration] knots on the held-out own dogs, with the confidence they rest on "
+                   "(rule: the uncertified rule's cosine)")
+        for line in common.confidence_lines(res["confidence"]):
+            common.log(line)
     elif os.path.isdir(os.path.join(args.synth, "heldout")):
         res = evaluate.evaluate_synthetic(args.synth, args.onnx, args.work)
     else:
         common.log("[eval] no held-out data (own dogs or synthetic): card not written")
         return
-    card = evaluate.build_card(res, meta, args.version, tiny=args.tiny)
+    version = args.version or (f"{time.strftime('%Y.%m.%d')}-own-1" if own_val is not None else None)
+    card = evaluate.build_card(res, meta, version, tiny=args.tiny)
+    if own_val is not None and compare is not None:
+        card["evaluation"]["compared_with"] = compare_models(res, own_val, compare, card, args.work)
     common.write_json(args.card, card)
     common.log(f"[card] {args.card}")
     common.log(json.dumps(card["evaluation"], indent=1))
