@@ -163,6 +163,7 @@ def main():
     }
     text = json.dumps(card, indent=2) + "\n"
     if args.card:
+        os.makedirs(os.path.dirname(os.path.abspath(args.card)), exist_ok=True)
         with open(args.card, "w") as f:
             f.write(text)
         say(f"[card] {args.card} (version {card.get('version')}): cosine knots "
