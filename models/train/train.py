@@ -258,7 +258,7 @@ def main():
     ap.add_argument("--full-res-frac", type=float, default=0.15, help="last share of the run on whole 224 images")
     ap.add_argument("--P", type=int, default=24)
     ap.add_argument("--K", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=None, help="default 2e-3 from scratch, 3e-4 with --init (fine-tuning)")
     ap.add_argument("--margin", type=float, default=0.3)
     ap.add_argument("--loss", choices=["supcon", "arcface", "both"], default="supcon")
     ap.add_argument("--tau", type=float, default=0.1)
@@ -283,6 +283,8 @@ def main():
     ap.add_argument("--grow-every", type=float, default=120, help="seconds between scans for new shards (--grow)")
     args = ap.parse_args()
 
+    if args.lr is None:
+        args.lr = 3e-4 if args.init else 2e-3
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
