@@ -3,6 +3,7 @@ import {
   ApproveTransferResponseSchema,
   IdentifyPetResponseSchema,
   RegisterPetResponseSchema,
+  SetTrainingConsentResponseSchema,
   Verdict,
   VerifyPetResponseSchema,
   type ApproveTransferRequest,
@@ -12,18 +13,20 @@ import {
   type NosePhoto,
   type RegisterPetRequest,
   type RegisterPetResponse,
+  type SetTrainingConsentRequest,
+  type SetTrainingConsentResponse,
   type VerifyPetRequest,
   type VerifyPetResponse,
 } from "../gen/nose_embedder_pb.js";
 import type { MatchVerdict } from "../shared/similarity.js";
 import type { Config } from "./config.js";
-import { openDatabase, type Database } from "./db/database.js";
+import { openDatabase, type Database, type DatabaseConfig } from "./db/database.js";
 import { migrate } from "./db/migrations.js";
 import type { EmbedImage } from "./embed-image.js";
 import { invalidRequest, serviceUnavailable } from "./errors.js";
 import type { Logger } from "./log.js";
 import type { LoadedModel, ModelHolder } from "./model/model-holder.js";
-import { createFlows, DuplicatePetError, InconsistentPhotosError, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
+import { createFlows, DuplicatePetError, InconsistentPhotosError, setTrainingConsent, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
 import { createRegistry, type Registry } from "./registry/registry.js";
 import { createFolderStore } from "./storage/folder-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
@@ -36,6 +39,7 @@ export interface RegistryHandlers {
   verifyPet(req: VerifyPetRequest): Promise<VerifyPetResponse>;
   identifyPet(req: IdentifyPetRequest): Promise<IdentifyPetResponse>;
   approveTransfer(req: ApproveTransferRequest): Promise<ApproveTransferResponse>;
+  setTrainingConsent(req: SetTrainingConsentRequest): Promise<SetTrainingConsentResponse>;
   /** One line for health messages: the registry database's state. */
   status(): string;
   close(): Promise<void>;
@@ -62,6 +66,18 @@ function photoInput(photo: NosePhoto | undefined): PhotoInput {
   }
 }
 
+/** The object store the configuration names: S3 when NCP_ENDPOINT is set, else the local folder. */
+export function openObjectStore(config: Config): ObjectStore {
+  return config.s3 ? createS3Store({ ...config.s3 }) : createFolderStore({ root: config.objectDir });
+}
+
+/** The database the configuration names: PostgreSQL when DB_HOST is set, else PGlite in its folder. */
+export function databaseConfig(config: Config, onError?: (e: Error) => void): DatabaseConfig {
+  return config.pg
+    ? { kind: "postgres", host: config.pg.host, port: config.pg.port, username: config.pg.user, password: config.pg.password, database: config.pg.database, onError }
+    : { kind: "pglite", dataDir: config.pgliteDir };
+}
+
 /**
  * Opens the object store and the database and serves the registry RPCs on
  * them. The database may be down when the server starts: it is then retried
@@ -69,9 +85,7 @@ function photoInput(photo: NosePhoto | undefined): PhotoInput {
  * and ExtractNoseVector keeps working.
  */
 export function openRegistry(config: Config, model: ModelHolder, embed: EmbedImage, log: Logger): RegistryHandlers {
-  const store: ObjectStore = config.s3
-    ? createS3Store({ ...config.s3 })
-    : createFolderStore({ root: config.objectDir });
+  const store = openObjectStore(config);
 
   let db: Database | undefined;
   let registry: Registry | undefined;
@@ -81,11 +95,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
 
   const connect = async (attempt: number): Promise<void> => {
     try {
-      const opened = await openDatabase(
-        config.pg
-          ? { kind: "postgres", host: config.pg.host, port: config.pg.port, username: config.pg.user, password: config.pg.password, database: config.pg.database, onError: (e) => log.warn("database connection dropped", { err: e }) }
-          : { kind: "pglite", dataDir: config.pgliteDir },
-      );
+      const opened = await openDatabase(databaseConfig(config, (e) => log.warn("database connection dropped", { err: e })));
       try {
         const applied = await migrate(opened);
         if (closed) return void (await opened.close());
@@ -157,7 +167,12 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
       let inconsistent: InconsistentPhotosError | undefined;
       const res = await inBand("RegisterPet", log, async () => {
         try {
-          const r = await flows().registerPet({ photos: req.photos.map(photoInput), requestId: req.requestId, requestedBy: req.requestedBy });
+          const r = await flows().registerPet({
+            photos: req.photos.map(photoInput),
+            requestId: req.requestId,
+            requestedBy: req.requestedBy,
+            trainingConsent: req.trainingConsent ?? false,
+          });
           return {
             success: true,
             petDid: r.petDid,
@@ -232,6 +247,21 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         } satisfies MessageInitShape<typeof ApproveTransferResponseSchema>;
       });
       return create(ApproveTransferResponseSchema, res);
+    },
+
+    async setTrainingConsent(req) {
+      const res = await inBand("SetTrainingConsent", log, async () => {
+        if (!registry) throw serviceUnavailable(`registry database is not available: ${lastError}`);
+        const state = model.state();
+        const r = await setTrainingConsent(
+          registry,
+          { petDid: req.petDid, trainingConsent: req.trainingConsent, requestedBy: req.requestedBy, requestId: req.requestId },
+          state.status === "ready" ? state.model.version : "",
+        );
+        if (r.recorded) log.info("consent.changed", { petDid: r.petDid, previous: r.previous, trainingConsent: r.trainingConsent, requestId: req.requestId || undefined });
+        return { success: true, petDid: r.petDid, trainingConsent: r.trainingConsent } satisfies MessageInitShape<typeof SetTrainingConsentResponseSchema>;
+      });
+      return create(SetTrainingConsentResponseSchema, res);
     },
 
     status: () => (registry ? `registry on ${db!.kind}` : `registry database unavailable (${lastError})`),

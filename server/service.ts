@@ -92,5 +92,6 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
     verifyPet: (req) => deps.registry.verifyPet(req),
     identifyPet: (req) => deps.registry.identifyPet(req),
     approveTransfer: (req) => deps.registry.approveTransfer(req),
+    setTrainingConsent: (req) => deps.registry.setTrainingConsent(req),
   };
 }

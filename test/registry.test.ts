@@ -9,7 +9,7 @@ import { MLErrorCode } from "../gen/nose_embedder_pb.js";
 import { writeNpy } from "../shared/npy.js";
 import { cosine } from "../shared/similarity.js";
 import { openPglite, openPostgres, type Database } from "../server/db/database.js";
-import { migrate } from "../server/db/migrations.js";
+import { MIGRATIONS, migrate } from "../server/db/migrations.js";
 import { MLError, invalidImage, isRetryable, storageError, toWireError } from "../server/errors.js";
 import { createFlows, DuplicatePetError, InconsistentPhotosError, type Flows, type FlowDeps } from "../server/registry/flows.js";
 import { createRegistry, type Registry } from "../server/registry/registry.js";
@@ -118,7 +118,7 @@ function databaseContract(name: string, open: () => Promise<Database>) {
       assert.deepEqual(await migrate(db), []);
       assert.ok(first.length === 0 || first[0] === 1);
       const { rows } = await db.query<{ version: number }>("SELECT version FROM schema_migrations ORDER BY version");
-      assert.deepEqual(rows.map((r) => Number(r.version)), [1]);
+      assert.deepEqual(rows.map((r) => Number(r.version)), MIGRATIONS.map((m) => m.version));
       const idx = await db.query<{ indexdef: string }>(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'pet_embeddings_embedding_hnsw'",
       );
@@ -671,7 +671,7 @@ after(() => rmSync(pgliteDir, { recursive: true, force: true }));
 databaseContract("PGlite", async () => {
   // Open, migrate, close and reopen: the schema persists in the data dir.
   const first = await openPglite({ dataDir: join(pgliteDir, "contract") });
-  assert.deepEqual(await migrate(first), [1]);
+  assert.deepEqual(await migrate(first), MIGRATIONS.map((m) => m.version));
   await first.close();
   return openPglite({ dataDir: join(pgliteDir, "contract") });
 });
@@ -705,7 +705,7 @@ describe("PostgreSQL server", { skip: pgSkip ?? false }, () => {
     const b = openPostgres(pg.config);
     try {
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
-      assert.deepEqual([...ra, ...rb], [1]);
+      assert.deepEqual([...ra, ...rb].sort((x, y) => x - y), MIGRATIONS.map((m) => m.version));
     } finally {
       await a.close();
       await b.close();

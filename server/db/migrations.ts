@@ -73,6 +73,18 @@ export const MIGRATIONS: Migration[] = [
       "CREATE INDEX transfer_approvals_pet_did ON transfer_approvals (pet_did, approved_at)",
     ],
   },
+  {
+    version: 2,
+    name: "training consent on pets, consent audit rows",
+    statements: [
+      "ALTER TABLE pets ADD COLUMN training_consent boolean NOT NULL DEFAULT false",
+      // Version 1 named no constraint, so PostgreSQL called it audit_log_kind_check.
+      "ALTER TABLE audit_log DROP CONSTRAINT audit_log_kind_check",
+      `ALTER TABLE audit_log ADD CONSTRAINT audit_log_kind_check
+        CHECK (kind IN ('register', 'verify', 'transfer', 'identify', 'consent'))`,
+      "CREATE INDEX pets_training_consent_created_at ON pets (created_at) WHERE training_consent",
+    ],
+  },
 ];
 
 // Arbitrary constant shared by every replica: "nosepaw" in ASCII.

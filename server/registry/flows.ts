@@ -16,7 +16,7 @@ import {
 import { imageKey, validateImageKey, validateUploadedPhotoKey, vectorKey, verifyImageKey } from "../storage/keys.js";
 import { readLegacyVector } from "../storage/legacy-vector.js";
 import type { ObjectStore } from "../storage/object-store.js";
-import type { AuditEntry, EmbeddingRecord, PetRecord, Registry, RegistryReader } from "./registry.js";
+import type { AuditEntry, ConsentChange, EmbeddingRecord, PetRecord, Registry, RegistryReader } from "./registry.js";
 import { readHeader, sniffFormat } from "../image/decode.js";
 
 /**
@@ -81,6 +81,8 @@ export interface RegisterRequest {
   photos: PhotoInput[];
   requestId?: string;
   requestedBy?: string;
+  /** The guardian agrees to the photos' use for training. Default false. */
+  trainingConsent?: boolean;
 }
 
 export interface RegisterResult {
@@ -167,6 +169,13 @@ export interface TransferResult extends MatchScores {
   approvedAt: string;
   storedImageKey: string;
   modelVersion: string;
+}
+
+export interface ConsentRequest {
+  petDid: string;
+  trainingConsent: boolean;
+  requestedBy?: string;
+  requestId?: string;
 }
 
 export interface Flows {
@@ -287,6 +296,27 @@ function contentTypeOf(bytes: Uint8Array): string {
 
 function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+function consentValue(value: unknown): boolean {
+  if (typeof value !== "boolean") throw invalidRequest(`training consent must be true or false, got ${shown(value)}`);
+  return value;
+}
+
+/**
+ * Grants or withdraws a registered pet's training consent, audited as kind
+ * 'consent' with the previous and the new value. Needs no model, so it is
+ * outside createFlows: it answers while a model is still loading.
+ * `modelVersion` only labels the audit row.
+ */
+export async function setTrainingConsent(registry: Registry, req: ConsentRequest, modelVersion: string): Promise<ConsentChange> {
+  const petDid = checkDid(req?.petDid);
+  const trainingConsent = consentValue(req?.trainingConsent);
+  const requestedBy = optionalText(req?.requestedBy, "requested by", MAX_GUARDIAN_LENGTH);
+  const requestId = optionalText(req?.requestId, "request id", MAX_ID_LENGTH);
+  const change = await registry.setTrainingConsent(petDid, trainingConsent, { requestedBy, requestId, modelVersion });
+  if (!change) throw vectorNotFound(`no registered pet ${petDid}`);
+  return change;
 }
 
 export function createFlows(deps: FlowDeps): Flows {
@@ -504,6 +534,7 @@ export function createFlows(deps: FlowDeps): Flows {
     async registerPet(req) {
       const requestId = optionalText(req?.requestId, "request id", MAX_ID_LENGTH);
       const requestedBy = optionalText(req?.requestedBy, "requested by", MAX_GUARDIAN_LENGTH);
+      const trainingConsent = consentValue(req?.trainingConsent ?? false);
       if (requestId) {
         const done = await registry.findPetByRequestId(requestId);
         if (done) return registered(done);
@@ -568,7 +599,7 @@ export function createFlows(deps: FlowDeps): Flows {
         requestId,
         similarity: minPair,
         modelVersion,
-        detail: { imageKeys, vectorKey: vKey, photos: photos.length, minPairSimilarity: minPair, lowestPair: worst },
+        detail: { imageKeys, vectorKey: vKey, photos: photos.length, minPairSimilarity: minPair, lowestPair: worst, trainingConsent },
       };
       // Decided again under the registration lock; that answer is the one kept.
       let review: DuplicateReview | undefined;
@@ -584,6 +615,7 @@ export function createFlows(deps: FlowDeps): Flows {
             imageKeys,
             vectorKey: vKey,
             minPairSimilarity: minPair,
+            trainingConsent,
             embeddings: embeddings.map((embedding, i) => ({ imageKey: imageKeys[i], embedding })),
           },
           audit,

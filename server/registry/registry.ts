@@ -5,7 +5,7 @@ import type { Database, Queryable } from "../db/database.js";
  * transfer approvals. No business rules here: flows.ts decides, this stores.
  */
 
-export type AuditKind = "register" | "verify" | "transfer" | "identify";
+export type AuditKind = "register" | "verify" | "transfer" | "identify" | "consent";
 
 export interface NewPet {
   petDid: string;
@@ -16,6 +16,8 @@ export interface NewPet {
   imageKeys: string[];
   vectorKey: string;
   minPairSimilarity: number;
+  /** The guardian agreed to the photos' use for training. Default false. */
+  trainingConsent?: boolean;
   /** One per enrolled photo, in photo order. */
   embeddings: Array<{ imageKey: string; embedding: Float32Array }>;
 }
@@ -30,6 +32,7 @@ export interface PetRecord {
   imageKeys: string[];
   vectorKey: string;
   minPairSimilarity: number;
+  trainingConsent: boolean;
 }
 
 export interface EmbeddingRecord {
@@ -58,6 +61,38 @@ export interface AuditEntry {
   verdict?: string;
   modelVersion: string;
   detail?: Record<string, unknown>;
+}
+
+/** An audit row as stored. */
+export interface AuditRecord {
+  id: number;
+  kind: AuditKind;
+  petDid: string | null;
+  requestedBy: string | null;
+  requestId: string | null;
+  similarity: number | null;
+  cosine: number | null;
+  verdict: string | null;
+  modelVersion: string;
+  createdAt: Date;
+  detail: Record<string, unknown>;
+}
+
+export interface ConsentChange {
+  petDid: string;
+  /** The value before the call. */
+  previous: boolean;
+  /** The value after the call. */
+  trainingConsent: boolean;
+  /** False when a retry of the same request id found it already recorded. */
+  recorded: boolean;
+}
+
+export interface PetFilter {
+  /** Only pets with this consent value. */
+  trainingConsent?: boolean;
+  /** Only pets registered at or after this instant. */
+  registeredSince?: Date;
 }
 
 export interface NewApproval {
@@ -102,6 +137,20 @@ export interface Registry extends RegistryReader {
   /** Replaces one enrolled image's embedding with the current model's. */
   replaceEmbedding(petDid: string, imageKey: string, embedding: Float32Array, modelVersion: string): Promise<void>;
   findApproval(requestId: string): Promise<ApprovalRecord | undefined>;
+  /**
+   * Sets a pet's training consent and writes a 'consent' audit row (detail:
+   * previous and new value) in one transaction. Undefined for an unknown pet.
+   * With a request id already recorded for this pet, nothing is written.
+   */
+  setTrainingConsent(
+    petDid: string,
+    trainingConsent: boolean,
+    audit: Omit<AuditEntry, "kind" | "petDid">,
+  ): Promise<ConsentChange | undefined>;
+  /** Pets matching the filter, oldest registration first. */
+  listPets(filter?: PetFilter): Promise<PetRecord[]>;
+  /** A pet's audit rows, oldest first, optionally of the given kinds only. */
+  auditOf(petDid: string, kinds?: AuditKind[]): Promise<AuditRecord[]>;
   /** Records an approval and its audit row; idempotent on request id (returns the first one). */
   insertApproval(approval: NewApproval, audit: AuditEntry): Promise<ApprovalRecord>;
 }
@@ -138,10 +187,11 @@ interface PetRow {
   image_keys: string[];
   vector_key: string;
   min_pair_similarity: number;
+  training_consent: boolean;
 }
 
 const PET_COLUMNS =
-  "pet_did, created_at, model_version, template::text AS template, status, request_id, image_keys, vector_key, min_pair_similarity";
+  "pet_did, created_at, model_version, template::text AS template, status, request_id, image_keys, vector_key, min_pair_similarity, training_consent";
 
 const toPet = (r: PetRow): PetRecord => ({
   petDid: r.pet_did,
@@ -153,6 +203,35 @@ const toPet = (r: PetRow): PetRecord => ({
   imageKeys: r.image_keys,
   vectorKey: r.vector_key,
   minPairSimilarity: Number(r.min_pair_similarity),
+  trainingConsent: r.training_consent === true,
+});
+
+interface AuditRow {
+  id: number | string;
+  kind: AuditKind;
+  pet_did: string | null;
+  requested_by: string | null;
+  request_id: string | null;
+  similarity: number | null;
+  cosine: number | null;
+  verdict: string | null;
+  model_version: string;
+  created_at: Date | string;
+  detail: unknown;
+}
+
+const toAudit = (r: AuditRow): AuditRecord => ({
+  id: Number(r.id),
+  kind: r.kind,
+  petDid: r.pet_did,
+  requestedBy: r.requested_by,
+  requestId: r.request_id,
+  similarity: r.similarity === null ? null : Number(r.similarity),
+  cosine: r.cosine === null ? null : Number(r.cosine),
+  verdict: r.verdict,
+  modelVersion: r.model_version,
+  createdAt: new Date(r.created_at),
+  detail: (typeof r.detail === "string" ? JSON.parse(r.detail) : (r.detail ?? {})) as Record<string, unknown>,
 });
 
 interface ApprovalRow {
@@ -276,8 +355,8 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
         // Already inside a transaction: the nearest-pet query runs in it.
         if (guard) await guard(reader(tx, efSearch, (fn) => fn(tx)));
         await tx.query(
-          `INSERT INTO pets (pet_did, model_version, template, request_id, requested_by, image_keys, vector_key, min_pair_similarity)
-           VALUES ($1, $2, $3::vector, $4, $5, $6, $7, $8)`,
+          `INSERT INTO pets (pet_did, model_version, template, request_id, requested_by, image_keys, vector_key, min_pair_similarity, training_consent)
+           VALUES ($1, $2, $3::vector, $4, $5, $6, $7, $8, $9)`,
           [
             pet.petDid,
             pet.modelVersion,
@@ -287,6 +366,7 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
             pet.imageKeys,
             pet.vectorKey,
             pet.minPairSimilarity,
+            pet.trainingConsent === true,
           ],
         );
         for (const e of pet.embeddings) {
@@ -317,6 +397,59 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
         toVectorLiteral(embedding),
         modelVersion,
       ]);
+    },
+
+    async setTrainingConsent(petDid, trainingConsent, audit) {
+      return db.transaction(async (tx) => {
+        const { rows } = await tx.query<{ training_consent: boolean }>(
+          "SELECT training_consent FROM pets WHERE pet_did = $1 FOR UPDATE",
+          [petDid],
+        );
+        if (!rows[0]) return undefined;
+        const current = rows[0].training_consent === true;
+        if (audit.requestId) {
+          const prior = await tx.query(
+            "SELECT 1 FROM audit_log WHERE kind = 'consent' AND pet_did = $1 AND request_id = $2 LIMIT 1",
+            [petDid, audit.requestId],
+          );
+          if (prior.rows.length > 0) return { petDid, previous: current, trainingConsent: current, recorded: false };
+        }
+        await tx.query("UPDATE pets SET training_consent = $2 WHERE pet_did = $1", [petDid, trainingConsent]);
+        await insertAudit(tx, {
+          ...audit,
+          kind: "consent",
+          petDid,
+          detail: { ...audit.detail, previous: current, trainingConsent, changed: current !== trainingConsent },
+        });
+        return { petDid, previous: current, trainingConsent, recorded: true };
+      });
+    },
+
+    async listPets(filter = {}) {
+      const where: string[] = [];
+      const params: unknown[] = [];
+      if (filter.trainingConsent !== undefined) {
+        params.push(filter.trainingConsent);
+        where.push(`training_consent = $${params.length}`);
+      }
+      if (filter.registeredSince !== undefined) {
+        params.push(filter.registeredSince.toISOString());
+        where.push(`created_at >= $${params.length}::timestamptz`);
+      }
+      const { rows } = await db.query<PetRow>(
+        `SELECT ${PET_COLUMNS} FROM pets ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at, pet_did`,
+        params,
+      );
+      return rows.map(toPet);
+    },
+
+    async auditOf(petDid, kinds) {
+      const { rows } = await db.query<AuditRow>(
+        `SELECT id, kind, pet_did, requested_by, request_id, similarity, cosine, verdict, model_version, created_at, detail
+           FROM audit_log WHERE pet_did = $1 ${kinds ? "AND kind = ANY($2::text[])" : ""} ORDER BY id`,
+        kinds ? [petDid, kinds] : [petDid],
+      );
+      return rows.map(toAudit);
     },
 
     async findApproval(requestId) {
