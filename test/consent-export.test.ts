@@ -99,7 +99,7 @@ test("export arguments: defaults, --since as a UTC date, --min-photos, usage err
   assert.equal(folderOf("did:pet:rex-1"), "pet_rex-1");
 });
 
-test("migration 2 upgrades a version-1 registry: existing pets get training_consent false, 'consent' audit rows are accepted", async () => {
+test("migrations 2 and 3 upgrade a version-1 registry: existing pets get training_consent false, 'consent' and 'reembed' audit rows are accepted", async () => {
   const db = await openPglite({ dataDir: "memory://" });
   try {
     assert.deepEqual(await migrate(db, MIGRATIONS.filter((m) => m.version === 1)), [1]);
@@ -109,9 +109,10 @@ test("migration 2 upgrades a version-1 registry: existing pets get training_cons
       [`[${new Array(512).fill(0.01).join(",")}]`],
     );
     await assert.rejects(db.query("INSERT INTO audit_log (kind, model_version) VALUES ('consent', 'v0')"), /audit_log_kind_check/);
-    assert.deepEqual(await migrate(db), [2]);
+    assert.deepEqual(await migrate(db), [2, 3]);
     assert.equal(await consentOf(db, "did:pet:old"), false);
     await db.query("INSERT INTO audit_log (kind, pet_did, model_version) VALUES ('consent', 'did:pet:old', 'v0')");
+    await db.query("INSERT INTO audit_log (kind, pet_did, model_version) VALUES ('reembed', 'did:pet:old', 'v1')");
     await assert.rejects(db.query("INSERT INTO audit_log (kind, model_version) VALUES ('other', 'v0')"), /audit_log_kind_check/);
     await assert.rejects(db.query("UPDATE pets SET training_consent = NULL"), /null value/);
     assert.deepEqual(await migrate(db), []);

@@ -85,6 +85,15 @@ export const MIGRATIONS: Migration[] = [
       "CREATE INDEX pets_training_consent_created_at ON pets (created_at) WHERE training_consent",
     ],
   },
+  {
+    version: 3,
+    name: "audit rows for model upgrades",
+    statements: [
+      "ALTER TABLE audit_log DROP CONSTRAINT audit_log_kind_check",
+      `ALTER TABLE audit_log ADD CONSTRAINT audit_log_kind_check
+        CHECK (kind IN ('register', 'verify', 'transfer', 'identify', 'consent', 'reembed'))`,
+    ],
+  },
 ];
 
 // Arbitrary constant shared by every replica: "nosepaw" in ASCII.

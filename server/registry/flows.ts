@@ -384,15 +384,31 @@ export function createFlows(deps: FlowDeps): Flows {
    */
   async function current(petDid: string, rows: EmbeddingRecord[]): Promise<Float32Array[]> {
     const out: Float32Array[] = [];
+    const from: string[] = [];
     for (const r of rows) {
       if (r.modelVersion === modelVersion) {
         out.push(r.embedding);
         continue;
       }
       const fresh = await reembed(petDid, r.imageKey);
-      if (fresh) out.push(fresh);
+      if (fresh) {
+        out.push(fresh);
+        from.push(r.modelVersion);
+      }
     }
+    await auditModelChange(petDid, from);
     return out;
+  }
+
+  /** One 'reembed' audit row per pet whose enrolled photos moved to the running model: the versions they left. */
+  async function auditModelChange(petDid: string, from: string[]): Promise<void> {
+    if (from.length === 0) return;
+    await registry.addAudit({
+      kind: "reembed",
+      petDid,
+      modelVersion,
+      detail: { images: from.length, fromModelVersions: [...new Set(from)].sort() },
+    });
   }
 
   async function reembed(petDid: string, imageKey: string): Promise<Float32Array | undefined> {
@@ -512,9 +528,13 @@ export function createFlows(deps: FlowDeps): Flows {
       for (;;) {
         const stale = await registry.staleEmbeddings(modelVersion, batch);
         let progressed = 0;
+        const moved = new Map<string, string[]>();
         for (const s of stale) {
-          if (await reembed(s.petDid, s.imageKey)) progressed++;
+          if (!(await reembed(s.petDid, s.imageKey))) continue;
+          progressed++;
+          moved.set(s.petDid, [...(moved.get(s.petDid) ?? []), s.modelVersion]);
         }
+        for (const [petDid, from] of moved) await auditModelChange(petDid, from);
         done += progressed;
         // Rows whose image is missing stay stale; stop instead of looping on them.
         if (stale.length < batch || progressed === 0) return done;

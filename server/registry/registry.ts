@@ -5,7 +5,7 @@ import type { Database, Queryable } from "../db/database.js";
  * transfer approvals. No business rules here: flows.ts decides, this stores.
  */
 
-export type AuditKind = "register" | "verify" | "transfer" | "identify" | "consent";
+export type AuditKind = "register" | "verify" | "transfer" | "identify" | "consent" | "reembed";
 
 export interface NewPet {
   petDid: string;
@@ -133,7 +133,7 @@ export interface Registry extends RegistryReader {
   insertPet(pet: NewPet, audit: AuditEntry, guard?: (tx: RegistryReader) => Promise<void>): Promise<"inserted" | "exists">;
   addAudit(entry: AuditEntry): Promise<void>;
   /** Enrolled images whose embedding came from another model version, oldest first. */
-  staleEmbeddings(modelVersion: string, limit: number): Promise<Array<{ petDid: string; imageKey: string }>>;
+  staleEmbeddings(modelVersion: string, limit: number): Promise<Array<{ petDid: string; imageKey: string; modelVersion: string }>>;
   /** Replaces one enrolled image's embedding with the current model's. */
   replaceEmbedding(petDid: string, imageKey: string, embedding: Float32Array, modelVersion: string): Promise<void>;
   findApproval(requestId: string): Promise<ApprovalRecord | undefined>;
@@ -383,11 +383,11 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
     addAudit: (entry) => insertAudit(db, entry),
 
     async staleEmbeddings(modelVersion, limit) {
-      const { rows } = await db.query<{ pet_did: string; image_key: string }>(
-        "SELECT pet_did, image_key FROM pet_embeddings WHERE model_version <> $1 ORDER BY id LIMIT $2",
+      const { rows } = await db.query<{ pet_did: string; image_key: string; model_version: string }>(
+        "SELECT pet_did, image_key, model_version FROM pet_embeddings WHERE model_version <> $1 ORDER BY id LIMIT $2",
         [modelVersion, limit],
       );
-      return rows.map((r) => ({ petDid: r.pet_did, imageKey: r.image_key }));
+      return rows.map((r) => ({ petDid: r.pet_did, imageKey: r.image_key, modelVersion: r.model_version }));
     },
 
     async replaceEmbedding(petDid, imageKey, embedding, modelVersion) {
