@@ -147,6 +147,18 @@ def recapture(u8, rng):
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
+def recapture_pairs(ims, labels, rng):
+    """The re-capture proxy's pairs: for each dog with two or more images, the index of its first image and a
+    later photo made from its second by `recapture`. Returns (first indices, uint8 (D,224,224,3) later photos)."""
+    firsts, later = [], []
+    for lab in np.unique(labels):
+        idx = np.flatnonzero(labels == lab)
+        if len(idx) >= 2:
+            firsts.append(int(idx[0]))
+            later.append(recapture(ims[idx[1]], rng))
+    return np.array(firsts, np.int64), np.stack(later)
+
+
 def recapture_scores(emb_first, emb_later):
     """Genuine scores: dog i's first photo vs its later photo; impostor: dog i's first vs dog j's later."""
     a = emb_first / np.linalg.norm(emb_first, axis=1, keepdims=True)

@@ -32,13 +32,8 @@ def embed(model, u8, batch=128):
 def heldout_sets(cache, seed=5):
     ims, labels = synth.load_split(cache, "heldout")
     ims = np.asarray(ims)
-    rng = np.random.default_rng(seed)
-    first, later = [], []
-    for lab in np.unique(labels):
-        idx = np.flatnonzero(labels == lab)
-        first.append(ims[idx[0]])
-        later.append(common.recapture(ims[idx[1]], rng))
-    return ims, labels, np.stack(first), np.stack(later)
+    firsts, later = common.recapture_pairs(ims, labels, np.random.default_rng(seed))
+    return ims, labels, ims[firsts], later
 
 
 def metrics_for(model, sets):

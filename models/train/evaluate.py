@@ -126,13 +126,8 @@ def evaluate_synthetic(cache, model_path, out_dir, seed=5):
     emb = embed(model_path, ims)
     met, gen, imp = score(emb, labels, out_dir, "heldout")
     rng = np.random.default_rng(seed)
-    firsts, later = [], []
-    for lab in np.unique(labels):
-        idx = np.flatnonzero(labels == lab)
-        if len(idx) >= 2:
-            firsts.append(idx[0])
-            later.append(common.recapture(ims[idx[1]], rng))
-    later_emb = embed(model_path, np.stack(later))
+    firsts, later = common.recapture_pairs(ims, labels, rng)
+    later_emb = embed(model_path, later)
     g2, i2 = common.recapture_scores(emb[firsts], later_emb)
     met2 = common.verification_metrics(g2, i2)
     # the hardest condition: both photos blurred and small, as many real ones are

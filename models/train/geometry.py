@@ -55,13 +55,8 @@ def main():
     cv2.setNumThreads(1)
     ims, labels = synth.load_split(args.synth, "heldout")
     ims = np.asarray(ims)
-    rng = np.random.default_rng(5)
-    first, later = [], []
-    for lab in np.unique(labels):
-        idx = np.flatnonzero(labels == lab)
-        first.append(ims[idx[0]])
-        later.append(common.recapture(ims[idx[1]], rng))
-    first, later = np.stack(first), np.stack(later)
+    firsts, later = common.recapture_pairs(ims, labels, np.random.default_rng(5))
+    first = ims[firsts]
     n = len(first)
     ef, el = evaluate.embed(args.model, first), evaluate.embed(args.model, later)
     S = (ef / np.linalg.norm(ef, axis=1, keepdims=True)) @ (el / np.linalg.norm(el, axis=1, keepdims=True)).T
