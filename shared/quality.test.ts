@@ -1,0 +1,286 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import sharp from "sharp";
+import { assessFrame, type Candidate, type CheckName, type FrameAssessment, type Frame, selectBest } from "./quality.js";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const W = 1280;
+const H = 720;
+const DOGS = 4;
+
+/** Deterministic pseudo-random numbers (mulberry32). */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * A fur-like RGB background: a tan coat with slow shading and a few thousand
+ * short, roughly aligned hairs, lighter and darker than the coat.
+ */
+function furBackground(width: number, height: number, seed: number): Uint8Array {
+  const rnd = prng(seed);
+  const out = new Uint8Array(width * height * 3);
+  const base = [150 + rnd() * 40, 120 + rnd() * 30, 90 + rnd() * 30];
+  const waves = Array.from({ length: 4 }, () => ({ fx: rnd() * 0.01, fy: rnd() * 0.01, p: rnd() * 6, a: 8 + rnd() * 12 }));
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      let s = 0;
+      for (const w of waves) s += w.a * Math.sin(x * w.fx + y * w.fy + w.p);
+      const o = (y * width + x) * 3;
+      for (let c = 0; c < 3; c++) out[o + c] = Math.max(0, Math.min(255, base[c] + s + (rnd() - 0.5) * 10));
+    }
+  const flow = rnd() * Math.PI;
+  for (let k = 0; k < (width * height) / 150; k++) {
+    const x0 = rnd() * width;
+    const y0 = rnd() * height;
+    const ang = flow + (rnd() - 0.5) * 0.8;
+    const len = 8 + rnd() * 20;
+    const tone = (rnd() - 0.5) * 70;
+    for (let t = 0; t < len; t++) {
+      const x = Math.round(x0 + Math.cos(ang) * t);
+      const y = Math.round(y0 + Math.sin(ang) * t);
+      if (x < 0 || y < 0 || x >= width || y >= height) continue;
+      const o = (y * width + x) * 3;
+      for (let c = 0; c < 3; c++) out[o + c] = Math.max(0, Math.min(255, out[o + c] + tone));
+    }
+  }
+  return out;
+}
+
+interface Scene {
+  dog?: number;
+  /** Side of the (square) nose photo in the frame, px. */
+  size?: number;
+  /** Centre of the photo in the frame, px. */
+  cx?: number;
+  cy?: number;
+  blur?: number;
+  /** Applied to the whole frame: v * gain + offset. */
+  gain?: number;
+  offset?: number;
+  /** Horizontal shift of everything (camera motion), px. */
+  shift?: number;
+  /** A white specular disc on the leather: radius as a share of the photo size. */
+  glare?: number;
+  noNose?: boolean;
+}
+
+let photoDir = "";
+const backgroundCache = new Map<number, Uint8Array>();
+const MARGIN = 64;
+
+function background(seed: number): Uint8Array {
+  let bg = backgroundCache.get(seed);
+  if (!bg) backgroundCache.set(seed, (bg = furBackground(W + MARGIN, H, seed)));
+  return bg;
+}
+
+async function frameOf(scene: Scene = {}): Promise<Frame> {
+  const { dog = 1, size = 900, cx = W / 2, cy = H / 2, shift = 0, gain = 1, offset = 0 } = scene;
+  const bg = background(7 + dog);
+  const data = new Uint8Array(W * H * 3);
+  for (let y = 0; y < H; y++) {
+    const src = (y * (W + MARGIN) + MARGIN / 2 - shift) * 3;
+    data.set(bg.subarray(src, src + W * 3), y * W * 3);
+  }
+  if (!scene.noNose) {
+    let img = sharp(path.join(photoDir, `dog${dog}_0.jpg`)).resize(size, size, { kernel: "lanczos3" });
+    if (scene.blur) img = sharp(await img.png().toBuffer()).blur(scene.blur);
+    const photo = await img.removeAlpha().raw().toBuffer();
+    if (scene.glare) {
+      // On the leather above the nostrils, where a wet nose catches the light.
+      const gx = size * 0.5;
+      const gy = size * 0.38;
+      const r = size * scene.glare;
+      for (let y = Math.floor(gy - r); y <= gy + r; y++)
+        for (let x = Math.floor(gx - r); x <= gx + r; x++)
+          if ((x - gx) ** 2 + (y - gy) ** 2 <= r * r) photo.fill(250, (y * size + x) * 3, (y * size + x) * 3 + 3);
+    }
+    const x0 = Math.round(cx - size / 2 + shift);
+    const y0 = Math.round(cy - size / 2);
+    for (let y = 0; y < size; y++) {
+      const fy = y0 + y;
+      if (fy < 0 || fy >= H) continue;
+      for (let x = 0; x < size; x++) {
+        const fx = x0 + x;
+        if (fx < 0 || fx >= W) continue;
+        const s = (y * size + x) * 3;
+        const d = (fy * W + fx) * 3;
+        data[d] = photo[s];
+        data[d + 1] = photo[s + 1];
+        data[d + 2] = photo[s + 2];
+      }
+    }
+  }
+  if (gain !== 1 || offset !== 0) for (let i = 0; i < data.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(data[i] * gain + offset)));
+  return { data, width: W, height: H, channels: 3 };
+}
+
+function describeAssessment(a: FrameAssessment): string {
+  const checks = a.checks.map((c) => `${c.name}=${c.value.toFixed(3)}${c.pass ? "" : "!"}`).join(" ");
+  return `score=${a.score.toFixed(3)} instruction=${a.instruction ?? "-"} ${checks} box=${JSON.stringify(a.noseBox)}`;
+}
+
+function check(a: FrameAssessment, name: CheckName) {
+  const c = a.checks.find((x) => x.name === name);
+  assert.ok(c, `no ${name} check`);
+  return c;
+}
+
+before(() => {
+  photoDir = mkdtempSync(path.join(tmpdir(), "nosepaw-quality-"));
+  execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), photoDir, String(DOGS)], { stdio: "pipe" });
+});
+
+after(() => {
+  if (photoDir) rmSync(photoDir, { recursive: true, force: true });
+});
+
+describe("assessFrame", () => {
+  test("a sharp, centred, well-exposed nose passes with no instruction", async () => {
+    // Renders 1 and 2 are crisp; 0 and 3 come out of the renderer soft (its
+    // optics blur) and measure below the sharpness threshold on their own.
+    for (const dog of [1, 2]) {
+      const a = assessFrame(await frameOf({ dog }));
+      assert.ok(a.pass, `dog ${dog}: ${describeAssessment(a)}`);
+      assert.equal(a.instruction, undefined);
+      assert.ok(a.score >= 0.5 && a.score <= 1);
+      assert.ok(a.noseBox, "nose box");
+      // The box is around the nose: its centre near the photo's, its width near the leather's (~70-80% of it).
+      const bx = a.noseBox.x + a.noseBox.w / 2;
+      assert.ok(Math.abs(bx - W / 2) < 0.06 * W, `dog ${dog}: box centre ${bx}`);
+      assert.ok(a.noseBox.w > 0.5 * 900 && a.noseBox.w < 1.0 * 900, `dog ${dog}: box width ${a.noseBox.w}`);
+      for (const c of a.checks) assert.ok(c.pass && c.instruction === undefined, c.name);
+    }
+  });
+
+  test("the same nose blurred fails sharpness", async () => {
+    for (const dog of [1, 2]) {
+      const a = assessFrame(await frameOf({ dog, blur: 4 }));
+      assert.equal(a.pass, false, describeAssessment(a));
+      assert.equal(check(a, "sharpness").pass, false, describeAssessment(a));
+      assert.equal(a.instruction, "hold steady, focusing", describeAssessment(a));
+      assert.ok(a.score < 0.5);
+    }
+  });
+
+  test("a nose at 15% of the frame width is found and told to move closer", async () => {
+    const a = assessFrame(await frameOf({ size: Math.round((0.15 * W) / 0.75) }));
+    assert.ok(a.noseBox, describeAssessment(a));
+    assert.equal(check(a, "presence").pass, true, describeAssessment(a));
+    assert.equal(check(a, "size").pass, false);
+    assert.ok(check(a, "size").value < 0.25, describeAssessment(a));
+    assert.equal(a.instruction, "move closer");
+  });
+
+  test("a nose off to a corner fails centring", async () => {
+    const a = assessFrame(await frameOf({ size: 800, cx: 400, cy: 300 }));
+    assert.equal(check(a, "size").pass, true, describeAssessment(a));
+    assert.equal(check(a, "centring").pass, false, describeAssessment(a));
+    assert.equal(a.instruction, "centre the nose");
+  });
+
+  test("an under-exposed frame is too dark, a blown-out one too bright", async () => {
+    for (const dog of [0, 1]) {
+      const dark = assessFrame(await frameOf({ dog, gain: 0.25 }));
+      assert.equal(check(dark, "exposure").pass, false, describeAssessment(dark));
+      assert.equal(dark.instruction, "too dark");
+      const bright = assessFrame(await frameOf({ dog, gain: 2.5, offset: 60 }));
+      assert.equal(check(bright, "exposure").pass, false, describeAssessment(bright));
+      assert.equal(bright.instruction, "too bright");
+    }
+  });
+
+  test("a large white specular patch on the leather fails glare", async () => {
+    const a = assessFrame(await frameOf({ glare: 0.12 }));
+    assert.equal(check(a, "glare").pass, false, describeAssessment(a));
+    assert.equal(a.instruction, "too much glare");
+  });
+
+  test("motion: frames 20 px apart fail, identical frames pass", async () => {
+    const first = assessFrame(await frameOf());
+    const same = assessFrame(await frameOf(), first.stats);
+    assert.equal(check(same, "motion").pass, true, describeAssessment(same));
+    assert.ok(same.pass, describeAssessment(same));
+    const moved = assessFrame(await frameOf({ shift: 20 }), first.stats);
+    assert.equal(check(moved, "motion").pass, false, describeAssessment(moved));
+    assert.equal(moved.instruction, "hold still");
+  });
+
+  test("a frame of plain background has no nose in view", async () => {
+    for (const dog of [0, 1, 2, 3]) {
+      const a = assessFrame(await frameOf({ dog, noNose: true }));
+      assert.equal(a.noseBox, undefined, describeAssessment(a));
+      assert.equal(check(a, "presence").pass, false);
+      assert.equal(a.instruction, "no nose in view");
+    }
+    const grey = { data: new Uint8Array(W * H * 4).fill(128), width: W, height: H, channels: 4 as const };
+    assert.equal(assessFrame(grey).instruction, "no nose in view");
+  });
+
+  test("rejects malformed frames", () => {
+    assert.throws(() => assessFrame({ data: new Uint8Array(10), width: 4, height: 4, channels: 3 }), RangeError);
+    assert.throws(() => assessFrame({ data: new Uint8Array(0), width: 0, height: 4, channels: 3 }), RangeError);
+  });
+
+  test("costs a few milliseconds per 720p frame", async () => {
+    const frame = await frameOf();
+    const rgba = new Uint8ClampedArray(W * H * 4);
+    for (let i = 0, j = 0; i < W * H; i++, j += 3) rgba.set(frame.data.subarray(j, j + 3), i * 4), (rgba[i * 4 + 3] = 255);
+    let previous = assessFrame(frame).stats;
+    const times: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const t0 = performance.now();
+      previous = assessFrame({ data: rgba, width: W, height: H, channels: 4 }, previous).stats;
+      times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    const median = (times[14] + times[15]) / 2;
+    console.log(`assessFrame 1280x720 RGBA: median ${median.toFixed(2)} ms of 30 runs (min ${times[0].toFixed(2)}, max ${times[29].toFixed(2)})`);
+    assert.ok(median < 50, `median ${median} ms`);
+  });
+});
+
+describe("selectBest", () => {
+  function fake(score: number, pass: boolean): FrameAssessment {
+    return { score, pass, checks: [], stats: { width: 1, height: 1, frameWidth: 1, frameHeight: 1, thumb: new Float32Array(1) } };
+  }
+  const list = (xs: [number, boolean][]): Candidate<number>[] => xs.map(([s, p], i) => ({ assessment: fake(s, p), item: i }));
+
+  test("keeps the N best passing frames, best first, and drops failing ones", () => {
+    const c = list([
+      [0.9, true], [0.3, false], [0.7, true], [0.45, false], [0.8, true], [0.2, false], [0.6, true], [0.95, false], [0.55, true],
+    ]);
+    assert.deepEqual(selectBest(c, 3).map((x) => x.item), [0, 4, 2]);
+    assert.deepEqual(selectBest(c).map((x) => x.item), [0, 4, 2, 6, 8]);
+    assert.deepEqual(selectBest(c, 10).map((x) => x.item), [0, 4, 2, 6, 8]);
+    assert.deepEqual(selectBest(c, 0), []);
+    assert.deepEqual(selectBest([], 5), []);
+  });
+
+  test("prefers frames that are not next to each other", () => {
+    const c = list([[0.9, true], [0.89, true], [0.6, true], [0.88, true], [0.5, true]]);
+    // 0 and 3 first; 1 is next to 0, 2 next to 3 and 1... 4 is next to 3: filled in by score afterwards.
+    assert.deepEqual(selectBest(c, 2).map((x) => x.item), [0, 3]);
+    assert.deepEqual(selectBest(c, 3).map((x) => x.item), [0, 1, 3]);
+  });
+
+  test("works on real assessments", async () => {
+    const frames = [await frameOf(), await frameOf({ blur: 4 }), await frameOf({ size: 230 }), await frameOf({ dog: 2 })];
+    const c = frames.map((f, i) => ({ assessment: assessFrame(f), item: i }));
+    const best = selectBest(c, 5);
+    assert.deepEqual(best.map((x) => x.item).sort(), [0, 3]);
+  });
+});
+
