@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file nose_embedder.proto.
  */
 export const file_nose_embedder: GenFile = /*@__PURE__*/
-  fileDesc("ChNub3NlX2VtYmVkZGVyLnByb3RvEg1ub3NlX2VtYmVkZGVyIjwKEE5vc2VJbWFnZVJlcXVlc3QSEgoKaW1hZ2VfZGF0YRgBIAEoDBIUCgxpbWFnZV9mb3JtYXQYAiABKAkiywEKEk5vc2VWZWN0b3JSZXNwb25zZRIOCgZ2ZWN0b3IYASADKAISEwoLdmVjdG9yX3NpemUYAiABKAUSDwoHc3VjY2VzcxgDIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAQgASgJEjMKCmVycm9yX2NvZGUYBSABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAYgASgISAGIAQFCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZSJDCh1Db21wYXJlV2l0aFN0b3JlZEltYWdlUmVxdWVzdBIRCglpbWFnZV9rZXkYASABKAkSDwoHcGV0X2RpZBgCIAEoCSKKAgoWQ29tcGFyZVZlY3RvcnNSZXNwb25zZRISCgpzaW1pbGFyaXR5GAEgASgCEhkKEWNvc2luZV9zaW1pbGFyaXR5GAIgASgCEhoKEmV1Y2xpZGVhbl9kaXN0YW5jZRgDIAEoAhIPCgdzdWNjZXNzGAQgASgIEhUKDWVycm9yX21lc3NhZ2UYBSABKAkSEwoLdmVjdG9yX3NpemUYBiABKAUSMwoKZXJyb3JfY29kZRgHIAEoDjIaLm5vc2VfZW1iZWRkZXIuTUxFcnJvckNvZGVIAIgBARIWCglyZXRyeWFibGUYCCABKAhIAYgBAUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlIiUKEkhlYWx0aENoZWNrUmVxdWVzdBIPCgdzZXJ2aWNlGAEgASgJIuIBChNIZWFsdGhDaGVja1Jlc3BvbnNlEkAKBnN0YXR1cxgBIAEoDjIwLm5vc2VfZW1iZWRkZXIuSGVhbHRoQ2hlY2tSZXNwb25zZS5TZXJ2aW5nU3RhdHVzEg8KB21lc3NhZ2UYAiABKAkSFAoMbW9kZWxfbG9hZGVkGAMgASgJEhEKCXRpbWVzdGFtcBgEIAEoCSJPCg1TZXJ2aW5nU3RhdHVzEgsKB1VOS05PV04QABILCgdTRVJWSU5HEAESDwoLTk9UX1NFUlZJTkcQAhITCg9TRVJWSUNFX1VOS05PV04QAyJWCglOb3NlUGhvdG8SFAoKaW1hZ2VfZGF0YRgBIAEoDEgAEhMKCWltYWdlX2tleRgCIAEoCUgAEhQKDGltYWdlX2Zvcm1hdBgDIAEoCUIICgZzb3VyY2UinAEKElJlZ2lzdGVyUGV0UmVxdWVzdBIoCgZwaG90b3MYASADKAsyGC5ub3NlX2VtYmVkZGVyLk5vc2VQaG90bxISCgpyZXF1ZXN0X2lkGAIgASgJEhQKDHJlcXVlc3RlZF9ieRgDIAEoCRIdChB0cmFpbmluZ19jb25zZW50GAQgASgISACIAQFCEwoRX3RyYWluaW5nX2NvbnNlbnQi2AMKE1JlZ2lzdGVyUGV0UmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESDwoHcGV0X2RpZBgFIAEoCRIOCgZ2ZWN0b3IYBiADKAISEwoLdmVjdG9yX3NpemUYByABKAUSEgoKaW1hZ2Vfa2V5cxgIIAMoCRISCgp2ZWN0b3Jfa2V5GAkgASgJEhkKEWR1cGxpY2F0ZV9wZXRfZGlkGAogASgJEhwKFGR1cGxpY2F0ZV9zaW1pbGFyaXR5GAsgASgCEhsKE21pbl9wYWlyX3NpbWlsYXJpdHkYDCABKAISFQoNbW9kZWxfdmVyc2lvbhgNIAEoCRIbCg5yZXZpZXdfcGV0X2RpZBgOIAEoCUgCiAEBEh4KEXJldmlld19zaW1pbGFyaXR5GA8gASgCSAOIAQFCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZUIRCg9fcmV2aWV3X3BldF9kaWRCFAoSX3Jldmlld19zaW1pbGFyaXR5ImIKEFZlcmlmeVBldFJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRInCgVwaG90bxgCIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhQKDHJlcXVlc3RlZF9ieRgDIAEoCSL4AgoRVmVyaWZ5UGV0UmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESEgoKc2ltaWxhcml0eRgFIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgGIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYByABKAISJwoHdmVyZGljdBgIIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdBIYChBzdG9yZWRfaW1hZ2Vfa2V5GAkgASgJEhUKDW1vZGVsX3ZlcnNpb24YCiABKAkSEwoLdmVjdG9yX3NpemUYCyABKAUSFwoPdmVyaWZpY2F0aW9uX2lkGAwgASgJQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGUiZAoSSWRlbnRpZnlQZXRSZXF1ZXN0EicKBXBob3RvGAEgASgLMhgubm9zZV9lbWJlZGRlci5Ob3NlUGhvdG8SDQoFdG9wX2sYAiABKAUSFgoObWluX3NpbWlsYXJpdHkYAyABKAIijwEKCFBldE1hdGNoEg8KB3BldF9kaWQYASABKAkSEgoKc2ltaWxhcml0eRgCIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgDIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYBCABKAISJwoHdmVyZGljdBgFIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdCLoAQoTSWRlbnRpZnlQZXRSZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEhUKDWVycm9yX21lc3NhZ2UYAiABKAkSMwoKZXJyb3JfY29kZRgDIAEoDjIaLm5vc2VfZW1iZWRkZXIuTUxFcnJvckNvZGVIAIgBARIWCglyZXRyeWFibGUYBCABKAhIAYgBARIoCgdtYXRjaGVzGAUgAygLMhcubm9zZV9lbWJlZGRlci5QZXRNYXRjaBIVCg1tb2RlbF92ZXJzaW9uGAYgASgJQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGUikgEKFkFwcHJvdmVUcmFuc2ZlclJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRInCgVwaG90bxgCIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhUKDWZyb21fZ3VhcmRpYW4YAyABKAkSEwoLdG9fZ3VhcmRpYW4YBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSLyAgoXQXBwcm92ZVRyYW5zZmVyUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESEAoIYXBwcm92ZWQYBSABKAgSEwoLYXBwcm92YWxfaWQYBiABKAkSEgoKc2ltaWxhcml0eRgHIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgIIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYCSABKAISJwoHdmVyZGljdBgKIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdBITCgthcHByb3ZlZF9hdBgLIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAwgASgJQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGUicAoZU2V0VHJhaW5pbmdDb25zZW50UmVxdWVzdBIPCgdwZXRfZGlkGAEgASgJEhgKEHRyYWluaW5nX2NvbnNlbnQYAiABKAgSFAoMcmVxdWVzdGVkX2J5GAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAki2QEKGlNldFRyYWluaW5nQ29uc2VudFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEg8KB3BldF9kaWQYBSABKAkSGAoQdHJhaW5pbmdfY29uc2VudBgGIAEoCEINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlKpYCCgtNTEVycm9yQ29kZRIRCg1JTlZBTElEX0lNQUdFEAASEwoPSU1BR0VfVE9PX0xBUkdFEAESGAoUSU5WQUxJRF9JTUFHRV9GT1JNQVQQAhIUChBWRUNUT1JfTk9UX0ZPVU5EEAMSHQoZVkVDVE9SX0RJTUVOU0lPTl9NSVNNQVRDSBAEEhMKD0lOVkFMSURfUkVRVUVTVBAFEhQKEE1PREVMX05PVF9MT0FERUQQBhITCg9JTkZFUkVOQ0VfRVJST1IQBxIcChhTVE9SQUdFX0NPTk5FQ1RJT05fRVJST1IQCBIZChVJTlRFUk5BTF9TRVJWRVJfRVJST1IQCRIXChNTRVJWSUNFX1VOQVZBSUxBQkxFEAoqRwoHVmVyZGljdBIXChNWRVJESUNUX1VOU1BFQ0lGSUVEEAASCAoEU0FNRRABEgoKBlJFVklFVxACEg0KCURJRkZFUkVOVBADMvwFChNOb3NlRW1iZWRkZXJTZXJ2aWNlElcKEUV4dHJhY3ROb3NlVmVjdG9yEh8ubm9zZV9lbWJlZGRlci5Ob3NlSW1hZ2VSZXF1ZXN0GiEubm9zZV9lbWJlZGRlci5Ob3NlVmVjdG9yUmVzcG9uc2USbQoWQ29tcGFyZVdpdGhTdG9yZWRJbWFnZRIsLm5vc2VfZW1iZWRkZXIuQ29tcGFyZVdpdGhTdG9yZWRJbWFnZVJlcXVlc3QaJS5ub3NlX2VtYmVkZGVyLkNvbXBhcmVWZWN0b3JzUmVzcG9uc2USVAoLSGVhbHRoQ2hlY2sSIS5ub3NlX2VtYmVkZGVyLkhlYWx0aENoZWNrUmVxdWVzdBoiLm5vc2VfZW1iZWRkZXIuSGVhbHRoQ2hlY2tSZXNwb25zZRJUCgtSZWdpc3RlclBldBIhLm5vc2VfZW1iZWRkZXIuUmVnaXN0ZXJQZXRSZXF1ZXN0GiIubm9zZV9lbWJlZGRlci5SZWdpc3RlclBldFJlc3BvbnNlEk4KCVZlcmlmeVBldBIfLm5vc2VfZW1iZWRkZXIuVmVyaWZ5UGV0UmVxdWVzdBogLm5vc2VfZW1iZWRkZXIuVmVyaWZ5UGV0UmVzcG9uc2USVAoLSWRlbnRpZnlQZXQSIS5ub3NlX2VtYmVkZGVyLklkZW50aWZ5UGV0UmVxdWVzdBoiLm5vc2VfZW1iZWRkZXIuSWRlbnRpZnlQZXRSZXNwb25zZRJgCg9BcHByb3ZlVHJhbnNmZXISJS5ub3NlX2VtYmVkZGVyLkFwcHJvdmVUcmFuc2ZlclJlcXVlc3QaJi5ub3NlX2VtYmVkZGVyLkFwcHJvdmVUcmFuc2ZlclJlc3BvbnNlEmkKElNldFRyYWluaW5nQ29uc2VudBIoLm5vc2VfZW1iZWRkZXIuU2V0VHJhaW5pbmdDb25zZW50UmVxdWVzdBopLm5vc2VfZW1iZWRkZXIuU2V0VHJhaW5pbmdDb25zZW50UmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChNub3NlX2VtYmVkZGVyLnByb3RvEg1ub3NlX2VtYmVkZGVyIjwKEE5vc2VJbWFnZVJlcXVlc3QSEgoKaW1hZ2VfZGF0YRgBIAEoDBIUCgxpbWFnZV9mb3JtYXQYAiABKAkiywEKEk5vc2VWZWN0b3JSZXNwb25zZRIOCgZ2ZWN0b3IYASADKAISEwoLdmVjdG9yX3NpemUYAiABKAUSDwoHc3VjY2VzcxgDIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAQgASgJEjMKCmVycm9yX2NvZGUYBSABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAYgASgISAGIAQFCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZSJDCh1Db21wYXJlV2l0aFN0b3JlZEltYWdlUmVxdWVzdBIRCglpbWFnZV9rZXkYASABKAkSDwoHcGV0X2RpZBgCIAEoCSKKAgoWQ29tcGFyZVZlY3RvcnNSZXNwb25zZRISCgpzaW1pbGFyaXR5GAEgASgCEhkKEWNvc2luZV9zaW1pbGFyaXR5GAIgASgCEhoKEmV1Y2xpZGVhbl9kaXN0YW5jZRgDIAEoAhIPCgdzdWNjZXNzGAQgASgIEhUKDWVycm9yX21lc3NhZ2UYBSABKAkSEwoLdmVjdG9yX3NpemUYBiABKAUSMwoKZXJyb3JfY29kZRgHIAEoDjIaLm5vc2VfZW1iZWRkZXIuTUxFcnJvckNvZGVIAIgBARIWCglyZXRyeWFibGUYCCABKAhIAYgBAUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlIiUKEkhlYWx0aENoZWNrUmVxdWVzdBIPCgdzZXJ2aWNlGAEgASgJIuIBChNIZWFsdGhDaGVja1Jlc3BvbnNlEkAKBnN0YXR1cxgBIAEoDjIwLm5vc2VfZW1iZWRkZXIuSGVhbHRoQ2hlY2tSZXNwb25zZS5TZXJ2aW5nU3RhdHVzEg8KB21lc3NhZ2UYAiABKAkSFAoMbW9kZWxfbG9hZGVkGAMgASgJEhEKCXRpbWVzdGFtcBgEIAEoCSJPCg1TZXJ2aW5nU3RhdHVzEgsKB1VOS05PV04QABILCgdTRVJWSU5HEAESDwoLTk9UX1NFUlZJTkcQAhITCg9TRVJWSUNFX1VOS05PV04QAyJWCglOb3NlUGhvdG8SFAoKaW1hZ2VfZGF0YRgBIAEoDEgAEhMKCWltYWdlX2tleRgCIAEoCUgAEhQKDGltYWdlX2Zvcm1hdBgDIAEoCUIICgZzb3VyY2UiVAoPQ2xpZW50RW1iZWRkaW5nEg4KBnZlY3RvchgBIAMoAhIaChJleGVjdXRpb25fcHJvdmlkZXIYAiABKAkSFQoNbW9kZWxfdmVyc2lvbhgDIAEoCSLXAQoSUmVnaXN0ZXJQZXRSZXF1ZXN0EigKBnBob3RvcxgBIAMoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhIKCnJlcXVlc3RfaWQYAiABKAkSFAoMcmVxdWVzdGVkX2J5GAMgASgJEh0KEHRyYWluaW5nX2NvbnNlbnQYBCABKAhIAIgBARI5ChFjbGllbnRfZW1iZWRkaW5ncxgFIAMoCzIeLm5vc2VfZW1iZWRkZXIuQ2xpZW50RW1iZWRkaW5nQhMKEV90cmFpbmluZ19jb25zZW50IowEChNSZWdpc3RlclBldFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEg8KB3BldF9kaWQYBSABKAkSDgoGdmVjdG9yGAYgAygCEhMKC3ZlY3Rvcl9zaXplGAcgASgFEhIKCmltYWdlX2tleXMYCCADKAkSEgoKdmVjdG9yX2tleRgJIAEoCRIZChFkdXBsaWNhdGVfcGV0X2RpZBgKIAEoCRIcChRkdXBsaWNhdGVfc2ltaWxhcml0eRgLIAEoAhIbChNtaW5fcGFpcl9zaW1pbGFyaXR5GAwgASgCEhUKDW1vZGVsX3ZlcnNpb24YDSABKAkSGwoOcmV2aWV3X3BldF9kaWQYDiABKAlIAogBARIeChFyZXZpZXdfc2ltaWxhcml0eRgPIAEoAkgDiAEBEh0KEGNsaWVudF9hZ3JlZW1lbnQYECABKAJIBIgBAUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlQhEKD19yZXZpZXdfcGV0X2RpZEIUChJfcmV2aWV3X3NpbWlsYXJpdHlCEwoRX2NsaWVudF9hZ3JlZW1lbnQitgEKEFZlcmlmeVBldFJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRInCgVwaG90bxgCIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhQKDHJlcXVlc3RlZF9ieRgDIAEoCRI9ChBjbGllbnRfZW1iZWRkaW5nGAQgASgLMh4ubm9zZV9lbWJlZGRlci5DbGllbnRFbWJlZGRpbmdIAIgBAUITChFfY2xpZW50X2VtYmVkZGluZyKsAwoRVmVyaWZ5UGV0UmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESEgoKc2ltaWxhcml0eRgFIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgGIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYByABKAISJwoHdmVyZGljdBgIIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdBIYChBzdG9yZWRfaW1hZ2Vfa2V5GAkgASgJEhUKDW1vZGVsX3ZlcnNpb24YCiABKAkSEwoLdmVjdG9yX3NpemUYCyABKAUSFwoPdmVyaWZpY2F0aW9uX2lkGAwgASgJEh0KEGNsaWVudF9hZ3JlZW1lbnQYDSABKAJIAogBAUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlQhMKEV9jbGllbnRfYWdyZWVtZW50IrgBChJJZGVudGlmeVBldFJlcXVlc3QSJwoFcGhvdG8YASABKAsyGC5ub3NlX2VtYmVkZGVyLk5vc2VQaG90bxINCgV0b3BfaxgCIAEoBRIWCg5taW5fc2ltaWxhcml0eRgDIAEoAhI9ChBjbGllbnRfZW1iZWRkaW5nGAQgASgLMh4ubm9zZV9lbWJlZGRlci5DbGllbnRFbWJlZGRpbmdIAIgBAUITChFfY2xpZW50X2VtYmVkZGluZyKPAQoIUGV0TWF0Y2gSDwoHcGV0X2RpZBgBIAEoCRISCgpzaW1pbGFyaXR5GAIgASgCEhkKEWNvc2luZV9zaW1pbGFyaXR5GAMgASgCEhoKEmV1Y2xpZGVhbl9kaXN0YW5jZRgEIAEoAhInCgd2ZXJkaWN0GAUgASgOMhYubm9zZV9lbWJlZGRlci5WZXJkaWN0IpwCChNJZGVudGlmeVBldFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEigKB21hdGNoZXMYBSADKAsyFy5ub3NlX2VtYmVkZGVyLlBldE1hdGNoEhUKDW1vZGVsX3ZlcnNpb24YBiABKAkSHQoQY2xpZW50X2FncmVlbWVudBgHIAEoAkgCiAEBQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGVCEwoRX2NsaWVudF9hZ3JlZW1lbnQikgEKFkFwcHJvdmVUcmFuc2ZlclJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRInCgVwaG90bxgCIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhUKDWZyb21fZ3VhcmRpYW4YAyABKAkSEwoLdG9fZ3VhcmRpYW4YBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSLyAgoXQXBwcm92ZVRyYW5zZmVyUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESEAoIYXBwcm92ZWQYBSABKAgSEwoLYXBwcm92YWxfaWQYBiABKAkSEgoKc2ltaWxhcml0eRgHIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgIIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYCSABKAISJwoHdmVyZGljdBgKIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdBITCgthcHByb3ZlZF9hdBgLIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAwgASgJQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGUicAoZU2V0VHJhaW5pbmdDb25zZW50UmVxdWVzdBIPCgdwZXRfZGlkGAEgASgJEhgKEHRyYWluaW5nX2NvbnNlbnQYAiABKAgSFAoMcmVxdWVzdGVkX2J5GAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAki2QEKGlNldFRyYWluaW5nQ29uc2VudFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEg8KB3BldF9kaWQYBSABKAkSGAoQdHJhaW5pbmdfY29uc2VudBgGIAEoCEINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlKpYCCgtNTEVycm9yQ29kZRIRCg1JTlZBTElEX0lNQUdFEAASEwoPSU1BR0VfVE9PX0xBUkdFEAESGAoUSU5WQUxJRF9JTUFHRV9GT1JNQVQQAhIUChBWRUNUT1JfTk9UX0ZPVU5EEAMSHQoZVkVDVE9SX0RJTUVOU0lPTl9NSVNNQVRDSBAEEhMKD0lOVkFMSURfUkVRVUVTVBAFEhQKEE1PREVMX05PVF9MT0FERUQQBhITCg9JTkZFUkVOQ0VfRVJST1IQBxIcChhTVE9SQUdFX0NPTk5FQ1RJT05fRVJST1IQCBIZChVJTlRFUk5BTF9TRVJWRVJfRVJST1IQCRIXChNTRVJWSUNFX1VOQVZBSUxBQkxFEAoqRwoHVmVyZGljdBIXChNWRVJESUNUX1VOU1BFQ0lGSUVEEAASCAoEU0FNRRABEgoKBlJFVklFVxACEg0KCURJRkZFUkVOVBADMvwFChNOb3NlRW1iZWRkZXJTZXJ2aWNlElcKEUV4dHJhY3ROb3NlVmVjdG9yEh8ubm9zZV9lbWJlZGRlci5Ob3NlSW1hZ2VSZXF1ZXN0GiEubm9zZV9lbWJlZGRlci5Ob3NlVmVjdG9yUmVzcG9uc2USbQoWQ29tcGFyZVdpdGhTdG9yZWRJbWFnZRIsLm5vc2VfZW1iZWRkZXIuQ29tcGFyZVdpdGhTdG9yZWRJbWFnZVJlcXVlc3QaJS5ub3NlX2VtYmVkZGVyLkNvbXBhcmVWZWN0b3JzUmVzcG9uc2USVAoLSGVhbHRoQ2hlY2sSIS5ub3NlX2VtYmVkZGVyLkhlYWx0aENoZWNrUmVxdWVzdBoiLm5vc2VfZW1iZWRkZXIuSGVhbHRoQ2hlY2tSZXNwb25zZRJUCgtSZWdpc3RlclBldBIhLm5vc2VfZW1iZWRkZXIuUmVnaXN0ZXJQZXRSZXF1ZXN0GiIubm9zZV9lbWJlZGRlci5SZWdpc3RlclBldFJlc3BvbnNlEk4KCVZlcmlmeVBldBIfLm5vc2VfZW1iZWRkZXIuVmVyaWZ5UGV0UmVxdWVzdBogLm5vc2VfZW1iZWRkZXIuVmVyaWZ5UGV0UmVzcG9uc2USVAoLSWRlbnRpZnlQZXQSIS5ub3NlX2VtYmVkZGVyLklkZW50aWZ5UGV0UmVxdWVzdBoiLm5vc2VfZW1iZWRkZXIuSWRlbnRpZnlQZXRSZXNwb25zZRJgCg9BcHByb3ZlVHJhbnNmZXISJS5ub3NlX2VtYmVkZGVyLkFwcHJvdmVUcmFuc2ZlclJlcXVlc3QaJi5ub3NlX2VtYmVkZGVyLkFwcHJvdmVUcmFuc2ZlclJlc3BvbnNlEmkKElNldFRyYWluaW5nQ29uc2VudBIoLm5vc2VfZW1iZWRkZXIuU2V0VHJhaW5pbmdDb25zZW50UmVxdWVzdBopLm5vc2VfZW1iZWRkZXIuU2V0VHJhaW5pbmdDb25zZW50UmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message nose_embedder.NoseImageRequest
@@ -286,6 +286,37 @@ export const NosePhotoSchema: GenMessage<NosePhoto> = /*@__PURE__*/
   messageDesc(file_nose_embedder, 6);
 
 /**
+ * A vector the caller computed on its device with the model the server serves.
+ *
+ * @generated from message nose_embedder.ClientEmbedding
+ */
+export type ClientEmbedding = Message<"nose_embedder.ClientEmbedding"> & {
+  /**
+   * @generated from field: repeated float vector = 1;
+   */
+  vector: number[];
+
+  /**
+   * e.g. "webgpu", "wasm"
+   *
+   * @generated from field: string execution_provider = 2;
+   */
+  executionProvider: string;
+
+  /**
+   * @generated from field: string model_version = 3;
+   */
+  modelVersion: string;
+};
+
+/**
+ * Describes the message nose_embedder.ClientEmbedding.
+ * Use `create(ClientEmbeddingSchema)` to create a new message.
+ */
+export const ClientEmbeddingSchema: GenMessage<ClientEmbedding> = /*@__PURE__*/
+  messageDesc(file_nose_embedder, 7);
+
+/**
  * @generated from message nose_embedder.RegisterPetRequest
  */
 export type RegisterPetRequest = Message<"nose_embedder.RegisterPetRequest"> & {
@@ -318,6 +349,16 @@ export type RegisterPetRequest = Message<"nose_embedder.RegisterPetRequest"> & {
    * @generated from field: optional bool training_consent = 4;
    */
   trainingConsent?: boolean | undefined;
+
+  /**
+   * Optional: the caller's own embedding of each photo (one per photo, same
+   * order). The server still embeds every photo itself and refuses the
+   * request (INVALID_REQUEST) when a client vector is of another model
+   * version or disagrees with its own (cosine under the parity bound, 0.999).
+   *
+   * @generated from field: repeated nose_embedder.ClientEmbedding client_embeddings = 5;
+   */
+  clientEmbeddings: ClientEmbedding[];
 };
 
 /**
@@ -325,7 +366,7 @@ export type RegisterPetRequest = Message<"nose_embedder.RegisterPetRequest"> & {
  * Use `create(RegisterPetRequestSchema)` to create a new message.
  */
 export const RegisterPetRequestSchema: GenMessage<RegisterPetRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 7);
+  messageDesc(file_nose_embedder, 8);
 
 /**
  * @generated from message nose_embedder.RegisterPetResponse
@@ -419,6 +460,15 @@ export type RegisterPetResponse = Message<"nose_embedder.RegisterPetResponse"> &
    * @generated from field: optional float review_similarity = 15;
    */
   reviewSimilarity?: number | undefined;
+
+  /**
+   * Set when client_embeddings were given: the lowest cosine between a client
+   * vector and the server's embedding of the same photo (also on a refusal
+   * for disagreement).
+   *
+   * @generated from field: optional float client_agreement = 16;
+   */
+  clientAgreement?: number | undefined;
 };
 
 /**
@@ -426,7 +476,7 @@ export type RegisterPetResponse = Message<"nose_embedder.RegisterPetResponse"> &
  * Use `create(RegisterPetResponseSchema)` to create a new message.
  */
 export const RegisterPetResponseSchema: GenMessage<RegisterPetResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 8);
+  messageDesc(file_nose_embedder, 9);
 
 /**
  * @generated from message nose_embedder.VerifyPetRequest
@@ -446,6 +496,13 @@ export type VerifyPetRequest = Message<"nose_embedder.VerifyPetRequest"> & {
    * @generated from field: string requested_by = 3;
    */
   requestedBy: string;
+
+  /**
+   * Optional: the caller's own embedding of the photo, checked as in RegisterPetRequest.
+   *
+   * @generated from field: optional nose_embedder.ClientEmbedding client_embedding = 4;
+   */
+  clientEmbedding?: ClientEmbedding | undefined;
 };
 
 /**
@@ -453,7 +510,7 @@ export type VerifyPetRequest = Message<"nose_embedder.VerifyPetRequest"> & {
  * Use `create(VerifyPetRequestSchema)` to create a new message.
  */
 export const VerifyPetRequestSchema: GenMessage<VerifyPetRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 9);
+  messageDesc(file_nose_embedder, 10);
 
 /**
  * @generated from message nose_embedder.VerifyPetResponse
@@ -520,6 +577,13 @@ export type VerifyPetResponse = Message<"nose_embedder.VerifyPetResponse"> & {
    * @generated from field: string verification_id = 12;
    */
   verificationId: string;
+
+  /**
+   * Cosine between client_embedding and the server's embedding of the photo, when one was given.
+   *
+   * @generated from field: optional float client_agreement = 13;
+   */
+  clientAgreement?: number | undefined;
 };
 
 /**
@@ -527,7 +591,7 @@ export type VerifyPetResponse = Message<"nose_embedder.VerifyPetResponse"> & {
  * Use `create(VerifyPetResponseSchema)` to create a new message.
  */
 export const VerifyPetResponseSchema: GenMessage<VerifyPetResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 10);
+  messageDesc(file_nose_embedder, 11);
 
 /**
  * @generated from message nose_embedder.IdentifyPetRequest
@@ -551,6 +615,13 @@ export type IdentifyPetRequest = Message<"nose_embedder.IdentifyPetRequest"> & {
    * @generated from field: float min_similarity = 3;
    */
   minSimilarity: number;
+
+  /**
+   * Optional: the caller's own embedding of the photo, checked as in RegisterPetRequest.
+   *
+   * @generated from field: optional nose_embedder.ClientEmbedding client_embedding = 4;
+   */
+  clientEmbedding?: ClientEmbedding | undefined;
 };
 
 /**
@@ -558,7 +629,7 @@ export type IdentifyPetRequest = Message<"nose_embedder.IdentifyPetRequest"> & {
  * Use `create(IdentifyPetRequestSchema)` to create a new message.
  */
 export const IdentifyPetRequestSchema: GenMessage<IdentifyPetRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 11);
+  messageDesc(file_nose_embedder, 12);
 
 /**
  * @generated from message nose_embedder.PetMatch
@@ -595,7 +666,7 @@ export type PetMatch = Message<"nose_embedder.PetMatch"> & {
  * Use `create(PetMatchSchema)` to create a new message.
  */
 export const PetMatchSchema: GenMessage<PetMatch> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 12);
+  messageDesc(file_nose_embedder, 13);
 
 /**
  * @generated from message nose_embedder.IdentifyPetResponse
@@ -632,6 +703,13 @@ export type IdentifyPetResponse = Message<"nose_embedder.IdentifyPetResponse"> &
    * @generated from field: string model_version = 6;
    */
   modelVersion: string;
+
+  /**
+   * Cosine between client_embedding and the server's embedding of the photo, when one was given.
+   *
+   * @generated from field: optional float client_agreement = 7;
+   */
+  clientAgreement?: number | undefined;
 };
 
 /**
@@ -639,7 +717,7 @@ export type IdentifyPetResponse = Message<"nose_embedder.IdentifyPetResponse"> &
  * Use `create(IdentifyPetResponseSchema)` to create a new message.
  */
 export const IdentifyPetResponseSchema: GenMessage<IdentifyPetResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 13);
+  messageDesc(file_nose_embedder, 14);
 
 /**
  * @generated from message nose_embedder.ApproveTransferRequest
@@ -678,7 +756,7 @@ export type ApproveTransferRequest = Message<"nose_embedder.ApproveTransferReque
  * Use `create(ApproveTransferRequestSchema)` to create a new message.
  */
 export const ApproveTransferRequestSchema: GenMessage<ApproveTransferRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 14);
+  messageDesc(file_nose_embedder, 15);
 
 /**
  * @generated from message nose_embedder.ApproveTransferResponse
@@ -750,7 +828,7 @@ export type ApproveTransferResponse = Message<"nose_embedder.ApproveTransferResp
  * Use `create(ApproveTransferResponseSchema)` to create a new message.
  */
 export const ApproveTransferResponseSchema: GenMessage<ApproveTransferResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 15);
+  messageDesc(file_nose_embedder, 16);
 
 /**
  * @generated from message nose_embedder.SetTrainingConsentRequest
@@ -789,7 +867,7 @@ export type SetTrainingConsentRequest = Message<"nose_embedder.SetTrainingConsen
  * Use `create(SetTrainingConsentRequestSchema)` to create a new message.
  */
 export const SetTrainingConsentRequestSchema: GenMessage<SetTrainingConsentRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 16);
+  messageDesc(file_nose_embedder, 17);
 
 /**
  * @generated from message nose_embedder.SetTrainingConsentResponse
@@ -833,7 +911,7 @@ export type SetTrainingConsentResponse = Message<"nose_embedder.SetTrainingConse
  * Use `create(SetTrainingConsentResponseSchema)` to create a new message.
  */
 export const SetTrainingConsentResponseSchema: GenMessage<SetTrainingConsentResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 17);
+  messageDesc(file_nose_embedder, 18);
 
 /**
  * Error codes carried in-band. The gateway maps the numbers to ML_4001..ML_4006

@@ -46,3 +46,25 @@ test("every problem is reported at once", () => {
     (e: unknown) => e instanceof ConfigError && e.problems.length === 5,
   );
 });
+
+test("browser client: parity bound, client folder, CORS origins", () => {
+  const d = loadConfig({});
+  assert.equal(d.clientParityMinCosine, 0.999);
+  assert.match(d.clientDir, /dist\/client$/);
+  assert.equal(d.serveClient, true);
+  assert.deepEqual(d.corsOrigins, []);
+  const c = loadConfig({
+    CLIENT_PARITY_MIN_COSINE: "0.995",
+    CLIENT_DIR: "/srv/app",
+    SERVE_CLIENT: "false",
+    CORS_ORIGINS: " https://app.example.com, http://localhost:5173/ ",
+  });
+  assert.equal(c.clientParityMinCosine, 0.995);
+  assert.equal(c.clientDir, "/srv/app");
+  assert.equal(c.serveClient, false);
+  assert.deepEqual(c.corsOrigins, ["https://app.example.com", "http://localhost:5173"]);
+  assert.throws(
+    () => loadConfig({ CLIENT_PARITY_MIN_COSINE: "1.5", SERVE_CLIENT: "maybe", CORS_ORIGINS: "https://ok.example, *, https://x.example/path, ftp://y.example" }),
+    (e: unknown) => e instanceof ConfigError && e.problems.length === 5,
+  );
+});

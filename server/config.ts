@@ -48,6 +48,13 @@ export interface Config {
   pgliteDir: string;
   logLevel: LogLevel;
   shutdownTimeoutMs: number;
+  /** Cosine a client-computed embedding must reach against the server's own. */
+  clientParityMinCosine: number;
+  /** The built browser client, served at / when the folder exists. */
+  clientDir: string;
+  serveClient: boolean;
+  /** Other origins allowed (CORS) on the RPC and model routes; empty: same origin only. */
+  corsOrigins: string[];
 }
 
 export class ConfigError extends Error {
@@ -79,6 +86,24 @@ export function loadConfig(env: Env = process.env): Config {
       return fallback;
     }
     return n;
+  };
+  const num = (name: string, fallback: number, ok: (n: number) => boolean, range: string) => {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === "") return fallback;
+    const n = Number(raw.trim());
+    if (!Number.isFinite(n) || !ok(n)) {
+      problems.push(`${name}=${JSON.stringify(raw)} must be a number ${range}`);
+      return fallback;
+    }
+    return n;
+  };
+  const bool = (name: string, fallback: boolean) => {
+    const raw = env[name]?.trim().toLowerCase();
+    if (raw === undefined || raw === "") return fallback;
+    if (["true", "1", "yes", "on"].includes(raw)) return true;
+    if (["false", "0", "no", "off"].includes(raw)) return false;
+    problems.push(`${name}=${JSON.stringify(env[name])} must be true or false`);
+    return fallback;
   };
 
   const dataDir = path.resolve(str("DATA_DIR", path.join(ROOT, "data")));
@@ -126,6 +151,19 @@ export function loadConfig(env: Env = process.env): Config {
     };
   }
 
+  const corsOrigins: string[] = [];
+  for (const entry of (env.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean)) {
+    let origin: string | undefined;
+    try {
+      const u = new URL(entry);
+      if ((u.protocol === "http:" || u.protocol === "https:") && u.origin === entry.replace(/\/$/, "")) origin = u.origin;
+    } catch {
+      /* reported below */
+    }
+    if (origin) corsOrigins.push(origin);
+    else problems.push(`CORS_ORIGINS entry ${JSON.stringify(entry)} is not an origin (expected e.g. https://app.example.com, without a path)`);
+  }
+
   const config: Config = {
     host: str("GRPC_HOST", "0.0.0.0"),
     port: int("GRPC_PORT", 50052, 0, 65535),
@@ -146,6 +184,10 @@ export function loadConfig(env: Env = process.env): Config {
     pgliteDir: path.resolve(str("PGLITE_DIR", path.join(dataDir, "pg"))),
     logLevel: logLevel ?? "info",
     shutdownTimeoutMs: int("SHUTDOWN_TIMEOUT_MS", 15_000, 0, 600_000),
+    clientParityMinCosine: num("CLIENT_PARITY_MIN_COSINE", 0.999, (n) => n > 0 && n <= 1, "in (0, 1]"),
+    clientDir: path.resolve(str("CLIENT_DIR", path.join(ROOT, "dist", "client"))),
+    serveClient: bool("SERVE_CLIENT", true),
+    corsOrigins,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -7,6 +7,7 @@ import {
   Verdict,
   VerifyPetResponseSchema,
   type ApproveTransferRequest,
+  type ClientEmbedding,
   type ApproveTransferResponse,
   type IdentifyPetRequest,
   type IdentifyPetResponse,
@@ -27,6 +28,7 @@ import { invalidRequest, serviceUnavailable } from "./errors.js";
 import type { Logger } from "./log.js";
 import type { LoadedModel, ModelHolder } from "./model/model-holder.js";
 import { createFlows, DuplicatePetError, InconsistentPhotosError, setTrainingConsent, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
+import { ClientDisagreementError, type ClientVector } from "./registry/client-parity.js";
 import { createRegistry, type Registry } from "./registry/registry.js";
 import { createFolderStore } from "./storage/folder-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
@@ -65,6 +67,16 @@ function photoInput(photo: NosePhoto | undefined): PhotoInput {
       throw invalidRequest("photo is required: set image_data or image_key");
   }
 }
+
+function clientVector(c: ClientEmbedding | undefined): ClientVector | undefined {
+  return c ? { vector: c.vector, executionProvider: c.executionProvider, modelVersion: c.modelVersion } : undefined;
+}
+
+/** A flow's optional client agreement as the response's optional field. */
+const agreementField = (value: number | undefined) => (value === undefined ? {} : { clientAgreement: value });
+
+/** A refusal because a client embedding disagreed still reports the measured agreement. */
+const refusedAgreement = (e: unknown) => (e instanceof ClientDisagreementError ? e.agreement : undefined);
 
 /** The object store the configuration names: S3 when NCP_ENDPOINT is set, else the local folder. */
 export function openObjectStore(config: Config): ObjectStore {
@@ -152,6 +164,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
           embed,
           calibration: m.calibration,
           modelVersion: m.version,
+          clientParityMinCosine: config.clientParityMinCosine,
           log: (event, fields) => log.info(event, fields),
         }),
       };
@@ -165,6 +178,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
     async registerPet(req) {
       let duplicate: DuplicatePetError | undefined;
       let inconsistent: InconsistentPhotosError | undefined;
+      let refused: number | undefined;
       const res = await inBand("RegisterPet", log, async () => {
         try {
           const r = await flows().registerPet({
@@ -172,6 +186,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
             requestId: req.requestId,
             requestedBy: req.requestedBy,
             trainingConsent: req.trainingConsent ?? false,
+            clientEmbeddings: req.clientEmbeddings.map((c) => clientVector(c)!),
           });
           return {
             success: true,
@@ -184,10 +199,12 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
             modelVersion: r.modelVersion,
             // Not duplicate_pet_did: a client may read that field alone as "refused".
             ...(r.review ? { reviewPetDid: r.review.petDid, reviewSimilarity: r.review.similarity } : {}),
+            ...agreementField(r.clientAgreement),
           } satisfies MessageInitShape<typeof RegisterPetResponseSchema>;
         } catch (e) {
           if (e instanceof DuplicatePetError) duplicate = e;
           if (e instanceof InconsistentPhotosError) inconsistent = e;
+          refused = refusedAgreement(e);
           throw e;
         }
       });
@@ -195,12 +212,19 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         ...res,
         ...(duplicate ? { duplicatePetDid: duplicate.existingPetDid, duplicateSimilarity: duplicate.similarity } : {}),
         ...(inconsistent ? { minPairSimilarity: inconsistent.similarity } : {}),
+        ...agreementField(refused),
       });
     },
 
     async verifyPet(req) {
+      let refused: number | undefined;
       const res = await inBand("VerifyPet", log, async () => {
-        const r = await flows().verifyPet({ petDid: req.petDid, photo: photoInput(req.photo), requestedBy: req.requestedBy });
+        const r = await flows()
+          .verifyPet({ petDid: req.petDid, photo: photoInput(req.photo), requestedBy: req.requestedBy, clientEmbedding: clientVector(req.clientEmbedding) })
+          .catch((e) => {
+            refused = refusedAgreement(e);
+            throw e;
+          });
         return {
           success: true,
           ...scoreFields(r),
@@ -208,14 +232,21 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
           modelVersion: r.modelVersion,
           vectorSize: r.vectorSize,
           verificationId: r.verificationId,
+          ...agreementField(r.clientAgreement),
         } satisfies MessageInitShape<typeof VerifyPetResponseSchema>;
       });
-      return create(VerifyPetResponseSchema, res);
+      return create(VerifyPetResponseSchema, { ...res, ...agreementField(refused) });
     },
 
     async identifyPet(req) {
+      let refused: number | undefined;
       const res = await inBand("IdentifyPet", log, async () => {
-        const r = await flows().identifyPet({ photo: photoInput(req.photo), topK: req.topK, minSimilarity: req.minSimilarity });
+        const r = await flows()
+          .identifyPet({ photo: photoInput(req.photo), topK: req.topK, minSimilarity: req.minSimilarity, clientEmbedding: clientVector(req.clientEmbedding) })
+          .catch((e) => {
+            refused = refusedAgreement(e);
+            throw e;
+          });
         return {
           success: true,
           matches: r.matches.map((m) => ({
@@ -223,9 +254,10 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
             ...scoreFields(m),
           })),
           modelVersion: r.modelVersion,
+          ...agreementField(r.clientAgreement),
         } satisfies MessageInitShape<typeof IdentifyPetResponseSchema>;
       });
-      return create(IdentifyPetResponseSchema, res);
+      return create(IdentifyPetResponseSchema, { ...res, ...agreementField(refused) });
     },
 
     async approveTransfer(req) {

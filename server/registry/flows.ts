@@ -18,6 +18,7 @@ import { readLegacyVector } from "../storage/legacy-vector.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { AuditEntry, ConsentChange, EmbeddingRecord, PetRecord, Registry, RegistryReader } from "./registry.js";
 import { readHeader, sniffFormat } from "../image/decode.js";
+import { checkClientVectors, clientAgreement, DEFAULT_CLIENT_PARITY_MIN_COSINE, type ClientAgreement, type ClientVector } from "./client-parity.js";
 
 /**
  * The nose-print use cases, independent of the RPC layer: plain values in,
@@ -65,6 +66,8 @@ export interface FlowDeps {
   embed: (bytes: Uint8Array) => Promise<Float32Array>;
   calibration?: Calibration;
   modelVersion: string;
+  /** Cosine a client embedding must reach against the server's (default 0.999). */
+  clientParityMinCosine?: number;
   now?: () => Date;
   log?: (event: string, fields: Record<string, unknown>) => void;
 }
@@ -83,6 +86,8 @@ export interface RegisterRequest {
   requestedBy?: string;
   /** The guardian agrees to the photos' use for training. Default false. */
   trainingConsent?: boolean;
+  /** The caller's own embedding of each photo, same order; empty or absent: none. */
+  clientEmbeddings?: ClientVector[];
 }
 
 export interface RegisterResult {
@@ -102,6 +107,8 @@ export interface RegisterResult {
    * Only on the call that created the pet.
    */
   review?: DuplicateReview;
+  /** Lowest cosine of the client embeddings against the server's, when given. */
+  clientAgreement?: number;
 }
 
 /** One new photo's best match among the enrolled pets. */
@@ -125,6 +132,7 @@ export interface VerifyRequest {
   petDid: string;
   photo: PhotoInput;
   requestedBy?: string;
+  clientEmbedding?: ClientVector;
 }
 
 export interface VerifyResult extends MatchScores {
@@ -133,6 +141,7 @@ export interface VerifyResult extends MatchScores {
   verificationId: string;
   modelVersion: string;
   vectorSize: number;
+  clientAgreement?: number;
 }
 
 export interface IdentifyRequest {
@@ -141,6 +150,7 @@ export interface IdentifyRequest {
   topK?: number;
   /** Default 0. */
   minSimilarity?: number;
+  clientEmbedding?: ClientVector;
 }
 
 export interface PetMatch extends MatchScores {
@@ -151,6 +161,7 @@ export interface IdentifyResult {
   /** Best first. */
   matches: PetMatch[];
   modelVersion: string;
+  clientAgreement?: number;
 }
 
 export interface TransferRequest {
@@ -323,7 +334,18 @@ export function createFlows(deps: FlowDeps): Flows {
   const { store, registry, calibration, modelVersion } = deps;
   const now = deps.now ?? (() => new Date());
   const log = deps.log ?? (() => {});
+  const parityBound = deps.clientParityMinCosine ?? DEFAULT_CLIENT_PARITY_MIN_COSINE;
   let lastShotMs = 0;
+
+  /** Request-level checks of optional client vectors; [] when none were given. */
+  const clientVectors = (given: ClientVector[] | undefined, labels: string[]): ClientVector[] => {
+    const list = Array.isArray(given) ? given.filter((c) => c !== undefined && c !== null) : [];
+    if (list.length > 0) checkClientVectors(list, labels, modelVersion, EMBEDDING_DIM);
+    return list;
+  };
+  /** The audit detail's record of accepted client vectors. */
+  const clientDetail = (a: ClientAgreement | undefined) =>
+    a ? { clientEmbedding: { agreement: a.agreement, cosines: a.cosines, executionProvider: a.executionProvider, modelVersion: a.modelVersion } } : {};
 
   const scored = (a: Float32Array, b: Float32Array): MatchScores => {
     if (a.length !== b.length) {
@@ -468,14 +490,15 @@ export function createFlows(deps: FlowDeps): Flows {
     }
   }
 
-  /** Verification shared by verifyPet and approveTransfer. */
-  async function matchPet(petDid: string, photo: PhotoInput) {
+  /** Verification shared by verifyPet and approveTransfer; a client vector is checked before the shot is stored. */
+  async function matchPet(petDid: string, photo: PhotoInput, client: ClientVector[] = []) {
     const refs = await referencesOf(petDid);
     const { bytes, key } = await loadPhoto(photo, "photo", petDid);
     const probe = await embedPhoto(bytes, "photo");
+    const agreement = client.length > 0 ? clientAgreement(client, [probe], ["photo"], parityBound) : undefined;
     const match = bestOf(probe, refs);
     const storedImageKey = key === undefined ? await storeVerifyShot(petDid, bytes) : "";
-    return { match, imageKey: key, storedImageKey };
+    return { match, imageKey: key, storedImageKey, agreement };
   }
 
   const duplicateAt = duplicateThreshold(calibration);
@@ -555,6 +578,12 @@ export function createFlows(deps: FlowDeps): Flows {
       const requestId = optionalText(req?.requestId, "request id", MAX_ID_LENGTH);
       const requestedBy = optionalText(req?.requestedBy, "requested by", MAX_GUARDIAN_LENGTH);
       const trainingConsent = consentValue(req?.trainingConsent ?? false);
+      const photoCount = Array.isArray(req?.photos) ? req.photos.length : 0;
+      const givenClient = Array.isArray(req?.clientEmbeddings) ? req.clientEmbeddings : [];
+      if (givenClient.length > 0 && givenClient.length !== photoCount) {
+        throw invalidRequest(`give one client embedding per photo: ${photoCount} photos, ${givenClient.length} client embeddings`);
+      }
+      const client = clientVectors(givenClient, givenClient.map((_, i) => `photo ${i + 1}`));
       if (requestId) {
         const done = await registry.findPetByRequestId(requestId);
         if (done) return registered(done);
@@ -576,6 +605,7 @@ export function createFlows(deps: FlowDeps): Flows {
       }
       // Embedded concurrently: the preprocessing pool and the micro-batcher take them together.
       const embeddings = await Promise.all(loaded.map((p, i) => embedPhoto(p.bytes, `photo ${i + 1}`)));
+      const agreement = client.length > 0 ? clientAgreement(client, embeddings, client.map((_, i) => `photo ${i + 1}`), parityBound) : undefined;
       let minPair = Infinity;
       let worst: [number, number] = [1, 2];
       for (let i = 0; i < embeddings.length; i++) {
@@ -619,7 +649,7 @@ export function createFlows(deps: FlowDeps): Flows {
         requestId,
         similarity: minPair,
         modelVersion,
-        detail: { imageKeys, vectorKey: vKey, photos: photos.length, minPairSimilarity: minPair, lowestPair: worst, trainingConsent },
+        detail: { imageKeys, vectorKey: vKey, photos: photos.length, minPairSimilarity: minPair, lowestPair: worst, trainingConsent, ...clientDetail(agreement) },
       };
       // Decided again under the registration lock; that answer is the one kept.
       let review: DuplicateReview | undefined;
@@ -668,7 +698,7 @@ export function createFlows(deps: FlowDeps): Flows {
           requestId,
         });
       }
-      log("register.done", { petDid, photos: photos.length, requestId, minPairSimilarity: minPair });
+      log("register.done", { petDid, photos: photos.length, requestId, minPairSimilarity: minPair, clientAgreement: agreement?.agreement });
       return {
         petDid,
         vector: tpl,
@@ -679,13 +709,15 @@ export function createFlows(deps: FlowDeps): Flows {
         modelVersion,
         created: true,
         ...(review ? { review } : {}),
+        ...(agreement ? { clientAgreement: agreement.agreement } : {}),
       };
     },
 
     async verifyPet(req) {
       const petDid = checkDid(req?.petDid);
       const requestedBy = optionalText(req?.requestedBy, "requested by", MAX_GUARDIAN_LENGTH);
-      const { match, imageKey: key, storedImageKey } = await matchPet(petDid, req?.photo);
+      const client = clientVectors(req?.clientEmbedding ? [req.clientEmbedding] : [], [""]);
+      const { match, imageKey: key, storedImageKey, agreement } = await matchPet(petDid, req?.photo, client);
       const verificationId = randomUUID();
       await registry.addAudit({
         kind: "verify",
@@ -695,9 +727,16 @@ export function createFlows(deps: FlowDeps): Flows {
         cosine: match.cosine,
         verdict: match.verdict,
         modelVersion,
-        detail: { verificationId, imageKey: key ?? storedImageKey },
+        detail: { verificationId, imageKey: key ?? storedImageKey, ...clientDetail(agreement) },
       });
-      return { ...match, storedImageKey, verificationId, modelVersion, vectorSize: EMBEDDING_DIM };
+      return {
+        ...match,
+        storedImageKey,
+        verificationId,
+        modelVersion,
+        vectorSize: EMBEDDING_DIM,
+        ...(agreement ? { clientAgreement: agreement.agreement } : {}),
+      };
     },
 
     async identifyPet(req) {
@@ -709,8 +748,10 @@ export function createFlows(deps: FlowDeps): Flows {
       if (!Number.isFinite(minSimilarity) || minSimilarity < 0 || minSimilarity > 1) {
         throw invalidRequest(`minSimilarity must lie in [0, 1], got ${shown(req?.minSimilarity)}`);
       }
+      const client = clientVectors(req?.clientEmbedding ? [req.clientEmbedding] : [], [""]);
       const { bytes } = await loadPhoto(req?.photo, "photo");
       const probe = await embedPhoto(bytes, "photo");
+      const agreement = client.length > 0 ? clientAgreement(client, [probe], ["photo"], parityBound) : undefined;
       // The index picks candidates in float32; scores come from the one shared formula.
       const matches: PetMatch[] = (await registry.nearestPets(probe, topK))
         .map((n) => ({ petDid: n.petDid, ...scored(probe, n.embedding) }))
@@ -723,9 +764,9 @@ export function createFlows(deps: FlowDeps): Flows {
         cosine: matches[0]?.cosine,
         verdict: matches[0]?.verdict,
         modelVersion,
-        detail: { topK, minSimilarity, matches: matches.map((m) => ({ petDid: m.petDid, similarity: m.similarity })) },
+        detail: { topK, minSimilarity, matches: matches.map((m) => ({ petDid: m.petDid, similarity: m.similarity })), ...clientDetail(agreement) },
       });
-      return { matches, modelVersion };
+      return { matches, modelVersion, ...(agreement ? { clientAgreement: agreement.agreement } : {}) };
     },
 
     async approveTransfer(req) {
