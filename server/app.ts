@@ -11,6 +11,7 @@ import type { Logger } from "./log.js";
 import { createModelHolder } from "./model/model-holder.js";
 import { openRegistry } from "./registry-service.js";
 import { noseEmbedderService } from "./service.js";
+import { createWebHandler } from "./web.js";
 
 export interface App {
   port: number;
@@ -54,7 +55,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     }
   };
 
-  const handler = connectNodeAdapter({
+  const rpc = connectNodeAdapter({
     routes: (router) => {
       router.service(NoseEmbedderService, noseEmbedderService({ model, embedImage, registry, log }));
       router.service(Health, healthService(readiness));
@@ -66,8 +67,26 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     readMaxBytes: Math.max(64 * 1024 * 1024, config.maxImageBytes * 2),
   });
 
+  // The same port serves the model, its card and the browser client over plain HTTP.
+  const handler = createWebHandler({
+    rpc,
+    rpcPrefixes: [NoseEmbedderService, Health].map((s) => `/${s.typeName}/`),
+    model,
+    clientDir: config.clientDir,
+    serveClient: config.serveClient,
+    corsOrigins: config.corsOrigins,
+    log,
+  });
+
   const listener = await listen({ host: config.host, port: config.port, handler, log });
-  log.info("listening", { pid: process.pid, host: config.host, port: listener.port, protocols: ["grpc", "grpc-web", "connect"] });
+  log.info("listening", {
+    pid: process.pid,
+    host: config.host,
+    port: listener.port,
+    protocols: ["grpc", "grpc-web", "connect"],
+    client: config.serveClient ? config.clientDir : false,
+    corsOrigins: config.corsOrigins,
+  });
   void model.load();
 
   return {

@@ -20,6 +20,10 @@ export interface Embedder {
   readonly dynamicBatch: boolean;
   /** First 12 hex of the model file's SHA-256: names the exact weights in logs and audit rows. */
   readonly fingerprint: string;
+  /** The model file's SHA-256, hex. */
+  readonly sha256: string;
+  /** The model file's bytes as loaded: what the server runs, served to clients that embed on their device. */
+  readonly modelBytes: Uint8Array;
   /** One CHW float32 tensor (3*size*size) in, one raw model output (512) out. */
   embed(chw: Float32Array): Promise<Float32Array>;
   close(): Promise<void>;
@@ -71,7 +75,8 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
       e.code === "ENOENT" ? `model file not found: ${opts.modelPath} (set MODEL_PATH)` : `cannot read model ${opts.modelPath}: ${e.message}`,
     );
   });
-  const fingerprint = createHash("sha256").update(bytes).digest("hex").slice(0, 12);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  const fingerprint = sha256.slice(0, 12);
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(bytes, {
@@ -125,6 +130,8 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
     inputSize: opts.inputSize,
     dynamicBatch,
     fingerprint,
+    sha256,
+    modelBytes: bytes,
     embed: (chw) => {
       if (chw.length !== per) return Promise.reject(inferenceError(`input tensor has ${chw.length} values, expected ${per}`));
       return batched(chw);

@@ -5,6 +5,8 @@ export interface ModelCard {
   name?: string;
   version?: string;
   calibration?: Calibration;
+  /** The whole card as read, for clients (GET /model/card.json). */
+  raw?: Record<string, unknown>;
 }
 
 /**
@@ -29,7 +31,7 @@ export async function readModelCard(file: string | undefined): Promise<ModelCard
   }
   if (typeof raw !== "object" || raw === null) throw new Error(`model card ${file} must be a JSON object`);
   const card = raw as Record<string, unknown>;
-  const out: ModelCard = {};
+  const out: ModelCard = { raw: card };
   if (typeof card.name === "string") out.name = card.name;
   if (typeof card.version === "string") out.version = card.version;
   if (card.calibration !== undefined) {

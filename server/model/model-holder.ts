@@ -8,6 +8,8 @@ export interface LoadedModel {
   embedder: Embedder;
   version: string;
   calibration: Calibration | undefined;
+  /** The card the model was loaded with, as read; undefined when it has none. */
+  card: Record<string, unknown> | undefined;
 }
 
 export type ModelState =
@@ -54,7 +56,7 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
       try {
         const [embedder, card] = await Promise.all([loadEmbedder(opts), readModelCard(opts.cardPath)]);
         const version = card?.version ?? `sha256:${embedder.fingerprint}`;
-        set({ status: "ready", model: { embedder, version, calibration: card?.calibration } });
+        set({ status: "ready", model: { embedder, version, calibration: card?.calibration, card: card?.raw } });
         opts.log.info("model loaded", {
           modelPath: opts.modelPath,
           version,
