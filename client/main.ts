@@ -1,1 +1,317 @@
-document.getElementById("status")!.textContent = "ready";
+/**
+ * The capture page: camera (or picked photos) -> live checks -> best frames
+ * kept -> embedded on the device -> agreement check -> register / verify /
+ * identify against the service. `data-state` on #app follows the flow:
+ * searching | guiding | captured | registered | verified.
+ */
+import { calibrate, cosine } from "../shared/similarity.js";
+import { drawGuide, openCamera } from "./camera.js";
+import { analysisFrame, assessFiles, captureFromVideo, DEFAULT_CAPTURE, toJpeg, type KeptFrame } from "./capture.js";
+import { createEmbedder, pixelsOf, type Embedder, type Provider } from "./embed.js";
+import { fetchCard, loadModel, ModelMismatchError, type LoadedModel } from "./model.js";
+import { assessFrame, type FrameAssessment } from "../shared/quality.js";
+import { identifyPet, registerPet, serviceClient, verdictName, verifyPet, type ClientVector } from "./upload.js";
+
+export type PageState = "searching" | "guiding" | "captured" | "registered" | "verified";
+
+/** Kept frames must agree with each other: lowest pairwise score >= this (see agreementOf). */
+export const AGREEMENT_MIN = 0.7;
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+const app = $("app");
+const video = $<HTMLVideoElement>("camera");
+const guide = $<HTMLCanvasElement>("guide");
+const params = new URLSearchParams(location.search);
+const svc = serviceClient();
+
+interface Prepared {
+  frames: KeptFrame[];
+  jpegs: Uint8Array[];
+  vectors?: ClientVector[];
+  agreement?: { cosine: number; similarity: number };
+}
+
+/** What tests and screenshots read; also handy in the console. */
+const page = {
+  state: "searching" as PageState,
+  instructions: [] as { at: number; text: string }[],
+  assessMs: [] as number[],
+  embedMs: [] as number[],
+  kept: [] as KeptFrame[],
+  prepared: undefined as Prepared | undefined,
+  model: undefined as LoadedModel | undefined,
+  embedder: undefined as Embedder | undefined,
+  embedderError: undefined as string | undefined,
+  ready: undefined as unknown as Promise<void>,
+  petDid: "",
+  lastResponse: undefined as unknown,
+  /** Embeds an encoded image exactly as the page embeds its own photos. */
+  async embedBytes(bytes: Uint8Array, type = "image/jpeg"): Promise<{ vector: number[]; ms: number; provider: Provider }> {
+    await page.ready;
+    if (!page.embedder) throw new Error(page.embedderError ?? "no embedder");
+    const r = await page.embedder.embed(await pixelsOf(new Blob([bytes.slice()], { type })));
+    return { vector: Array.from(r.vector), ms: r.ms, provider: page.embedder.provider };
+  },
+  /** Time of the live checks on a frame of the given size, downscaled as the page does. */
+  benchAssess(width: number, height: number, frames = 30): { drawMs: number; assessMs: number; analysis: string } {
+    const src = document.createElement("canvas");
+    src.width = width;
+    src.height = height;
+    src.getContext("2d")!.drawImage(video.videoWidth ? video : guide, 0, 0, width, height);
+    let draw = 0;
+    let assess = 0;
+    let size = "";
+    let prev: FrameAssessment["stats"] | undefined;
+    for (let i = 0; i < frames; i++) {
+      const t0 = performance.now();
+      const { frame } = analysisFrame(src, DEFAULT_CAPTURE.analysisWidth);
+      const t1 = performance.now();
+      prev = assessFrame(frame, prev).stats;
+      assess += performance.now() - t1;
+      draw += t1 - t0;
+      size = `${frame.width}x${frame.height}`;
+    }
+    return { drawMs: draw / frames, assessMs: assess / frames, analysis: size };
+  },
+};
+(window as unknown as { nosepaw: typeof page }).nosepaw = page;
+
+function setState(s: PageState) {
+  page.state = s;
+  app.dataset.state = s;
+}
+function busy(on: boolean) {
+  app.dataset.busy = on ? "true" : "false";
+}
+function instruct(text: string) {
+  const el = $("instruction");
+  if (el.textContent === text) return;
+  el.textContent = text;
+  page.instructions.push({ at: performance.now(), text });
+}
+function status(text: string) {
+  $("status").textContent = text;
+}
+
+async function startModel() {
+  try {
+    const card = await fetchCard();
+    $("model-version").textContent = card.version;
+    page.model = await loadModel(card);
+    $("model-version").textContent = `${page.model.version}${page.model.fromCache ? " (cached)" : ""}`;
+    const prefer = params.get("ep") as Provider | null;
+    page.embedder = await createEmbedder(page.model.bytes, page.model.inputSize, prefer === "wasm" || prefer === "webgpu" ? prefer : undefined);
+    $("provider").textContent = page.embedder.provider;
+  } catch (e) {
+    page.embedderError = e instanceof ModelMismatchError ? `model mismatch: ${e.message}` : String((e as Error).message ?? e);
+    $("provider").textContent = `off (${page.embedderError})`;
+  }
+}
+
+let capturing: AbortController | undefined;
+
+function onFrame(a: FrameAssessment, ms: number, scale: number) {
+  page.assessMs.push(ms);
+  if (page.assessMs.length > 300) page.assessMs.shift();
+  drawGuide(guide, video, { ok: a.pass, noseBox: a.noseBox, scale });
+  if (page.state === "searching" || page.state === "guiding") setState(a.noseBox || a.pass ? "guiding" : "searching");
+  instruct(a.pass ? "Hold still…" : (a.instruction ?? "Point the camera at the nose"));
+}
+
+async function capture(mode: "register" | "verify") {
+  capturing?.abort();
+  capturing = new AbortController();
+  setState("searching");
+  const keep = mode === "register" ? DEFAULT_CAPTURE.keep : 1;
+  for (;;) {
+    const frames = await captureFromVideo(video, { ...DEFAULT_CAPTURE, keep, onFrame }, capturing.signal);
+    const prepared = await prepare(frames);
+    if (mode === "verify") return verify(prepared);
+    if (prepared.agreement && prepared.agreement.similarity < AGREEMENT_MIN) {
+      instruct("Photos disagree: retaking");
+      continue;
+    }
+    return captured(prepared);
+  }
+}
+
+/** JPEGs of the kept frames and the page's embeddings of those very JPEGs. */
+async function prepare(frames: KeptFrame[]): Promise<Prepared> {
+  page.kept = frames;
+  const blobs = await Promise.all(frames.map((f) => toJpeg(f.canvas)));
+  const jpegs = await Promise.all(blobs.map(async (b) => new Uint8Array(await b.arrayBuffer())));
+  const out: Prepared = { frames, jpegs };
+  await page.ready;
+  await checkModelCurrent();
+  if (page.embedder && page.model) {
+    out.vectors = [];
+    for (const b of blobs) {
+      const r = await page.embedder.embed(await pixelsOf(b));
+      page.embedMs.push(r.ms);
+      out.vectors.push({ vector: r.vector, executionProvider: page.embedder.provider, modelVersion: page.model.version });
+    }
+    if (out.vectors.length > 1) out.agreement = agreementOf(out.vectors.map((v) => v.vector), page.model.card.calibration);
+  }
+  page.prepared = out;
+  return out;
+}
+
+/**
+ * The server may have moved to another model since the page loaded its own:
+ * vectors of two models are not comparable, so on a mismatch the page stops
+ * embedding and sends the photos alone (the server embeds them anyway).
+ */
+async function checkModelCurrent() {
+  if (!page.model || !page.embedder) return;
+  const card = await fetchCard().catch(() => undefined);
+  if (card && card.version !== page.model.version) {
+    page.embedder = undefined;
+    page.embedderError = `model mismatch: server runs ${card.version}, this page has ${page.model.version}; reload`;
+    $("provider").textContent = `off (${page.embedderError})`;
+  }
+}
+
+/**
+ * Lowest cosine over all pairs of kept frames, and that cosine mapped to the
+ * calibrated similarity with the model card's knots (the server's own rule
+ * for registration photos is similarity >= 0.70); without knots the
+ * similarity is the cosine itself.
+ */
+export function agreementOf(vectors: Float32Array[], calibration?: { cosine: number[]; similarity: number[] }) {
+  let min = 1;
+  for (let i = 0; i < vectors.length; i++) for (let j = i + 1; j < vectors.length; j++) min = Math.min(min, cosine(vectors[i], vectors[j]));
+  return { cosine: min, similarity: calibrate(min, calibration) };
+}
+
+function showKept(frames: KeptFrame[]) {
+  const box = $("kept");
+  box.replaceChildren(
+    ...frames.map((f) => {
+      const img = document.createElement("img");
+      img.src = f.canvas.toDataURL("image/jpeg", 0.7);
+      img.title = `score ${f.assessment.score.toFixed(2)}`;
+      return img;
+    }),
+  );
+}
+
+function captured(p: Prepared) {
+  setState("captured");
+  showKept(p.frames);
+  instruct("Got it");
+  const ag = p.agreement;
+  $("agreement").textContent = ag
+    ? `${p.frames.length} frames kept; lowest pairwise cosine ${ag.cosine.toFixed(3)} (similarity ${ag.similarity.toFixed(3)}, needs ≥ ${AGREEMENT_MIN})`
+    : `${p.frames.length} frames kept`;
+  $<HTMLButtonElement>("register").disabled = p.frames.length < 2;
+}
+
+async function register() {
+  const p = page.prepared;
+  if (!p) return;
+  busy(true);
+  try {
+    const res = await registerPet(svc, p.jpegs, p.vectors, "capture-app");
+    page.lastResponse = res;
+    if (!res.success) {
+      $("result").dataset.verdict = "";
+      $("result").textContent = `Not registered: ${res.errorMessage}`;
+      return;
+    }
+    page.petDid = res.petDid;
+    $<HTMLInputElement>("pet-did").value = res.petDid;
+    const agree = res.clientAgreement;
+    $("result").textContent = `Registered ${res.petDid} (model ${res.modelVersion}; photos agree ≥ ${res.minPairSimilarity.toFixed(3)}${agree !== undefined ? `; device vs server cosine ${agree.toFixed(4)}` : ""})`;
+    setState("registered");
+    $<HTMLButtonElement>("verify").disabled = false;
+    $<HTMLButtonElement>("identify").disabled = false;
+  } catch (e) {
+    $("result").textContent = `Error: ${(e as Error).message}`;
+  } finally {
+    busy(false);
+  }
+}
+
+async function verify(p: Prepared) {
+  const petDid = $<HTMLInputElement>("pet-did").value.trim();
+  busy(true);
+  try {
+    const res = await verifyPet(svc, petDid, p.jpegs[0], p.vectors?.[0], "capture-app");
+    page.lastResponse = res;
+    showKept(p.frames);
+    const r = $("result");
+    if (!res.success) {
+      r.dataset.verdict = "";
+      r.textContent = `Not verified: ${res.errorMessage}`;
+      return;
+    }
+    const verdict = verdictName(res.verdict);
+    const agree = res.clientAgreement;
+    r.dataset.verdict = verdict;
+    r.textContent = `${verdict}: similarity ${res.similarity.toFixed(3)}, cosine ${((res.cosineSimilarity * 2) - 1).toFixed(3)}${agree !== undefined ? `; device vs server cosine ${agree.toFixed(4)}` : ""}`;
+    instruct(verdict === "SAME" ? "Same dog" : verdict === "REVIEW" ? "Needs review" : "Different dog");
+    setState("verified");
+  } finally {
+    busy(false);
+  }
+}
+
+async function identify() {
+  const p = page.prepared;
+  if (!p) return;
+  busy(true);
+  try {
+    const res = await identifyPet(svc, p.jpegs[0], p.vectors?.[0]);
+    page.lastResponse = res;
+    const list = $("matches");
+    list.replaceChildren(
+      ...res.matches.map((m) => {
+        const li = document.createElement("li");
+        li.textContent = `${m.petDid}: ${verdictName(m.verdict)} (similarity ${m.similarity.toFixed(3)})`;
+        return li;
+      }),
+    );
+  } finally {
+    busy(false);
+  }
+}
+
+async function fromFiles(files: File[], mode: "register" | "verify") {
+  capturing?.abort();
+  const { kept, rejected } = await assessFiles(files, { keep: mode === "register" ? DEFAULT_CAPTURE.keep : 1, analysisWidth: DEFAULT_CAPTURE.analysisWidth });
+  if (rejected.length) instruct(`${rejected.length} photo(s) refused: ${rejected.map((r) => r.instruction ?? "unusable").join(", ")}`);
+  if (!kept.length) return;
+  const prepared = await prepare(kept);
+  if (mode === "verify") return verify(prepared);
+  if (prepared.agreement && prepared.agreement.similarity < AGREEMENT_MIN) return instruct("Photos disagree: pick photos of one nose");
+  captured(prepared);
+}
+
+async function main() {
+  setState("searching");
+  page.ready = startModel();
+  $("register").addEventListener("click", () => void register());
+  $("verify").addEventListener("click", () => void capture("verify").catch(() => undefined));
+  $("identify").addEventListener("click", () => void identify());
+  $("retake").addEventListener("click", () => void capture("register").catch(() => undefined));
+  $<HTMLInputElement>("register-files").addEventListener("change", (e) => void fromFiles(Array.from((e.target as HTMLInputElement).files ?? []), "register"));
+  $<HTMLInputElement>("verify-file").addEventListener("change", (e) => void fromFiles(Array.from((e.target as HTMLInputElement).files ?? []), "verify"));
+  if (params.get("camera") === "0") {
+    instruct("Pick photos of the nose");
+    app.dataset.camera = "none";
+    return;
+  }
+  try {
+    await openCamera(video);
+    app.dataset.camera = "live";
+    status(`camera ${video.videoWidth}x${video.videoHeight}`);
+  } catch (e) {
+    app.dataset.camera = "none";
+    status(`no camera (${(e as Error).message}): pick photos instead`);
+    instruct("Pick photos of the nose");
+    return;
+  }
+  void capture("register").catch(() => undefined);
+}
+
+void main();

@@ -1,0 +1,61 @@
+/**
+ * On-device embedding with onnxruntime-web: WebGPU when the browser gives an
+ * adapter, WebAssembly otherwise. Pixels go through shared/preprocess.ts, the
+ * very code the server runs, so both sides feed the model the same tensor.
+ */
+import { toModelInput, type PixelImage } from "../shared/preprocess.js";
+import { l2normalize } from "../shared/similarity.js";
+
+export type Provider = "webgpu" | "wasm";
+
+export interface Embedder {
+  provider: Provider;
+  inputSize: number;
+  embed(img: PixelImage): Promise<{ vector: Float32Array; ms: number }>;
+}
+
+async function webgpuAvailable(): Promise<boolean> {
+  const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
+  if (!gpu) return false;
+  try {
+    return (await gpu.requestAdapter()) != null;
+  } catch {
+    return false;
+  }
+}
+
+export async function createEmbedder(model: Uint8Array, inputSize: number, prefer?: Provider): Promise<Embedder> {
+  // Its own chunk, loaded on demand: a static import together with several
+  // WASM threads makes session creation hang.
+  const ort = await import("onnxruntime-web/webgpu");
+  ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
+  const provider: Provider = prefer ?? ((await webgpuAvailable()) ? "webgpu" : "wasm");
+  const session = await ort.InferenceSession.create(model, { executionProviders: [provider], graphOptimizationLevel: "all" });
+  const inputName = session.inputNames[0];
+  const outputName = session.outputNames[0];
+  return {
+    provider,
+    inputSize,
+    async embed(img) {
+      const started = performance.now();
+      const data = toModelInput(img, inputSize);
+      const input = new ort.Tensor("float32", data, [1, 3, inputSize, inputSize]);
+      const out = await session.run({ [inputName]: input });
+      const vector = l2normalize(out[outputName].data as Float32Array);
+      return { vector, ms: performance.now() - started };
+    },
+  };
+}
+
+/** Decoded pixels of an image file or blob, without colour management. */
+export async function pixelsOf(source: Blob | CanvasImageSource): Promise<PixelImage> {
+  const bmp = source instanceof Blob ? await createImageBitmap(source, { colorSpaceConversion: "none", premultiplyAlpha: "none" }) : source;
+  const w = (bmp as { width: number }).width;
+  const h = (bmp as { height: number }).height;
+  const canvas = new OffscreenCanvas(w, h);
+  const ctx = canvas.getContext("2d", { colorSpace: "srgb" })!;
+  ctx.drawImage(bmp as CanvasImageSource, 0, 0);
+  const { data } = ctx.getImageData(0, 0, w, h, { colorSpace: "srgb" });
+  if (bmp instanceof ImageBitmap && source instanceof Blob) bmp.close();
+  return { width: w, height: h, channels: 4, data };
+}

@@ -1,0 +1,194 @@
+/**
+ * The capture app in a real browser (Debian's Chromium, headless), served by
+ * the real server: a fake camera plays a clip of bad stretches (blurred,
+ * glare, too far, moving) followed by a sharp one; the page must guide
+ * through the bad ones, keep frames of the sharp one, embed on the device
+ * like the server does, and register then verify end to end.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { Browser, Page } from "playwright-core";
+import { assessFrame, type FrameStats } from "../shared/quality.js";
+import { cosine } from "../shared/similarity.js";
+import {
+  browserSkipReason,
+  collectConsole,
+  FRAME_H,
+  FRAME_W,
+  launchChromium,
+  markerOf,
+  MARKER_SIZE,
+  screenshot,
+  stretchFrames,
+  writeFakeCamera,
+  type Stretch,
+} from "./support/browser.js";
+import { ROOT, startServer, type RunningServer } from "./support/server.js";
+
+const skip = browserSkipReason();
+const STRETCHES: Stretch[] = ["blurred", "glare", "far", "moving", "sharp"];
+const SHARP = STRETCHES.indexOf("sharp");
+const FRAMES_EACH = 24;
+
+type PageApi = {
+  state: string;
+  instructions: { text: string }[];
+  assessMs: number[];
+  embedMs: number[];
+  kept: { canvas: HTMLCanvasElement }[];
+  embedBytes(b: Uint8Array): Promise<{ vector: number[]; ms: number; provider: string }>;
+  benchAssess(w: number, h: number, n?: number): { drawMs: number; assessMs: number; analysis: string };
+};
+
+async function serverVector(server: RunningServer, jpeg: Buffer): Promise<number[]> {
+  const res = await fetch(`http://${server.address}/nose_embedder.NoseEmbedderService/ExtractNoseVector`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ imageData: jpeg.toString("base64"), imageFormat: "jpeg" }),
+  });
+  const body = (await res.json()) as { vector?: number[]; success?: boolean; errorMessage?: string };
+  assert.ok(body.vector?.length, `server embedding: ${JSON.stringify(body).slice(0, 300)}`);
+  return body.vector!;
+}
+
+async function waitState(page: Page, state: string, timeout: number, logs: string[]) {
+  try {
+    await page.waitForSelector(`#app[data-state="${state}"]`, { timeout });
+  } catch (e) {
+    const seen = await page.evaluate(() => {
+      const n = (window as unknown as { nosepaw: PageApi }).nosepaw;
+      return { state: n.state, instructions: n.instructions.slice(-10).map((i) => i.text), result: document.getElementById("result")?.textContent };
+    });
+    throw new Error(`state ${state} not reached: ${JSON.stringify(seen)}\n${logs.slice(-20).join("\n")}\n${(e as Error).message}`);
+  }
+}
+
+describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
+  let dir = "";
+  let server: RunningServer;
+  let browser: Browser;
+  let page: Page;
+  let logs: string[] = [];
+  const photo = (dog: number, k = 0) => path.join(dir, `dog${dog}_${k}.jpg`);
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "nosepaw-browser-"));
+    execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), dir, "3"], { stdio: "pipe" });
+    await writeFakeCamera(path.join(dir, "camera.y4m"), photo(1), STRETCHES, FRAMES_EACH);
+    server = await startServer();
+    browser = await launchChromium({ y4m: path.join(dir, "camera.y4m") });
+    page = await browser.newPage({ viewport: { width: 820, height: 1100 } });
+    logs = collectConsole(page);
+    await page.goto(`http://${server.address}/?ep=wasm`);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test("live checks guide through the bad stretches and keep frames of the sharp one", async () => {
+    await waitState(page, "guiding", 30_000, logs);
+    await page.waitForFunction(() => document.getElementById("instruction")!.textContent !== "Starting the camera…");
+    await screenshot(page, "1-guiding");
+    await waitState(page, "captured", 120_000, logs);
+    await screenshot(page, "2-captured");
+
+    // What the checks say of each bad stretch, computed here from the same frames
+    const expected = new Set<string>();
+    for (let s = 0; s < STRETCHES.length; s++) {
+      if (STRETCHES[s] === "sharp") continue;
+      let prev: FrameStats | undefined;
+      for (const rgb of await stretchFrames(photo(1), STRETCHES[s], s, 3)) {
+        const a = assessFrame({ data: rgb, width: FRAME_W, height: FRAME_H, channels: 3 }, prev);
+        prev = a.stats;
+        if (a.instruction) expected.add(a.instruction);
+      }
+      assert.ok(expected.size > 0);
+    }
+    const shown = await page.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.instructions.map((i) => i.text));
+    for (const instruction of expected) assert.ok(shown.includes(instruction), `page never said "${instruction}"; it said ${JSON.stringify([...new Set(shown)])}`);
+
+    // every kept frame carries the sharp stretch's corner marker
+    const markers = await page.evaluate((size) => {
+      return (window as unknown as { nosepaw: PageApi }).nosepaw.kept.map(({ canvas }) => {
+        const px = canvas.getContext("2d")!.getImageData(canvas.width - size / 2, canvas.height - size / 2, 1, 1).data;
+        return (px[0] + px[1] + px[2]) / 3;
+      });
+    }, MARKER_SIZE);
+    assert.equal(markers.length, 5, "five frames kept");
+    for (const m of markers) assert.ok(Math.abs(m - markerOf(SHARP)) < 12, `kept frame from another stretch: marker ${m}, sharp is ${markerOf(SHARP)}`);
+    const agreement = await page.textContent("#agreement");
+    assert.match(agreement ?? "", /lowest pairwise cosine (0\.9\d\d|1\.000)/);
+
+    const cost = await page.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.benchAssess(1280, 720, 30));
+    const live = await page.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.assessMs);
+    const median = [...live].sort((a, b) => a - b)[Math.floor(live.length / 2)];
+    console.log(`live checks: ${median.toFixed(2)} ms median on the 640x480 camera; 720p frame: draw+read ${cost.drawMs.toFixed(2)} ms, assessFrame ${cost.assessMs.toFixed(2)} ms at ${cost.analysis}`);
+  });
+
+  test("the WASM provider's embedding agrees with the server's ExtractNoseVector", async () => {
+    assert.equal(await page.textContent("#provider"), "wasm");
+    for (const file of [photo(1), photo(2, 1)]) {
+      const jpeg = readFileSync(file);
+      const mine = await page.evaluate((b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        return (window as unknown as { nosepaw: PageApi }).nosepaw.embedBytes(bytes);
+      }, jpeg.toString("base64"));
+      const theirs = await serverVector(server, jpeg);
+      assert.equal(mine.vector.length, theirs.length);
+      const c = cosine(mine.vector, theirs);
+      console.log(`${path.basename(file)}: wasm ${mine.ms.toFixed(0)} ms per image, cosine to server ${c.toFixed(6)}`);
+      assert.ok(c >= 0.999, `cosine ${c}`);
+    }
+  });
+
+  test("register, then verify the same dog (camera) and a different dog (file)", async () => {
+    await page.click("#register");
+    await waitState(page, "registered", 60_000, logs);
+    const did = await page.inputValue("#pet-did");
+    assert.match(did, /^did:/);
+    await screenshot(page, "3-registered");
+
+    await page.click("#verify");
+    await waitState(page, "verified", 120_000, logs);
+    assert.equal(await page.getAttribute("#result", "data-verdict"), "SAME", (await page.textContent("#result")) ?? "");
+    await screenshot(page, "4-verified-same");
+
+    await page.setInputFiles("#verify-file", photo(2));
+    await page.waitForSelector('#result[data-verdict="DIFFERENT"]', { timeout: 60_000 });
+    assert.equal(await page.getAttribute("#app", "data-state"), "verified");
+    await screenshot(page, "5-verified-different");
+  });
+});
+
+describe("capture app on WebGPU (SwiftShader)", { skip, timeout: 180_000 }, () => {
+  test("one image embeds on WebGPU like on the server", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-webgpu-"));
+    execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), dir, "2"], { stdio: "pipe" });
+    const server = await startServer();
+    const browser = await launchChromium({ webgpu: true });
+    try {
+      const page = await browser.newPage();
+      const logs = collectConsole(page);
+      await page.goto(`http://${server.address}/?ep=webgpu&camera=0`);
+      await page.waitForFunction(() => document.getElementById("provider")!.textContent !== "…", undefined, { timeout: 60_000 });
+      assert.equal(await page.textContent("#provider"), "webgpu", logs.join("\n"));
+      const jpeg = readFileSync(path.join(dir, "dog1_0.jpg"));
+      const mine = await page.evaluate((b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        return (window as unknown as { nosepaw: PageApi }).nosepaw.embedBytes(bytes);
+      }, jpeg.toString("base64"));
+      const c = cosine(mine.vector, await serverVector(server, jpeg));
+      console.log(`webgpu (SwiftShader): ${mine.ms.toFixed(0)} ms for one image, cosine to server ${c.toFixed(6)}`);
+      assert.ok(c >= 0.999, `cosine ${c}`);
+    } finally {
+      await browser.close();
+      await server.stop();
+    }
+  });
+});
