@@ -122,13 +122,17 @@ async function capture(mode: "register" | "verify") {
   capturing?.abort();
   capturing = new AbortController();
   setState("searching");
+  instruct("Point the camera at the nose");
+  await video.play().catch(() => undefined);
   const keep = mode === "register" ? DEFAULT_CAPTURE.keep : 1;
   for (;;) {
     const frames = await captureFromVideo(video, { ...DEFAULT_CAPTURE, keep, onFrame }, capturing.signal);
+    video.pause(); // the preview holds on the moment of capture
     const prepared = await prepare(frames);
     if (mode === "verify") return verify(prepared);
     if (prepared.agreement && prepared.agreement.similarity < AGREEMENT_MIN) {
       instruct("Photos disagree: retaking");
+      await video.play().catch(() => undefined);
       continue;
     }
     return captured(prepared);
