@@ -5,7 +5,10 @@
  * 1. preprocessing: our Pillow-exact LANCZOS (shared/) vs sharp's resize;
  * 2. inference: micro-batched vs one-at-a-time under concurrent load;
  * 3. end to end through gRPC: MAX_BATCH=16 vs MAX_BATCH=1 servers;
- * 4. memory: peak RSS while decoding concurrent 12 MP photos.
+ * 4. memory: peak RSS while decoding concurrent 12 MP photos;
+ * 5. browser: the capture page in headless Chromium vs Node (live checks,
+ *    on-device WASM embedding vs the server's own path), when
+ *    /usr/bin/chromium is there.
  *
  * usage: npm run bench [-- --quick]
  */
@@ -18,6 +21,7 @@ import { loadEmbedder } from "../server/model/embedder.js";
 import { toModelInput } from "../shared/preprocess.js";
 import { gatewayClient } from "../test/support/grpc-client.js";
 import { jpeg } from "../test/support/images.js";
+import { browserBench } from "./browser.js";
 
 const quick = process.argv.includes("--quick");
 const limits = { maxBytes: 64 * 1024 * 1024, maxPixels: 100_000_000 };
@@ -118,6 +122,7 @@ await preprocessing();
 await inference();
 await endToEnd();
 await memory();
+await browserBench(report, quick);
 console.log("\n| measurement | A | B | A/B |\n| --- | --- | --- | --- |");
 for (const r of rows) console.log(`| ${r.join(" | ")} |`);
 process.exit(0);

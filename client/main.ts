@@ -10,6 +10,7 @@ import { analysisFrame, assessFiles, captureFromVideo, DEFAULT_CAPTURE, toJpeg, 
 import { createEmbedder, pixelsOf, type Embedder, type Provider } from "./embed.js";
 import { fetchCard, loadModel, ModelMismatchError, type LoadedModel } from "./model.js";
 import { assessFrame, type FrameAssessment } from "../shared/quality.js";
+import { toModelInput } from "../shared/preprocess.js";
 import { identifyPet, registerPet, serviceClient, verdictName, verifyPet, type ClientVector } from "./upload.js";
 
 export type PageState = "searching" | "guiding" | "captured" | "registered" | "verified";
@@ -52,14 +53,29 @@ const page = {
     const r = await page.embedder.embed(await pixelsOf(new Blob([bytes.slice()], { type })));
     return { vector: Array.from(r.vector), ms: r.ms, provider: page.embedder.provider };
   },
-  /** Time of the live checks on a frame of the given size, downscaled as the page does. */
-  benchAssess(width: number, height: number, frames = 30): { drawMs: number; assessMs: number; analysis: string } {
+  /**
+   * The model input (CHW, values in [0, 1]) the page makes of an encoded
+   * image: the browser's decoder, then shared/preprocess.ts, as embedBytes.
+   */
+  async preprocessBytes(bytes: Uint8Array, type = "image/jpeg"): Promise<{ tensor: number[]; size: number; ms: number }> {
+    await page.ready;
+    const size = page.embedder?.inputSize ?? page.model?.inputSize ?? 224;
+    const started = performance.now();
+    const tensor = toModelInput(await pixelsOf(new Blob([bytes.slice()], { type })), size);
+    return { tensor: Array.from(tensor), size, ms: performance.now() - started };
+  },
+  /**
+   * Time of the live checks on a frame of the given size, downscaled as the
+   * page does: means and medians over `frames` runs. The frame is the
+   * camera's picture, or `from` when given, drawn at that size.
+   */
+  benchAssess(width: number, height: number, frames = 30, from?: CanvasImageSource) {
     const src = document.createElement("canvas");
     src.width = width;
     src.height = height;
-    src.getContext("2d")!.drawImage(video.videoWidth ? video : guide, 0, 0, width, height);
-    let draw = 0;
-    let assess = 0;
+    src.getContext("2d")!.drawImage(from ?? (video.videoWidth ? video : guide), 0, 0, width, height);
+    const draws: number[] = [];
+    const assesses: number[] = [];
     let size = "";
     let prev: FrameAssessment["stats"] | undefined;
     for (let i = 0; i < frames; i++) {
@@ -67,11 +83,13 @@ const page = {
       const { frame } = analysisFrame(src, DEFAULT_CAPTURE.analysisWidth);
       const t1 = performance.now();
       prev = assessFrame(frame, prev).stats;
-      assess += performance.now() - t1;
-      draw += t1 - t0;
+      assesses.push(performance.now() - t1);
+      draws.push(t1 - t0);
       size = `${frame.width}x${frame.height}`;
     }
-    return { drawMs: draw / frames, assessMs: assess / frames, analysis: size };
+    const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+    const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+    return { drawMs: mean(draws), assessMs: mean(assesses), drawMedianMs: median(draws), assessMedianMs: median(assesses), analysis: size };
   },
 };
 (window as unknown as { nosepaw: typeof page }).nosepaw = page;
