@@ -6,23 +6,12 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
 import { assessFrame, type Candidate, type CheckName, type FrameAssessment, type Frame, selectBest } from "./quality.js";
+import { prng } from "../test/support/images.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const W = 1280;
 const H = 720;
 const DOGS = 4;
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A fur-like RGB background: a tan coat with slow shading and a few thousand
