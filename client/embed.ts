@@ -52,10 +52,51 @@ export async function pixelsOf(source: Blob | CanvasImageSource): Promise<PixelI
   const bmp = source instanceof Blob ? await createImageBitmap(source, { colorSpaceConversion: "none", premultiplyAlpha: "none" }) : source;
   const w = (bmp as { width: number }).width;
   const h = (bmp as { height: number }).height;
+  if (bmp instanceof ImageBitmap && source instanceof Blob) {
+    const straight = straightPixels(bmp);
+    if (straight) {
+      bmp.close();
+      return { width: w, height: h, channels: 4, data: straight };
+    }
+  }
   const canvas = new OffscreenCanvas(w, h);
   const ctx = canvas.getContext("2d", { colorSpace: "srgb" })!;
   ctx.drawImage(bmp as CanvasImageSource, 0, 0);
   const { data } = ctx.getImageData(0, 0, w, h, { colorSpace: "srgb" });
   if (bmp instanceof ImageBitmap && source instanceof Blob) bmp.close();
   return { width: w, height: h, channels: 4, data };
+}
+
+/**
+ * The decoded pixels with their stored colour under any alpha, read through a
+ * WebGL texture: a 2D canvas keeps premultiplied colour, which loses levels
+ * under translucent pixels and all colour under transparent ones, while the
+ * server (as Pillow's convert("RGB")) keeps the stored colour. Undefined
+ * where WebGL is not available; the caller then reads a 2D canvas.
+ */
+function straightPixels(bmp: ImageBitmap): Uint8ClampedArray | undefined {
+  const gl = new OffscreenCanvas(1, 1).getContext("webgl2", { premultipliedAlpha: false, antialias: false });
+  if (!gl) return undefined;
+  const { width: w, height: h } = bmp;
+  if (w > gl.getParameter(gl.MAX_TEXTURE_SIZE) || h > gl.getParameter(gl.MAX_TEXTURE_SIZE)) return undefined;
+  const tex = gl.createTexture();
+  const fb = gl.createFramebuffer();
+  try {
+    gl.bindTexture(gl.TEXTURE_2D, tex);
+    gl.pixelStorei(gl.UNPACK_PREMULTIPLY_ALPHA_WEBGL, false);
+    gl.pixelStorei(gl.UNPACK_COLORSPACE_CONVERSION_WEBGL, gl.NONE);
+    gl.pixelStorei(gl.UNPACK_FLIP_Y_WEBGL, false);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA8, gl.RGBA, gl.UNSIGNED_BYTE, bmp);
+    gl.bindFramebuffer(gl.FRAMEBUFFER, fb);
+    gl.framebufferTexture2D(gl.FRAMEBUFFER, gl.COLOR_ATTACHMENT0, gl.TEXTURE_2D, tex, 0);
+    if (gl.checkFramebufferStatus(gl.FRAMEBUFFER) !== gl.FRAMEBUFFER_COMPLETE) return undefined;
+    const out = new Uint8ClampedArray(w * h * 4);
+    // Texture row 0 is the image's first row, so the read-back is top-down already.
+    gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, out);
+    return gl.getError() === gl.NO_ERROR ? out : undefined;
+  } finally {
+    gl.deleteFramebuffer(fb);
+    gl.deleteTexture(tex);
+    gl.getExtension("WEBGL_lose_context")?.loseContext();
+  }
 }
