@@ -182,6 +182,32 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
     await page.waitForSelector('#result[data-verdict="DIFFERENT"]', { timeout: 60_000 });
     assert.equal(await page.getAttribute("#app", "data-state"), "verified");
     await screenshot(page, "5-verified-different");
+
+    // A client that slips in another nose's vector for this dog's photo is refused by the server,
+    // over the same Connect route and origin the page uses.
+    const refused = await page.evaluate(
+      async ({ did, own, other }) => {
+        const api = (window as unknown as { nosepaw: PageApi }).nosepaw;
+        // No named helpers in here: the test's transpiler would wrap them in a function the page lacks.
+        const tampered = await api.embedBytes(Uint8Array.from(atob(other), (c) => c.charCodeAt(0)));
+        const { version } = await (await fetch("/model/card.json")).json();
+        const res = await fetch("/nose_embedder.NoseEmbedderService/VerifyPet", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({
+            petDid: did,
+            photo: { imageData: own, imageFormat: "jpeg" },
+            clientEmbedding: { vector: Array.from(tampered.vector), executionProvider: "wasm", modelVersion: version },
+          }),
+        });
+        return { status: res.status, body: await res.json() };
+      },
+      { did, own: readFileSync(photo(1)).toString("base64"), other: readFileSync(photo(2)).toString("base64") },
+    );
+    assert.equal(refused.status, 200, JSON.stringify(refused.body));
+    assert.equal(refused.body.success ?? false, false, JSON.stringify(refused.body));
+    assert.equal(refused.body.errorCode, "INVALID_REQUEST", JSON.stringify(refused.body));
+    assert.match(refused.body.errorMessage, /client embedding disagrees/);
   });
 });
 
