@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -8,7 +7,8 @@ import { petDidFromVector } from "../shared/did.js";
 import { cosine, template } from "../shared/similarity.js";
 import { openPglite } from "../server/db/database.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
-import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
+import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
+import { nosePhotos } from "./support/nose-photos.js";
 
 /**
  * Client embeddings: the browser embeds each photo itself and sends the
@@ -20,12 +20,6 @@ import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/
 const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
 const VERSION = "test-pattern-1";
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
-
-function nosePhotos(dogs: number): (dog: number, shot: number) => Buffer {
-  const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-noses-"));
-  execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), dir, String(dogs)], { stdio: "pipe" });
-  return (dog, shot) => readFileSync(path.join(dir, `dog${dog}_${shot}.jpg`));
-}
 
 function assertRefused(res: any, pattern: RegExp) {
   assert.equal(res.success, false, `expected a refusal, got ${JSON.stringify(res).slice(0, 300)}`);

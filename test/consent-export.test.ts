@@ -12,13 +12,8 @@ import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { freePort, startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
-
-/** Synthetic nose photos: dog{d}_{k}.jpg, four shots of each dog from one shoot. */
-function nosePhotos(dogs: number): (dog: number, shot: number) => Buffer {
-  const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-noses-"));
-  execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), dir, String(dogs)], { stdio: "pipe" });
-  return (dog, shot) => readFileSync(path.join(dir, `dog${dog}_${shot}.jpg`));
-}
+import { nosePhotos } from "./support/nose-photos.js";
+import { remoteRegistryEnv } from "./support/registry-env.js";
 
 // The predictable user model the registry wire tests use (re-takes score SAME, other dogs do not).
 const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
@@ -391,15 +386,7 @@ describe("training consent and the registry export on PostgreSQL and an S3-proto
     env = {
       MODEL_PATH,
       DATA_DIR: mkdtempSync(path.join(tmpdir(), "nosepaw-data-")),
-      NCP_ENDPOINT: s3.config.endpoint,
-      NCP_ACCESS_KEY: s3.config.accessKeyId,
-      NCP_SECRET_KEY: s3.config.secretAccessKey,
-      NCP_BUCKET_NAME: s3.config.bucket,
-      DB_HOST: pg.config.host,
-      DB_PORT: String(pg.config.port),
-      DB_USERNAME: pg.config.username,
-      DB_PASSWORD: pg.config.password,
-      DB_DATABASE: pg.config.database,
+      ...remoteRegistryEnv(s3, pg),
     };
     server = await startServer(env);
     client = gatewayClient(server.address);

@@ -10,14 +10,9 @@ import { calibrate, cosine } from "../shared/similarity.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { startS3, type TestS3 } from "./support/s3.js";
-import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
-
-/** Synthetic nose photos: dog{d}_{k}.jpg, four shots of each dog from one shoot. */
-function nosePhotos(dogs: number): (dog: number, shot: number) => Buffer {
-  const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-noses-"));
-  execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), dir, String(dogs)], { stdio: "pipe" });
-  return (dog, shot) => readFileSync(path.join(dir, `dog${dog}_${shot}.jpg`));
-}
+import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
+import { nosePhotos } from "./support/nose-photos.js";
+import { remoteRegistryEnv } from "./support/registry-env.js";
 
 /**
  * The flows are tested with verdicts known in advance, so they run on a user
@@ -311,15 +306,7 @@ describe("registry flows on an S3-protocol server and PostgreSQL with pgvector, 
     [s3, pg] = await Promise.all([startS3("nose-bucket"), startPostgres("ml_server")]);
     server = await startServer({
       ...defaults,
-      NCP_ENDPOINT: s3.config.endpoint,
-      NCP_ACCESS_KEY: s3.config.accessKeyId,
-      NCP_SECRET_KEY: s3.config.secretAccessKey,
-      NCP_BUCKET_NAME: s3.config.bucket,
-      DB_HOST: pg.config.host,
-      DB_PORT: String(pg.config.port),
-      DB_USERNAME: pg.config.username,
-      DB_PASSWORD: pg.config.password,
-      DB_DATABASE: pg.config.database,
+      ...remoteRegistryEnv(s3, pg),
     });
     client = gatewayClient(server.address);
     await server.waitForLog((l) => l.msg === "database ready" && l.kind === "postgres");
