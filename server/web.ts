@@ -68,27 +68,24 @@ const RPC_CORS = {
   exposed: connectCors.exposedHeaders,
 };
 
-/** One line of JSON with an error, as every non-RPC route answers failures. */
-function sendJson(res: Res, status: number, body: unknown, headers: Record<string, string> = {}, head = false) {
-  const text = JSON.stringify(body);
+/** A small uncached answer of the non-RPC routes (errors, hints). */
+function sendSmall(res: Res, status: number, contentType: string, body: string, headers: Record<string, string>, head: boolean) {
   res.writeHead(status, {
-    "Content-Type": "application/json",
-    "Content-Length": String(Buffer.byteLength(text)),
-    "Cache-Control": "no-store",
-    ...headers,
-  });
-  finish(res, text, head);
-}
-
-function sendText(res: Res, status: number, text: string, headers: Record<string, string> = {}, head = false) {
-  const body = `${text}\n`;
-  res.writeHead(status, {
-    "Content-Type": "text/plain; charset=utf-8",
+    "Content-Type": contentType,
     "Content-Length": String(Buffer.byteLength(body)),
     "Cache-Control": "no-store",
     ...headers,
   });
   finish(res, body, head);
+}
+
+/** One line of JSON with an error, as every non-RPC route answers failures. */
+function sendJson(res: Res, status: number, body: unknown, headers: Record<string, string> = {}, head = false) {
+  sendSmall(res, status, "application/json", JSON.stringify(body), headers, head);
+}
+
+function sendText(res: Res, status: number, text: string, headers: Record<string, string> = {}, head = false) {
+  sendSmall(res, status, "text/plain; charset=utf-8", `${text}\n`, headers, head);
 }
 
 /** True when If-None-Match names the entity tag (weak comparison, as for GET). */
