@@ -105,12 +105,13 @@ def look_alike_impostors(ims, labels, emb, k=10):
     d = (d - d.mean(0)) / (d.std(0) + 1e-9)
     dist = ((d[:, None] - d[None]) ** 2).sum(-1)
     np.fill_diagonal(dist, np.inf)
+    near = np.argsort(dist, axis=1)[:, :k]
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     out = []
     for a, ga in enumerate(dogs):
         ia = np.flatnonzero(labels == ga)
-        for b in np.argsort(dist[a])[:k]:
-            if b > a or a not in np.argsort(dist[b])[:k]:   # each unordered pair of dogs once
+        for b in near[a]:
+            if b > a or a not in near[b]:   # each unordered pair of dogs once
                 out.append((e[ia] @ e[labels == dogs[b]].T).ravel())
     return np.concatenate(out).astype(np.float64)
 
