@@ -1,5 +1,6 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { NoseEmbedderService } from "../gen/nose_embedder_pb.js";
 import type { Config } from "./config.js";
@@ -12,6 +13,13 @@ import { createModelHolder } from "./model/model-holder.js";
 import { openRegistry } from "./registry-service.js";
 import { noseEmbedderService } from "./service.js";
 import { createWebHandler } from "./web.js";
+import { mlCodeName } from "./errors.js";
+import { publishRpc, runWithContext, type RequestContext } from "./observe/request-context.js";
+
+/** Ids from callers are echoed in logs and headers: keep them short and printable. */
+function validRequestId(v: string | null): string | undefined {
+  return v && /^[\x21-\x7e]{1,128}$/.test(v) ? v : undefined;
+}
 
 export interface App {
   port: number;
@@ -46,12 +54,27 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
   };
 
-  const timing: Interceptor = (next) => async (req) => {
-    const started = performance.now();
+  // Every call runs inside a request context (id, stage timings, abort
+  // signal) and is published on the `nosepaw:rpc` channel when it ends.
+  const context: Interceptor = (next) => async (req) => {
+    const id = validRequestId(req.header.get("x-request-id")) ?? randomUUID();
+    const ctx: RequestContext = { id, method: req.method.name, started: performance.now(), stages: {}, signal: req.signal };
+    let result = "OK";
     try {
-      return await next(req);
+      const res = await runWithContext(ctx, () => next(req));
+      if (!res.stream) {
+        res.header.set("x-request-id", id);
+        const m = res.message as { success?: boolean; errorCode?: number };
+        if (m.success === false && m.errorCode !== undefined) result = mlCodeName(m.errorCode);
+      }
+      return res;
+    } catch (e) {
+      result = ConnectError.from(e).code !== undefined ? Code[ConnectError.from(e).code] : "unknown";
+      throw e;
     } finally {
-      log.debug("rpc", { method: req.method.name, ms: Math.round(performance.now() - started) });
+      const ms = performance.now() - ctx.started;
+      log.debug("rpc", { requestId: id, method: ctx.method, result, ms: Math.round(ms * 10) / 10 });
+      publishRpc({ id, method: ctx.method, result, ms, stages: ctx.stages, batchSize: ctx.batchSize });
     }
   };
 
@@ -60,7 +83,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       router.service(NoseEmbedderService, noseEmbedderService({ model, embedImage, registry, log }));
       router.service(Health, healthService(readiness));
     },
-    interceptors: [timing],
+    interceptors: [context],
     // Payloads over the image limit still reach the handler, which answers
     // IMAGE_TOO_LARGE in-band as the gateway expects; beyond this ceiling the
     // protocol layer refuses them (RESOURCE_EXHAUSTED) before buffering them.
