@@ -173,7 +173,7 @@ export function loadConfig(env: Env = process.env): Config {
     intraOpThreads: int("MODEL_THREADS", 0, 0, 256),
     preprocessWorkers: int("PREPROCESS_WORKERS", Math.max(1, availableParallelism()), 1, 256),
     maxPending: int("MAX_PENDING_IMAGES", 64, 1, 100_000),
-    batchWindowMs: int("BATCH_WINDOW_MS", 3, 0, 1000),
+    batchWindowMs: int("BATCH_WINDOW_MS", 0, 0, 1000),
     maxBatch: int("MAX_BATCH", 16, 1, 256),
     maxImageBytes: int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1024, 512 * 1024 * 1024),
     maxImagePixels: int("MAX_IMAGE_PIXELS", 50_000_000, 1024, 1_000_000_000),

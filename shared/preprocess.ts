@@ -33,8 +33,14 @@ export function resizeForModel(img: PixelImage, size: number): Uint8Array {
 
 /** CHW float32 tensor data of length 3 * size * size with values in [0, 1]. */
 export function toModelInput(img: PixelImage, size: number): Float32Array {
+  return toChw(resizeForModel(img, size), size);
+}
+
+/** A square interleaved RGB image (as `resizeForModel` returns) to CHW float32 in [0, 1]. */
+export function toChw(rgb: Uint8Array, size: number): Float32Array {
+  if (rgb.length !== 3 * size * size) throw new RangeError(`expected ${3 * size * size} RGB bytes, got ${rgb.length}`);
   const out = new Float32Array(3 * size * size);
-  writeChw(resizeForModel(img, size), size, out, 0);
+  writeChw(rgb, size, out, 0);
   return out;
 }
 

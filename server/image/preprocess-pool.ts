@@ -3,10 +3,13 @@ import { Worker } from "node:worker_threads";
 import { internalError, MLError, serviceUnavailable } from "../errors.js";
 import type { DecodeLimits } from "./decode.js";
 import type { PreprocessReply, PreprocessTask } from "./preprocess-worker.js";
+import { addStage, currentContext, type RequestContext } from "../observe/request-context.js";
 
 export interface PreprocessPool {
   /** Decode + Pillow-exact preprocessing in a worker; rejects with the decoder's MLError. */
   preprocess(bytes: Uint8Array, size: number): Promise<Float32Array>;
+  /** Now: workers alive, busy, photos waiting; since start: photos refused because the queue was full. */
+  stats(): { workers: number; busy: number; queued: number; refused: number };
   close(): Promise<void>;
 }
 
@@ -33,7 +36,14 @@ export function createPreprocessPool(
   /** Photos allowed to wait for a worker; past it requests are refused (retryable) instead of piling up in memory. */
   maxQueue = 64,
 ): PreprocessPool {
-  type Job = { task: PreprocessTask; resolve: (t: Float32Array) => void; reject: (e: unknown) => void };
+  type Job = {
+    task: PreprocessTask;
+    resolve: (t: Float32Array) => void;
+    reject: (e: unknown) => void;
+    ctx: RequestContext | undefined;
+    /** performance.now() when queued, then when posted to the worker. */
+    at: number;
+  };
   const queue: Job[] = [];
   const idle: Worker[] = [];
   const busy = new Map<Worker, Job>();
@@ -42,6 +52,7 @@ export function createPreprocessPool(
   let broken = false;
   let nextId = 1;
   let closed = false;
+  let refused = 0;
 
   const spawn = () => {
     const w = startWorker();
@@ -56,7 +67,14 @@ export function createPreprocessPool(
       const job = busy.get(w);
       busy.delete(w);
       if (job) {
-        if (reply.ok) job.resolve(reply.tensor);
+        if (reply.ok) {
+          const { decode, resize, tensor } = reply.ms;
+          addStage("handoff", performance.now() - job.at - decode - resize - tensor, job.ctx);
+          addStage("decode", decode, job.ctx);
+          addStage("resize", resize, job.ctx);
+          addStage("tensor", tensor, job.ctx);
+          job.resolve(reply.tensor);
+        }
         else job.reject(reply.code === undefined ? internalError(`preprocessing failed: ${reply.message}`) : new MLError(reply.code, reply.message));
       }
       idle.push(w);
@@ -90,6 +108,9 @@ export function createPreprocessPool(
       const w = idle.pop()!;
       const job = queue.shift()!;
       busy.set(w, job);
+      const now = performance.now();
+      addStage("queue", now - job.at, job.ctx);
+      job.at = now;
       w.postMessage(job.task);
     }
   };
@@ -100,13 +121,15 @@ export function createPreprocessPool(
     preprocess(bytes, inputSize) {
       if (closed || broken) return Promise.reject(internalError(closed ? "preprocessing pool is closed" : "preprocessing workers cannot start"));
       if (queue.length >= maxQueue) {
+        refused++;
         return Promise.reject(serviceUnavailable(`server busy: ${queue.length} photos already wait for preprocessing, retry shortly`));
       }
       return new Promise((resolve, reject) => {
-        queue.push({ task: { id: nextId++, bytes, size: inputSize, limits }, resolve, reject });
+        queue.push({ task: { id: nextId++, bytes, size: inputSize, limits }, resolve, reject, ctx: currentContext(), at: performance.now() });
         pump();
       });
     },
+    stats: () => ({ workers: workers.length, busy: busy.size, queued: queue.length, refused }),
     async close() {
       closed = true;
       await Promise.all(workers.map((w) => w.terminate()));

@@ -4,7 +4,7 @@
  * event loop free for the network and lets every core resize at once.
  */
 import { parentPort } from "node:worker_threads";
-import { toModelInput } from "../../shared/preprocess.js";
+import { resizeForModel, toChw } from "../../shared/preprocess.js";
 import { MLError } from "../errors.js";
 import { decodeImage, type DecodeLimits } from "./decode.js";
 
@@ -15,15 +15,28 @@ export interface PreprocessTask {
   limits: DecodeLimits;
 }
 
+/** Milliseconds spent in the worker, per stage. */
+export interface WorkerTimings {
+  decode: number;
+  resize: number;
+  tensor: number;
+}
+
 export type PreprocessReply =
-  | { id: number; ok: true; tensor: Float32Array }
+  | { id: number; ok: true; tensor: Float32Array; ms: WorkerTimings }
   | { id: number; ok: false; code?: number; message: string };
 
 parentPort!.on("message", async (task: PreprocessTask) => {
   let reply: PreprocessReply;
   try {
+    const t0 = performance.now();
     const { image } = await decodeImage(task.bytes, task.limits);
-    reply = { id: task.id, ok: true, tensor: toModelInput(image, task.size) };
+    const t1 = performance.now();
+    const rgb = resizeForModel(image, task.size);
+    const t2 = performance.now();
+    const tensor = toChw(rgb, task.size);
+    const t3 = performance.now();
+    reply = { id: task.id, ok: true, tensor, ms: { decode: t1 - t0, resize: t2 - t1, tensor: t3 - t2 } };
   } catch (e) {
     reply = e instanceof MLError ? { id: task.id, ok: false, code: e.code, message: e.message } : { id: task.id, ok: false, message: String((e as Error)?.message ?? e) };
   }
