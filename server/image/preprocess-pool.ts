@@ -14,11 +14,13 @@ export interface PreprocessPool {
 }
 
 /**
- * The worker is TypeScript like the rest of the server; workers do not
- * inherit the main thread's loader hooks, so a small bootstrap registers tsx
- * in the worker before importing it.
+ * Compiled (`npm run build`), the worker is plain JavaScript beside this file
+ * and starts as it is. Run from the TypeScript sources (development, tests),
+ * it needs tsx, and workers do not inherit the main thread's loader hooks, so
+ * a small bootstrap registers tsx in the worker before importing it.
  */
 function startWorker(): Worker {
+  if (import.meta.url.endsWith(".js")) return new Worker(new URL("./preprocess-worker.js", import.meta.url));
   const url = new URL("./preprocess-worker.ts", import.meta.url);
   const boot = `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`;
   return new Worker(boot, { eval: true });
