@@ -3,7 +3,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { NoseEmbedderService } from "../gen/nose_embedder_pb.js";
-import type { Config } from "./config.js";
+import { assertServable, type Config } from "./config.js";
 import { createImageEmbedder } from "./embed-image.js";
 import { createPreprocessPool } from "./image/preprocess-pool.js";
 import { healthService } from "./health.js";
@@ -13,8 +13,12 @@ import { createModelHolder } from "./model/model-holder.js";
 import { openRegistry } from "./registry-service.js";
 import { noseEmbedderService } from "./service.js";
 import { createWebHandler } from "./web.js";
+import { createKeyRing } from "./http/auth.js";
+import { createRpcGuard } from "./http/rpc-guard.js";
 import { mlCodeName } from "./errors.js";
+import { createMetrics } from "./observe/metrics.js";
 import { publishRpc, runWithContext, type RequestContext } from "./observe/request-context.js";
+import { startTracing } from "./observe/tracing.js";
 
 /** Ids from callers are echoed in logs and headers: keep them short and printable. */
 function validRequestId(v: string | null): string | undefined {
@@ -28,6 +32,7 @@ export interface App {
 }
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
+  assertServable(config);
   const model = createModelHolder({
     modelPath: config.modelPath,
     cardPath: config.modelCardPath,
@@ -37,9 +42,15 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     maxBatch: config.maxBatch,
     log,
   });
-  const pool = createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers, config.maxPending);
+  const pool = createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers, config.maxPending, !config.exactPreprocess);
   const embedImage = createImageEmbedder(model, pool);
-  const registry = openRegistry(config, model, embedImage, log);
+  // Metrics and traces count this instance's calls only (a process may run several).
+  const origin = {};
+  const metrics = config.metricsEnabled ? createMetrics({ origin, pool, model, registryCounts: () => registry.counts() }) : undefined;
+  const tracing = config.otlpTracesUrl
+    ? startTracing({ url: config.otlpTracesUrl, serviceName: config.otelServiceName, exportDelayMs: config.otelExportDelayMs, origin, log })
+    : undefined;
+  const registry = openRegistry(config, model, embedImage, log, { storageError: metrics?.storageError, databaseError: metrics?.databaseError });
 
   let closing = false;
   const readinessListeners = new Set<() => void>();
@@ -62,19 +73,34 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     let result = "OK";
     try {
       const res = await runWithContext(ctx, () => next(req));
+      res.header.set("x-request-id", id);
       if (!res.stream) {
-        res.header.set("x-request-id", id);
         const m = res.message as { success?: boolean; errorCode?: number };
         if (m.success === false && m.errorCode !== undefined) result = mlCodeName(m.errorCode);
       }
       return res;
     } catch (e) {
-      result = ConnectError.from(e).code !== undefined ? Code[ConnectError.from(e).code] : "unknown";
-      throw e;
+      // Failed calls carry the id too: Connect sends error metadata as
+      // headers, gRPC and gRPC-Web as trailers.
+      const err = ConnectError.from(e);
+      err.metadata.set("x-request-id", id);
+      result = Code[err.code];
+      throw err;
     } finally {
       const ms = performance.now() - ctx.started;
       log.debug("rpc", { requestId: id, method: ctx.method, result, ms: Math.round(ms * 10) / 10 });
-      publishRpc({ id, method: ctx.method, result, ms, stages: ctx.stages, batchSize: ctx.batchSize });
+      publishRpc({
+        id,
+        method: ctx.method,
+        result,
+        ms,
+        stages: ctx.stages,
+        batchSize: ctx.batchSize,
+        path: ctx.path,
+        service: req.service.typeName,
+        origin,
+        traceparent: req.header.get("traceparent") ?? undefined,
+      });
     }
   };
 
@@ -88,6 +114,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // IMAGE_TOO_LARGE in-band as the gateway expects; beyond this ceiling the
     // protocol layer refuses them (RESOURCE_EXHAUSTED) before buffering them.
     readMaxBytes: Math.max(64 * 1024 * 1024, config.maxImageBytes * 2),
+    connect: config.browserProtocols,
+    grpcWeb: config.browserProtocols,
   });
 
   // The same port serves the model, its card and the browser client over plain HTTP.
@@ -98,6 +126,16 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     clientDir: config.clientDir,
     serveClient: config.serveClient,
     corsOrigins: config.corsOrigins,
+    metrics,
+    guard: createRpcGuard({
+      keys: createKeyRing(config.apiKeys),
+      browserAuth: config.browserAuth,
+      grpcAuth: config.grpcAuth,
+      browserLimit: config.browserRateLimit,
+      grpcLimit: config.grpcRateLimit,
+      openPrefixes: [`/${Health.typeName}/`],
+      log,
+    }),
     log,
   });
 
@@ -106,9 +144,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     pid: process.pid,
     host: config.host,
     port: listener.port,
-    protocols: ["grpc", "grpc-web", "connect"],
+    protocols: config.browserProtocols ? ["grpc", "grpc-web", "connect"] : ["grpc"],
+    auth: { browser: config.browserAuth, grpc: config.grpcAuth, keys: config.apiKeys.length },
+    rateLimit: { browser: config.browserRateLimit ?? false, grpc: config.grpcRateLimit ?? false },
     client: config.serveClient ? config.clientDir : false,
     corsOrigins: config.corsOrigins,
+    metrics: config.metricsEnabled ? "/metrics" : false,
+    tracing: config.otlpTracesUrl ?? false,
   });
   void model.load();
 
@@ -118,6 +160,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       closing = true;
       notify();
       await listener.close(config.shutdownTimeoutMs);
+      metrics?.close();
+      await tracing?.close();
       await registry.close();
       await Promise.all([model.close(), pool.close()]);
     },

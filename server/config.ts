@@ -1,7 +1,9 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { isLoopback } from "./http/auth.js";
+import type { RateLimit } from "./http/rate-limit.js";
 
 /**
  * Repository (or image) root, so defaults work whatever the working
@@ -47,6 +49,8 @@ export interface Config {
   preprocessWorkers: number;
   /** Photos that may wait for a worker before requests get SERVICE_UNAVAILABLE. */
   maxPending: number;
+  /** Decode every photo at full size (Pillow-exact tensors) instead of shrinking large JPEGs while decoding. */
+  exactPreprocess: boolean;
   batchWindowMs: number;
   maxBatch: number;
   maxImageBytes: number;
@@ -58,7 +62,24 @@ export interface Config {
   /** Set when DB_HOST is: PostgreSQL server; else embedded PGlite. */
   pg: PgConfig | undefined;
   pgliteDir: string;
+  /** Object store (S3): deadline for one operation, retries included; TCP connect limit; attempts. */
+  storageTimeoutMs: number;
+  storageConnectTimeoutMs: number;
+  storageMaxAttempts: number;
+  /** PostgreSQL: limit for one statement; for opening (or waiting for) a connection; pool size; idle close. */
+  dbTimeoutMs: number;
+  dbConnectTimeoutMs: number;
+  dbPoolMax: number;
+  dbIdleTimeoutMs: number;
   logLevel: LogLevel;
+  /** Prometheus metrics at GET /metrics on the service port. */
+  metricsEnabled: boolean;
+  /** OTLP/HTTP URL spans are posted to; undefined: tracing off. */
+  otlpTracesUrl: string | undefined;
+  /** service.name of the spans. */
+  otelServiceName: string;
+  /** Milliseconds between span exports. */
+  otelExportDelayMs: number;
   shutdownTimeoutMs: number;
   /** Cosine a client-computed embedding must reach against the server's own. */
   clientParityMinCosine: number;
@@ -67,6 +88,21 @@ export interface Config {
   serveClient: boolean;
   /** Other origins allowed (CORS) on the RPC and model routes; empty: same origin only. */
   corsOrigins: string[];
+  /** API keys accepted on the RPCs (API_KEYS, API_KEYS_FILE); empty: none configured. */
+  apiKeys: string[];
+  /** Connect and gRPC-Web on the port (browsers, curl); false: plain gRPC only. */
+  browserProtocols: boolean;
+  /**
+   * Connect and gRPC-Web calls need an API key: when BROWSER_AUTH=required,
+   * or (BROWSER_AUTH=auto) when keys are configured or GRPC_HOST is not loopback.
+   */
+  browserAuth: boolean;
+  browserAuthSetting: "auto" | "required" | "off";
+  /** Plain gRPC calls (the gateway) need an API key. */
+  grpcAuth: boolean;
+  /** Per-client limits; undefined: unlimited. */
+  browserRateLimit: RateLimit | undefined;
+  grpcRateLimit: RateLimit | undefined;
 }
 
 export class ConfigError extends Error {
@@ -176,8 +212,59 @@ export function loadConfig(env: Env = process.env): Config {
     else problems.push(`CORS_ORIGINS entry ${JSON.stringify(entry)} is not an origin (expected e.g. https://app.example.com, without a path)`);
   }
 
+  // API keys: a comma list and/or a file with one key per line (a mounted
+  // secret). Problems name the source and the length, never the key.
+  const apiKeys: string[] = [];
+  const addKeys = (source: string, keys: string[]) =>
+    keys.forEach((k, i) => {
+      if (k.length >= 16 && /^[\x21-\x7e]+$/.test(k) && !k.includes(",")) apiKeys.push(k);
+      else problems.push(`${source}: key ${i + 1} must be at least 16 printable characters without spaces or commas (it has ${k.length})`);
+    });
+  addKeys("API_KEYS", (env.API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean));
+  const keysFile = env.API_KEYS_FILE?.trim();
+  if (keysFile) {
+    let lines: string[] = [];
+    try {
+      lines = readFileSync(path.resolve(keysFile), "utf8").split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+    } catch (e) {
+      problems.push(`API_KEYS_FILE=${JSON.stringify(keysFile)} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    addKeys(`API_KEYS_FILE ${keysFile}`, lines);
+  }
+  const choice = <T extends string>(name: string, fallback: T, options: readonly T[]): T => {
+    const raw = env[name]?.trim().toLowerCase();
+    if (raw === undefined || raw === "") return fallback;
+    if ((options as readonly string[]).includes(raw)) return raw as T;
+    problems.push(`${name}=${JSON.stringify(env[name])} must be one of ${options.join(", ")}`);
+    return fallback;
+  };
+  const host = str("GRPC_HOST", "0.0.0.0");
+  const browserProtocols = bool("BROWSER_PROTOCOLS", true);
+  const browserAuthMode = choice("BROWSER_AUTH", "auto", ["auto", "required", "off"] as const);
+  const rateLimit = (rateName: string, burstName: string, rate: number, burst: number): RateLimit | undefined => {
+    const r = num(rateName, rate, (n) => n >= 0, ">= 0 (requests per second; 0: no limit)");
+    const b = int(burstName, burst, 1, 1_000_000);
+    return r > 0 ? { rate: r, burst: b } : undefined;
+  };
+
+  // Tracing follows OpenTelemetry's own variables: on when an OTLP endpoint
+  // is set, the traces path appended to the base endpoint as the SDKs do.
+  const otlpUrl = (name: string, suffix: string): string | undefined => {
+    const raw = env[name]?.trim();
+    if (!raw) return undefined;
+    try {
+      const u = new URL(raw);
+      if (u.protocol === "http:" || u.protocol === "https:") return suffix ? `${raw.replace(/\/+$/, "")}${suffix}` : raw;
+    } catch {
+      /* reported below */
+    }
+    problems.push(`${name}=${JSON.stringify(raw)} is not an http(s) URL (expected e.g. http://otel-collector:4318)`);
+    return undefined;
+  };
+  const otlpTracesUrl = otlpUrl("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") ?? otlpUrl("OTEL_EXPORTER_OTLP_ENDPOINT", "/v1/traces");
+
   const config: Config = {
-    host: str("GRPC_HOST", "0.0.0.0"),
+    host,
     port: int("GRPC_PORT", 50052, 0, 65535),
     modelPath,
     modelCardPath,
@@ -185,6 +272,7 @@ export function loadConfig(env: Env = process.env): Config {
     intraOpThreads: int("MODEL_THREADS", 0, 0, 256),
     preprocessWorkers: int("PREPROCESS_WORKERS", Math.max(1, availableParallelism()), 1, 256),
     maxPending: int("MAX_PENDING_IMAGES", 64, 1, 100_000),
+    exactPreprocess: bool("EXACT_PREPROCESS", false),
     batchWindowMs: int("BATCH_WINDOW_MS", 0, 0, 1000),
     maxBatch: int("MAX_BATCH", 16, 1, 256),
     maxImageBytes: int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1024, 512 * 1024 * 1024),
@@ -194,13 +282,53 @@ export function loadConfig(env: Env = process.env): Config {
     objectDir: path.resolve(str("OBJECT_STORE_DIR", path.join(dataDir, "objects"))),
     pg,
     pgliteDir: path.resolve(str("PGLITE_DIR", path.join(dataDir, "pg"))),
+    storageTimeoutMs: int("STORAGE_TIMEOUT_MS", 8000, 100, 600_000),
+    storageConnectTimeoutMs: int("STORAGE_CONNECT_TIMEOUT_MS", 2000, 100, 600_000),
+    storageMaxAttempts: int("STORAGE_MAX_ATTEMPTS", 2, 1, 10),
+    dbTimeoutMs: int("DB_TIMEOUT_MS", 10_000, 100, 600_000),
+    dbConnectTimeoutMs: int("DB_CONNECT_TIMEOUT_MS", 3000, 100, 600_000),
+    dbPoolMax: int("DB_POOL_MAX", 10, 1, 1000),
+    dbIdleTimeoutMs: int("DB_IDLE_TIMEOUT_MS", 30_000, 1000, 3_600_000),
     logLevel: logLevel ?? "info",
+    metricsEnabled: bool("METRICS_ENABLED", true),
+    otlpTracesUrl,
+    otelServiceName: str("OTEL_SERVICE_NAME", "nosepaw"),
+    otelExportDelayMs: int("OTEL_BSP_SCHEDULE_DELAY", 5000, 1, 600_000),
     shutdownTimeoutMs: int("SHUTDOWN_TIMEOUT_MS", 15_000, 0, 600_000),
     clientParityMinCosine: num("CLIENT_PARITY_MIN_COSINE", 0.999, (n) => n > 0 && n <= 1, "in (0, 1]"),
     clientDir: path.resolve(str("CLIENT_DIR", path.join(ROOT, "dist", "client"))),
     serveClient: bool("SERVE_CLIENT", true),
     corsOrigins,
+    apiKeys,
+    browserProtocols,
+    browserAuth:
+      browserProtocols && browserAuthMode !== "off" && (browserAuthMode === "required" || apiKeys.length > 0 || !isLoopback(host)),
+    browserAuthSetting: browserAuthMode,
+    grpcAuth: choice("GRPC_AUTH", "off", ["off", "required"] as const) === "required",
+    browserRateLimit: rateLimit("BROWSER_RATE_LIMIT", "BROWSER_RATE_BURST", 10, 60),
+    grpcRateLimit: rateLimit("GRPC_RATE_LIMIT", "GRPC_RATE_BURST", 0, 200),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;
+}
+
+/**
+ * Refuses to serve a configuration that needs API keys and has none, above
+ * all Connect and gRPC-Web reachable from other machines with nobody
+ * checking who calls: a deployment says so explicitly (BROWSER_AUTH=off,
+ * a proxy in front authenticates) or turns the browser protocols off.
+ * Apart from loadConfig because tools read the same settings without serving.
+ */
+export function assertServable(c: Config): void {
+  const problems: string[] = [];
+  if (c.apiKeys.length === 0 && c.browserAuth) {
+    problems.push(
+      c.browserAuthSetting === "required"
+        ? "BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE"
+        : `GRPC_HOST=${c.host} exposes Connect and gRPC-Web beyond this machine without API keys: set API_KEYS or API_KEYS_FILE, ` +
+            "or BROWSER_AUTH=off when a proxy in front authenticates callers, or BROWSER_PROTOCOLS=false to serve plain gRPC only, or GRPC_HOST=127.0.0.1",
+    );
+  }
+  if (c.apiKeys.length === 0 && c.grpcAuth) problems.push("GRPC_AUTH=required needs API_KEYS or API_KEYS_FILE");
+  if (problems.length) throw new ConfigError(problems);
 }

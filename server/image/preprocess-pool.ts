@@ -37,6 +37,8 @@ export function createPreprocessPool(
   size = Math.max(1, availableParallelism()),
   /** Photos allowed to wait for a worker; past it requests are refused (retryable) instead of piling up in memory. */
   maxQueue = 64,
+  /** Let large JPEGs shrink while they are decoded (decode.ts); false keeps every photo Pillow-exact. */
+  shrink = true,
 ): PreprocessPool {
   type Job = {
     task: PreprocessTask;
@@ -75,6 +77,7 @@ export function createPreprocessPool(
           addStage("decode", decode, job.ctx);
           addStage("resize", resize, job.ctx);
           addStage("tensor", tensor, job.ctx);
+          if (job.ctx) job.ctx.path = reply.path;
           job.resolve(reply.tensor);
         }
         else job.reject(reply.code === undefined ? internalError(`preprocessing failed: ${reply.message}`) : new MLError(reply.code, reply.message));
@@ -127,7 +130,7 @@ export function createPreprocessPool(
         return Promise.reject(serviceUnavailable(`server busy: ${queue.length} photos already wait for preprocessing, retry shortly`));
       }
       return new Promise((resolve, reject) => {
-        queue.push({ task: { id: nextId++, bytes, size: inputSize, limits }, resolve, reject, ctx: currentContext(), at: performance.now() });
+        queue.push({ task: { id: nextId++, bytes, size: inputSize, limits, shrink }, resolve, reject, ctx: currentContext(), at: performance.now() });
         pump();
       });
     },

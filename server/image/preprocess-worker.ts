@@ -6,13 +6,15 @@
 import { parentPort } from "node:worker_threads";
 import { resizeForModel, toChw } from "../../shared/preprocess.js";
 import { MLError } from "../errors.js";
-import { decodeImage, type DecodeLimits } from "./decode.js";
+import { decodeImage, type DecodeLimits, type DecodePath } from "./decode.js";
 
 export interface PreprocessTask {
   id: number;
   bytes: Uint8Array;
   size: number;
   limits: DecodeLimits;
+  /** Allow shrink-on-load for large JPEGs (see decode.ts); false keeps every photo on the Pillow-exact path. */
+  shrink: boolean;
 }
 
 /** Milliseconds spent in the worker, per stage. */
@@ -23,20 +25,20 @@ export interface WorkerTimings {
 }
 
 export type PreprocessReply =
-  | { id: number; ok: true; tensor: Float32Array; ms: WorkerTimings }
+  | { id: number; ok: true; tensor: Float32Array; ms: WorkerTimings; path: DecodePath }
   | { id: number; ok: false; code?: number; message: string };
 
 parentPort!.on("message", async (task: PreprocessTask) => {
   let reply: PreprocessReply;
   try {
     const t0 = performance.now();
-    const { image } = await decodeImage(task.bytes, task.limits);
+    const { image, path } = await decodeImage(task.bytes, task.limits, task.shrink ? { shrinkFor: task.size } : {});
     const t1 = performance.now();
     const rgb = resizeForModel(image, task.size);
     const t2 = performance.now();
     const tensor = toChw(rgb, task.size);
     const t3 = performance.now();
-    reply = { id: task.id, ok: true, tensor, ms: { decode: t1 - t0, resize: t2 - t1, tensor: t3 - t2 } };
+    reply = { id: task.id, ok: true, tensor, ms: { decode: t1 - t0, resize: t2 - t1, tensor: t3 - t2 }, path };
   } catch (e) {
     reply = e instanceof MLError ? { id: task.id, ok: false, code: e.code, message: e.message } : { id: task.id, ok: false, message: String((e as Error)?.message ?? e) };
   }

@@ -36,6 +36,8 @@ export interface RequestContext {
   readonly signal: AbortSignal | undefined;
   /** Model inference batch size the call's photo ran in (the last one, if several). */
   batchSize?: number;
+  /** How the call's photo was decoded: "exact" or "jpeg-shrink" (the last one, if several). */
+  path?: string;
 }
 
 /** What `nosepaw:rpc` carries when a call ends. */
@@ -47,6 +49,17 @@ export interface RpcRecord {
   ms: number;
   stages: Partial<Record<Stage, number>>;
   batchSize?: number;
+  /** How the call's photo was decoded: "exact" or "jpeg-shrink". */
+  path?: string;
+  /** The service's full name, e.g. "nose_embedder.NoseEmbedderService". */
+  service?: string;
+  /**
+   * The server instance that answered: observers of one instance (its
+   * metrics, its tracer) skip the calls of others running in the same process.
+   */
+  origin?: object;
+  /** The caller's W3C `traceparent` header, so a trace can continue the caller's. */
+  traceparent?: string;
 }
 
 export const rpcChannel = channel("nosepaw:rpc");
