@@ -35,7 +35,11 @@ export interface TestPostgres {
  * A throw-away PostgreSQL server on 127.0.0.1 with its data dir and socket in
  * a temp dir. As root the server runs as 'postgres' (PostgreSQL refuses root).
  */
-export async function startPostgres(database = "nosepaw"): Promise<TestPostgres> {
+export async function startPostgres(
+  database = "nosepaw",
+  /** Extra server settings, `name=value`, after (so overriding) the defaults below; benchmarks give it more memory. */
+  settings: string[] = [],
+): Promise<TestPostgres> {
   const base = mkdtempSync(join(tmpdir(), "nosepaw-pg-"));
   const dataDir = join(base, "data");
   const sockDir = base;
@@ -55,7 +59,7 @@ export async function startPostgres(database = "nosepaw"): Promise<TestPostgres>
   };
 
   run("initdb", ["-D", dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]);
-  const opts = `-c listen_addresses=127.0.0.1 -p ${port} -k ${sockDir} -c fsync=off -c shared_buffers=32MB -c max_connections=30`;
+  const opts = `-c listen_addresses=127.0.0.1 -p ${port} -k ${sockDir} -c fsync=off -c shared_buffers=32MB -c max_connections=30${settings.map((x) => ` -c ${x}`).join("")}`;
   let running = false;
   const start = async () => {
     if (running) return;
