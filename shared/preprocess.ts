@@ -31,16 +31,28 @@ export function resizeForModel(img: PixelImage, size: number): Uint8Array {
   return resizeLanczos(img, size, size, 3);
 }
 
-/** CHW float32 tensor data of length 3 * size * size with values in [0, 1]. */
-export function toModelInput(img: PixelImage, size: number): Float32Array {
-  return toChw(resizeForModel(img, size), size);
+/**
+ * The image at the model's size: resized with the exact LANCZOS, or the
+ * image itself when it already has that size (Pillow's resize then returns
+ * a copy, so the pixels are the same and the copy can be skipped).
+ */
+export function fitToModel(img: PixelImage, size: number): PixelImage {
+  checkImage(img);
+  if (img.width === size && img.height === size) return img;
+  return { width: size, height: size, channels: 3, data: resizeForModel(img, size) };
 }
 
-/** A square interleaved RGB image (as `resizeForModel` returns) to CHW float32 in [0, 1]. */
-export function toChw(rgb: Uint8Array, size: number): Float32Array {
-  if (rgb.length !== 3 * size * size) throw new RangeError(`expected ${3 * size * size} RGB bytes, got ${rgb.length}`);
-  const out = new Float32Array(3 * size * size);
-  writeChw(rgb, size, out, 0);
+/** CHW float32 tensor data of length 3 * size * size with values in [0, 1]. */
+export function toModelInput(img: PixelImage, size: number): Float32Array {
+  return toChw(fitToModel(img, size));
+}
+
+/** A square image at the model's size (as `fitToModel` returns) to CHW float32 in [0, 1]; alpha is dropped. */
+export function toChw(img: PixelImage): Float32Array {
+  checkImage(img);
+  if (img.width !== img.height) throw new RangeError(`expected a square image, got ${img.width}x${img.height}`);
+  const out = new Float32Array(3 * img.width * img.height);
+  writeChw(img, out, 0);
   return out;
 }
 
@@ -48,18 +60,24 @@ export function toChw(rgb: Uint8Array, size: number): Float32Array {
 export function toModelBatch(images: readonly PixelImage[], size: number): Float32Array {
   const plane = 3 * size * size;
   const out = new Float32Array(images.length * plane);
-  images.forEach((img, i) => writeChw(resizeForModel(img, size), size, out, i * plane));
+  images.forEach((img, i) => writeChw(fitToModel(img, size), out, i * plane));
   return out;
 }
 
-function writeChw(rgb: Uint8Array, size: number, out: Float32Array, offset: number): void {
-  const n = size * size;
-  // v / 255 in float64 then rounded to float32 equals numpy's float32
-  // division: float64 has more than twice float32's precision.
-  for (let i = 0, p = 0; i < n; i++, p += 3) {
-    out[offset + i] = rgb[p] / 255;
-    out[offset + n + i] = rgb[p + 1] / 255;
-    out[offset + 2 * n + i] = rgb[p + 2] / 255;
+// v / 255 in float64 then rounded to float32 equals numpy's float32
+// division (float64 has more than twice float32's precision); a table of
+// the 256 results turns a division per sample into a lookup.
+const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
+
+function writeChw(img: PixelImage, out: Float32Array, offset: number): void {
+  const n = img.width * img.height;
+  const { data, channels } = img;
+  const g = offset + n;
+  const b = offset + 2 * n;
+  for (let i = 0, p = 0; i < n; i++, p += channels) {
+    out[offset + i] = UNIT[data[p]];
+    out[g + i] = UNIT[data[p + 1]];
+    out[b + i] = UNIT[data[p + 2]];
   }
 }
 

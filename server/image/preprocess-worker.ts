@@ -4,7 +4,7 @@
  * event loop free for the network and lets every core resize at once.
  */
 import { parentPort } from "node:worker_threads";
-import { resizeForModel, toChw } from "../../shared/preprocess.js";
+import { fitToModel, toChw } from "../../shared/preprocess.js";
 import { MLError } from "../errors.js";
 import { decodeImage, type DecodeLimits, type DecodePath } from "./decode.js";
 
@@ -34,9 +34,9 @@ parentPort!.on("message", async (task: PreprocessTask) => {
     const t0 = performance.now();
     const { image, path } = await decodeImage(task.bytes, task.limits, task.shrink ? { shrinkFor: task.size } : {});
     const t1 = performance.now();
-    const rgb = resizeForModel(image, task.size);
+    const fitted = fitToModel(image, task.size);
     const t2 = performance.now();
-    const tensor = toChw(rgb, task.size);
+    const tensor = toChw(fitted);
     const t3 = performance.now();
     reply = { id: task.id, ok: true, tensor, ms: { decode: t1 - t0, resize: t2 - t1, tensor: t3 - t2 }, path };
   } catch (e) {
