@@ -68,3 +68,24 @@ test("browser client: parity bound, client folder, CORS origins", () => {
     (e: unknown) => e instanceof ConfigError && e.problems.length === 5,
   );
 });
+
+test("dependency timeouts and pool size: defaults, overrides, and out-of-range values reported by name", () => {
+  const d = loadConfig({});
+  assert.deepEqual(
+    [d.storageTimeoutMs, d.storageConnectTimeoutMs, d.storageMaxAttempts, d.dbTimeoutMs, d.dbConnectTimeoutMs, d.dbPoolMax, d.dbIdleTimeoutMs],
+    [8000, 2000, 2, 10_000, 3000, 10, 30_000],
+  );
+  const c = loadConfig({ STORAGE_TIMEOUT_MS: "1500", STORAGE_MAX_ATTEMPTS: "3", DB_TIMEOUT_MS: "1000", DB_POOL_MAX: "4", DB_IDLE_TIMEOUT_MS: "1000" });
+  assert.deepEqual([c.storageTimeoutMs, c.storageMaxAttempts, c.dbTimeoutMs, c.dbPoolMax, c.dbIdleTimeoutMs], [1500, 3, 1000, 4, 1000]);
+  assert.throws(
+    () => loadConfig({ STORAGE_TIMEOUT_MS: "0", DB_POOL_MAX: "many" }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.deepEqual([...e.problems].sort(), [
+        'DB_POOL_MAX="many" must be an integer between 1 and 1000',
+        'STORAGE_TIMEOUT_MS="0" must be an integer between 100 and 600000',
+      ]);
+      return true;
+    },
+  );
+});

@@ -80,13 +80,32 @@ const refusedAgreement = (e: unknown) => (e instanceof ClientDisagreementError ?
 
 /** The object store the configuration names: S3 when NCP_ENDPOINT is set, else the local folder. */
 export function openObjectStore(config: Config): ObjectStore {
-  return config.s3 ? createS3Store({ ...config.s3 }) : createFolderStore({ root: config.objectDir });
+  return config.s3
+    ? createS3Store({
+        ...config.s3,
+        operationTimeoutMs: config.storageTimeoutMs,
+        connectTimeoutMs: config.storageConnectTimeoutMs,
+        maxAttempts: config.storageMaxAttempts,
+      })
+    : createFolderStore({ root: config.objectDir });
 }
 
 /** The database the configuration names: PostgreSQL when DB_HOST is set, else PGlite in its folder. */
 export function databaseConfig(config: Config, onError?: (e: Error) => void): DatabaseConfig {
   return config.pg
-    ? { kind: "postgres", host: config.pg.host, port: config.pg.port, username: config.pg.user, password: config.pg.password, database: config.pg.database, onError }
+    ? {
+        kind: "postgres",
+        host: config.pg.host,
+        port: config.pg.port,
+        username: config.pg.user,
+        password: config.pg.password,
+        database: config.pg.database,
+        max: config.dbPoolMax,
+        connectTimeoutMs: config.dbConnectTimeoutMs,
+        queryTimeoutMs: config.dbTimeoutMs,
+        idleTimeoutMs: config.dbIdleTimeoutMs,
+        onError,
+      }
     : { kind: "pglite", dataDir: config.pgliteDir };
 }
 

@@ -41,8 +41,10 @@ export interface PostgresConfig {
   max?: number;
   /** Time to open a connection. Default 3000 ms. */
   connectTimeoutMs?: number;
-  /** Client-side and server-side limit for one statement. Default 10000 ms. */
+  /** Limit for one statement, server-side (statement_timeout) and, a little later, client-side. Default 10000 ms. */
   queryTimeoutMs?: number;
+  /** An idle pooled connection is closed after this long. Default 30000 ms. */
+  idleTimeoutMs?: number;
   /** Called with pool errors that no request is waiting for (an idle connection dropped). */
   onError?: (err: Error) => void;
   ssl?: pg.ConnectionConfig["ssl"];
@@ -114,6 +116,8 @@ function mapPgError(e: unknown): unknown {
  * the next query opens a fresh one, so the service recovers on its own when
  * the server comes back; nothing here needs recreating.
  */
+const CLIENT_TIMEOUT_MARGIN_MS = 500;
+
 export function openPostgres(config: PostgresConfig): Database {
   const queryTimeout = config.queryTimeoutMs ?? 10_000;
   const pool = new pg.Pool({
@@ -124,10 +128,14 @@ export function openPostgres(config: PostgresConfig): Database {
     database: config.database,
     ssl: config.ssl,
     max: config.max ?? 10,
+    // Also bounds the wait for a free pooled connection.
     connectionTimeoutMillis: config.connectTimeoutMs ?? 3000,
-    query_timeout: queryTimeout,
+    // A live but slow server cancels the statement itself and the connection
+    // stays usable; the client-side timer, a little later, only fires when
+    // the server stopped answering, and the pool then drops the connection.
     statement_timeout: queryTimeout,
-    idleTimeoutMillis: 30_000,
+    query_timeout: queryTimeout + CLIENT_TIMEOUT_MARGIN_MS,
+    idleTimeoutMillis: config.idleTimeoutMs ?? 30_000,
     keepAlive: true,
   });
   // An idle connection that dies (server restart, network cut) is reported
@@ -165,6 +173,9 @@ export function openPostgres(config: PostgresConfig): Database {
             const res = await client.query(sql, params as unknown[]);
             return { rows: res.rows };
           } catch (e) {
+            // A connection that timed out or broke is not rolled back over
+            // (that would wait on it again) but discarded.
+            if (isConnectionError(e)) broken ??= e as Error;
             throw mapPgError(e);
           }
         },

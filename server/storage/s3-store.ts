@@ -20,7 +20,11 @@ export interface S3StoreConfig {
   secretAccessKey: string;
   /** TCP connect timeout per attempt. Default 2000 ms. */
   connectTimeoutMs?: number;
-  /** Socket inactivity timeout per attempt. Default 5000 ms. */
+  /**
+   * Per attempt: time until the response starts, and the longest silence
+   * while a body flows. Default: the operation deadline shared by the
+   * attempts, so a retry still fits in it.
+   */
   requestTimeoutMs?: number;
   /** Deadline for one operation, retries included. Default 8000 ms. */
   operationTimeoutMs?: number;
@@ -39,6 +43,9 @@ export interface S3StoreConfig {
  * holding it for the SDK's default minutes.
  */
 export function createS3Store(config: S3StoreConfig): ObjectStore {
+  const deadline = config.operationTimeoutMs ?? 8000;
+  const maxAttempts = config.maxAttempts ?? 2;
+  const requestTimeout = config.requestTimeoutMs ?? Math.floor(deadline / maxAttempts);
   const client = new S3Client({
     endpoint: config.endpoint,
     region: config.region,
@@ -46,16 +53,18 @@ export function createS3Store(config: S3StoreConfig): ObjectStore {
     forcePathStyle: true,
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
-    maxAttempts: config.maxAttempts ?? 2,
+    maxAttempts,
     requestHandler: {
       connectionTimeout: config.connectTimeoutMs ?? 2000,
-      requestTimeout: config.requestTimeoutMs ?? 5000,
+      // requestTimeout ends at the response headers; socketTimeout also
+      // covers a body that stops flowing (a stalled link mid-download).
+      requestTimeout,
+      socketTimeout: requestTimeout,
       // Without this the handler only logs a warning and keeps waiting.
       throwOnRequestTimeout: true,
     },
   });
   const Bucket = config.bucket;
-  const deadline = config.operationTimeoutMs ?? 8000;
   const opts = () => ({ abortSignal: AbortSignal.timeout(deadline) });
 
   const fail = (op: string, key: string, e: unknown) => {
