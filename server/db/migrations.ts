@@ -94,6 +94,21 @@ export const MIGRATIONS: Migration[] = [
         CHECK (kind IN ('register', 'verify', 'transfer', 'identify', 'consent', 'reembed'))`,
     ],
   },
+  {
+    version: 4,
+    name: "model versions the registry has adopted, for rollouts across replicas",
+    statements: [
+      // The latest promotion is the registry's current model version: replicas
+      // on an earlier one stop writing embeddings and stop answering 1:N.
+      "CREATE SEQUENCE model_promotion",
+      `CREATE TABLE model_versions (
+        version text PRIMARY KEY,
+        first_seen_at timestamptz NOT NULL DEFAULT now(),
+        promoted_at timestamptz NOT NULL DEFAULT now(),
+        promotion bigint NOT NULL DEFAULT nextval('model_promotion')
+      )`,
+    ],
+  },
 ];
 
 // Arbitrary constant shared by every replica: "nosepaw" in ASCII.

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { MLErrorCode } from "../../gen/nose_embedder_pb.js";
+import { throwIfCancelled } from "../observe/request-context.js";
 import { isValidPetDid, petDidFromVector } from "../../shared/did.js";
 import { NpyError, readNpy, writeNpy } from "../../shared/npy.js";
 import { duplicateThreshold, REVIEW_THRESHOLD, SAME_THRESHOLD, scores, template, verdictOf } from "../../shared/similarity.js";
@@ -10,6 +11,8 @@ import {
   inferenceError,
   internalError,
   invalidRequest,
+  isRetryable,
+  serviceUnavailable,
   vectorDimensionMismatch,
   vectorNotFound,
 } from "../errors.js";
@@ -189,9 +192,25 @@ export interface ConsentRequest {
   requestId?: string;
 }
 
+/** What one re-embedding sweep did. */
+export interface ReembedReport {
+  /** Embeddings moved to the running model version. */
+  embeddings: number;
+  /** Pets whose embeddings moved. */
+  pets: number;
+  /** The versions they came from, with how many embeddings each. */
+  from: Record<string, number>;
+  /** Enrolled images that are missing or cannot be embedded: their rows stay on the earlier version. */
+  missing: Array<{ petDid: string; imageKey: string }>;
+  /** Embeddings not written because the registry moved to a later version meanwhile. */
+  superseded: number;
+}
+
 export interface Flows {
   /** Re-embeds enrolled images left by an earlier model version; returns how many. */
   reembedStale(batch?: number): Promise<number>;
+  /** The same sweep, with a report; `keepGoing` is asked before each batch (a model reload stops it). */
+  migrateStale(opts?: { batch?: number; keepGoing?: () => boolean }): Promise<ReembedReport>;
   compareWithStoredImage(req: { imageKey: string; petDid: string }): Promise<CompareResult>;
   registerPet(req: RegisterRequest): Promise<RegisterResult>;
   verifyPet(req: VerifyRequest): Promise<VerifyResult>;
@@ -309,6 +328,15 @@ function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/**
+ * A server whose model version the registry has moved on from: its 1:N
+ * answers would miss every pet already re-embedded. Retryable, so the caller
+ * goes to an upgraded replica.
+ */
+export function supersededError(current: string, running: string) {
+  return serviceUnavailable(`the registry has moved to model version ${current}; this server runs ${running} (a rollout is in progress)`);
+}
+
 function consentValue(value: unknown): boolean {
   if (typeof value !== "boolean") throw invalidRequest(`training consent must be true or false, got ${shown(value)}`);
   return value;
@@ -414,8 +442,8 @@ export function createFlows(deps: FlowDeps): Flows {
       }
       const fresh = await reembed(petDid, r.imageKey);
       if (fresh) {
-        out.push(fresh);
-        from.push(r.modelVersion);
+        out.push(fresh.embedding);
+        if (fresh.written) from.push(r.modelVersion);
       }
     }
     await auditModelChange(petDid, from);
@@ -433,15 +461,15 @@ export function createFlows(deps: FlowDeps): Flows {
     });
   }
 
-  async function reembed(petDid: string, imageKey: string): Promise<Float32Array | undefined> {
+  /** The image's embedding by the running model; `written` is false when the registry has moved past it (kept in memory only). */
+  async function reembed(petDid: string, imageKey: string): Promise<{ embedding: Float32Array; written: boolean } | undefined> {
     const bytes = await store.get(imageKey);
     if (bytes === undefined) {
       log("reembed.missing_image", { petDid, imageKey });
       return undefined;
     }
-    const v = await embedPhoto(bytes, imageKey);
-    await registry.replaceEmbedding(petDid, imageKey, v, modelVersion);
-    return v;
+    const embedding = await embedPhoto(bytes, imageKey);
+    return { embedding, written: await registry.replaceEmbedding(petDid, imageKey, embedding, modelVersion) };
   }
 
   async function referencesOf(petDid: string): Promise<Float32Array[]> {
@@ -449,7 +477,13 @@ export function createFlows(deps: FlowDeps): Flows {
     const refs = await current(petDid, rows);
     if (refs.length > 0) return refs;
     const pet = await registry.findPet(petDid);
-    if (pet) return [pet.template];
+    if (pet) {
+      // The template is a mean of embeddings by the registering model: no score against another version's probe.
+      if (pet.modelVersion === modelVersion) return [pet.template];
+      throw vectorNotFound(
+        `no nose print of pet ${petDid} by model version ${modelVersion}: it was enrolled by ${pet.modelVersion} and its photos cannot be read to re-embed them; register it again`,
+      );
+    }
 
     const key = vectorKey(petDid);
     const npy = await store.get(key);
@@ -483,6 +517,7 @@ export function createFlows(deps: FlowDeps): Flows {
       const key = verifyImageKey(petDid, ts);
       if (attempt >= 8 || !(await store.exists(key))) {
         lastShotMs = ts;
+        throwIfCancelled();
         await store.put(key, bytes, contentTypeOf(bytes));
         return key;
       }
@@ -503,6 +538,11 @@ export function createFlows(deps: FlowDeps): Flows {
 
   const duplicateAt = duplicateThreshold(calibration);
 
+  async function refuseIfSuperseded(reader: RegistryReader): Promise<void> {
+    const later = await reader.supersededBy(modelVersion);
+    if (later !== undefined) throw supersededError(later, modelVersion);
+  }
+
   /**
    * The 1:N duplicate rule. Throws DuplicatePetError when every new photo's
    * best match is the same enrolled pet at >= duplicateAt; otherwise returns
@@ -514,7 +554,7 @@ export function createFlows(deps: FlowDeps): Flows {
     const matches: PhotoMatch[] = [];
     for (let i = 0; i < embeddings.length; i++) {
       let best: { petDid: string; similarity: number; cosine: number } | undefined;
-      for (const n of await reader.nearestPets(embeddings[i], 3)) {
+      for (const n of await reader.nearestPets(embeddings[i], 3, modelVersion)) {
         const s = scored(embeddings[i], n.embedding);
         if (!best || s.cosine > best.cosine) best = { petDid: n.petDid, similarity: s.similarity, cosine: s.cosine };
       }
@@ -534,6 +574,44 @@ export function createFlows(deps: FlowDeps): Flows {
     return { petDid: top.petDid, similarity: top.similarity, matches };
   }
 
+  async function migrateStale({ batch = 32, keepGoing = () => true }: { batch?: number; keepGoing?: () => boolean } = {}): Promise<ReembedReport> {
+    const report: ReembedReport = { embeddings: 0, pets: 0, from: {}, missing: [], superseded: 0 };
+    const pets = new Set<string>();
+    // Rows that cannot move (image missing, registry moved on) stay stale: skip them on later pages.
+    const skipped = new Set<string>();
+    while (keepGoing()) {
+      const stale = (await registry.staleEmbeddings(modelVersion, batch + skipped.size)).filter((s) => !skipped.has(`${s.petDid}\n${s.imageKey}`));
+      if (stale.length === 0) break;
+      const moved = new Map<string, string[]>();
+      for (const s of stale.slice(0, batch)) {
+        let fresh: Awaited<ReturnType<typeof reembed>>;
+        try {
+          fresh = await reembed(s.petDid, s.imageKey);
+        } catch (e) {
+          // A stored photo the model cannot take (corrupt) must not stop the sweep; outages must.
+          if (!(e instanceof MLError) || isRetryable(e.code)) throw e;
+          log("reembed.unreadable_image", { petDid: s.petDid, imageKey: s.imageKey, error: e.message });
+          fresh = undefined;
+        }
+        if (!fresh || !fresh.written) {
+          skipped.add(`${s.petDid}\n${s.imageKey}`);
+          if (!fresh) report.missing.push({ petDid: s.petDid, imageKey: s.imageKey });
+          else report.superseded++;
+          continue;
+        }
+        report.embeddings++;
+        report.from[s.modelVersion] = (report.from[s.modelVersion] ?? 0) + 1;
+        pets.add(s.petDid);
+        moved.set(s.petDid, [...(moved.get(s.petDid) ?? []), s.modelVersion]);
+      }
+      for (const [petDid, from] of moved) await auditModelChange(petDid, from);
+      // The registry moved to a later version: this sweep has nothing left to do.
+      if (report.superseded > 0) break;
+    }
+    report.pets = pets.size;
+    return report;
+  }
+
   const registered = (pet: PetRecord): RegisterResult => ({
     petDid: pet.petDid,
     vector: pet.template,
@@ -547,22 +625,11 @@ export function createFlows(deps: FlowDeps): Flows {
 
   return {
     async reembedStale(batch = 32) {
-      let done = 0;
-      for (;;) {
-        const stale = await registry.staleEmbeddings(modelVersion, batch);
-        let progressed = 0;
-        const moved = new Map<string, string[]>();
-        for (const s of stale) {
-          if (!(await reembed(s.petDid, s.imageKey))) continue;
-          progressed++;
-          moved.set(s.petDid, [...(moved.get(s.petDid) ?? []), s.modelVersion]);
-        }
-        for (const [petDid, from] of moved) await auditModelChange(petDid, from);
-        done += progressed;
-        // Rows whose image is missing stay stale; stop instead of looping on them.
-        if (stale.length < batch || progressed === 0) return done;
-      }
+      return (await migrateStale({ batch })).embeddings;
     },
+
+    migrateStale,
+
 
     async compareWithStoredImage(req) {
       const petDid = checkDid(req?.petDid);
@@ -588,6 +655,7 @@ export function createFlows(deps: FlowDeps): Flows {
         const done = await registry.findPetByRequestId(requestId);
         if (done) return registered(done);
       }
+      await refuseIfSuperseded(registry);
       const photos = Array.isArray(req?.photos) ? req.photos : [];
       if (photos.length < MIN_REGISTER_PHOTOS) {
         throw invalidRequest(`registration needs at least ${MIN_REGISTER_PHOTOS} photos of the nose, got ${photos.length}`);
@@ -629,9 +697,14 @@ export function createFlows(deps: FlowDeps): Flows {
       try {
         for (let i = 0; i < loaded.length; i++) {
           if (loaded[i].key === imageKeys[i]) continue; // already in place (a retry given the stored keys)
+          // A call that ended stops writing; what it wrote is removed below.
+          // Once every object is in place the rows follow even so, so a
+          // registration is never left half made.
+          throwIfCancelled();
           await store.put(imageKeys[i], loaded[i].bytes, contentTypeOf(loaded[i].bytes));
           written.push(imageKeys[i]);
         }
+        throwIfCancelled();
         await store.put(vKey, writeNpy(tpl), "application/octet-stream");
         written.push(vKey);
       } catch (e) {
@@ -670,6 +743,8 @@ export function createFlows(deps: FlowDeps): Flows {
           },
           audit,
           async (tx) => {
+            // Under the lock a rollout's adoption also takes: rows written here are either seen by its sweep or refused.
+            await refuseIfSuperseded(tx);
             review = await checkNotRegistered(tx, embeddings, petDid);
             if (review) audit.detail = { ...audit.detail, duplicateReview: { ...review, threshold: duplicateAt } };
           },
@@ -698,7 +773,7 @@ export function createFlows(deps: FlowDeps): Flows {
           requestId,
         });
       }
-      log("register.done", { petDid, photos: photos.length, requestId, minPairSimilarity: minPair, clientAgreement: agreement?.agreement });
+      log("register.done", { petDid, photos: photos.length, idempotencyKey: requestId, minPairSimilarity: minPair, clientAgreement: agreement?.agreement });
       return {
         petDid,
         vector: tpl,
@@ -749,11 +824,12 @@ export function createFlows(deps: FlowDeps): Flows {
         throw invalidRequest(`minSimilarity must lie in [0, 1], got ${shown(req?.minSimilarity)}`);
       }
       const client = clientVectors(req?.clientEmbedding ? [req.clientEmbedding] : [], [""]);
+      await refuseIfSuperseded(registry);
       const { bytes } = await loadPhoto(req?.photo, "photo");
       const probe = await embedPhoto(bytes, "photo");
       const agreement = client.length > 0 ? clientAgreement(client, [probe], ["photo"], parityBound) : undefined;
       // The index picks candidates in float32; scores come from the one shared formula.
-      const matches: PetMatch[] = (await registry.nearestPets(probe, topK))
+      const matches: PetMatch[] = (await registry.nearestPets(probe, topK, modelVersion))
         .map((n) => ({ petDid: n.petDid, ...scored(probe, n.embedding) }))
         .filter((m) => m.similarity >= minSimilarity)
         .sort((a, b) => b.cosine - a.cosine || (a.petDid < b.petDid ? -1 : 1));
@@ -813,6 +889,7 @@ export function createFlows(deps: FlowDeps): Flows {
         await registry.addAudit(audit);
         return { ...match, approved: false, approvalId: "", approvedAt: "", storedImageKey, modelVersion };
       }
+      throwIfCancelled();
       const record = await registry.insertApproval(
         {
           petDid,

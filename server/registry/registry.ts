@@ -118,8 +118,18 @@ export interface RegistryReader {
   findPet(petDid: string): Promise<PetRecord | undefined>;
   findPetByRequestId(requestId: string): Promise<PetRecord | undefined>;
   embeddingsOf(petDid: string): Promise<EmbeddingRecord[]>;
-  /** Up to k active pets whose best enrolled embedding is nearest to `v` by cosine, nearest first. */
-  nearestPets(v: Float32Array, k: number): Promise<NearestPet[]>;
+  /**
+   * Up to k active pets whose best enrolled embedding is nearest to `v` by
+   * cosine, nearest first. With `modelVersion`, only embeddings made by that
+   * version take part: a score across model versions means nothing.
+   */
+  nearestPets(v: Float32Array, k: number, modelVersion?: string): Promise<NearestPet[]>;
+  /**
+   * The model version the registry has moved on to since `modelVersion` was
+   * adopted, or undefined when `modelVersion` is the latest adopted (or was
+   * never adopted: a replica that is about to adopt it is not behind).
+   */
+  supersededBy(modelVersion: string): Promise<string | undefined>;
 }
 
 export interface Registry extends RegistryReader {
@@ -134,8 +144,29 @@ export interface Registry extends RegistryReader {
   addAudit(entry: AuditEntry): Promise<void>;
   /** Enrolled images whose embedding came from another model version, oldest first. */
   staleEmbeddings(modelVersion: string, limit: number): Promise<Array<{ petDid: string; imageKey: string; modelVersion: string }>>;
-  /** Replaces one enrolled image's embedding with the current model's. */
-  replaceEmbedding(petDid: string, imageKey: string, embedding: Float32Array, modelVersion: string): Promise<void>;
+  /**
+   * Replaces one enrolled image's embedding with `modelVersion`'s. Written
+   * only while that version is not superseded (an old replica during a
+   * rollout re-embeds in memory but must not move rows back); returns
+   * whether the row was written.
+   */
+  replaceEmbedding(petDid: string, imageKey: string, embedding: Float32Array, modelVersion: string): Promise<boolean>;
+  /**
+   * Records that a server runs `modelVersion`. A version seen for the first
+   * time becomes the registry's current one (a rollout); one seen before does
+   * not, unless `promote` (an operator's explicit choice, as a rollback).
+   * Serialised with registrations, so a registration by a replica on the
+   * earlier version commits before this or sees it.
+   */
+  adoptModelVersion(modelVersion: string, promote?: boolean): Promise<void>;
+  /**
+   * Runs `fn` while holding the re-embedding lock, so one replica at a time
+   * sweeps; answers `{ ran: false }` at once when another holds it. PGlite is
+   * single-process and needs none.
+   */
+  withSweepLock<R>(fn: () => Promise<R>): Promise<{ ran: true; result: R } | { ran: false }>;
+  /** A cheap round trip that fails when the database does not answer. */
+  ping(): Promise<void>;
   findApproval(requestId: string): Promise<ApprovalRecord | undefined>;
   /**
    * Sets a pet's training consent and writes a 'consent' audit row (detail:
@@ -176,6 +207,28 @@ export const parseVector = (text: string): Float32Array => {
 
 // Serialises registrations (duplicate check + insert) across replicas: "nosepet\0".
 const REGISTER_LOCK = "7957705946101543936";
+// One re-embedding sweep at a time across replicas: "nosewep\0".
+const SWEEP_LOCK = "7957705946370244608";
+
+/**
+ * The nearest-rows query. Filtering on model_version keeps the HNSW index in
+ * use with pgvector's iterative scan (set per transaction), which reads on
+ * until enough rows pass the filter instead of returning fewer.
+ */
+export const NEAREST_ROWS_SQL = `SELECT best.pet_did, best.image_key, best.embedding::text AS embedding, best.distance
+   FROM (SELECT DISTINCT ON (c.pet_did) c.pet_did, c.image_key, c.embedding, c.distance
+           FROM (SELECT e.pet_did, e.image_key, e.embedding, e.embedding <=> $1::vector AS distance
+                   FROM pet_embeddings e
+                  WHERE ($4::text IS NULL OR e.model_version = $4::text)
+                  ORDER BY e.embedding <=> $1::vector
+                  LIMIT $2) c
+           JOIN pets p ON p.pet_did = c.pet_did AND p.status = 'active'
+          ORDER BY c.pet_did, c.distance) best
+  ORDER BY best.distance, best.pet_did
+  LIMIT $3`;
+
+const SUPERSEDED_SQL = `SELECT v.version FROM model_versions v JOIN model_versions mine ON mine.version = $1
+  WHERE v.promotion > mine.promotion ORDER BY v.promotion DESC LIMIT 1`;
 
 interface PetRow {
   pet_did: string;
@@ -287,27 +340,20 @@ function reader(q: Queryable, efSearch: number, inTransaction: (fn: (tx: Queryab
         createdAt: new Date(r.created_at),
       }));
     },
-    async nearestPets(v, k) {
+    async nearestPets(v, k, modelVersion) {
       // The HNSW index answers "nearest rows"; a pet has several rows, so ask
       // for more rows than pets and keep each pet's best. ef_search must be at
       // least the row limit or the index returns fewer rows than asked.
       const rowLimit = Math.min(1000, Math.max(40, k * 8));
       const ef = Math.min(1000, Math.max(efSearch, rowLimit));
       return inTransaction(async (tx) => {
-        await tx.query("SELECT set_config('hnsw.ef_search', $1, true)", [String(ef)]);
-        const { rows } = await tx.query<{ pet_did: string; image_key: string; embedding: string; distance: number }>(
-          `SELECT best.pet_did, best.image_key, best.embedding::text AS embedding, best.distance
-             FROM (SELECT DISTINCT ON (c.pet_did) c.pet_did, c.image_key, c.embedding, c.distance
-                     FROM (SELECT e.pet_did, e.image_key, e.embedding, e.embedding <=> $1::vector AS distance
-                             FROM pet_embeddings e
-                            ORDER BY e.embedding <=> $1::vector
-                            LIMIT $2) c
-                     JOIN pets p ON p.pet_did = c.pet_did AND p.status = 'active'
-                    ORDER BY c.pet_did, c.distance) best
-            ORDER BY best.distance, best.pet_did
-            LIMIT $3`,
-          [toVectorLiteral(v), rowLimit, k],
-        );
+        await tx.query("SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)", [String(ef)]);
+        const { rows } = await tx.query<{ pet_did: string; image_key: string; embedding: string; distance: number }>(NEAREST_ROWS_SQL, [
+          toVectorLiteral(v),
+          rowLimit,
+          k,
+          modelVersion ?? null,
+        ]);
         return rows.map((r) => ({
           petDid: r.pet_did,
           imageKey: r.image_key,
@@ -315,6 +361,10 @@ function reader(q: Queryable, efSearch: number, inTransaction: (fn: (tx: Queryab
           distance: Number(r.distance),
         }));
       });
+    },
+    async supersededBy(modelVersion) {
+      const { rows } = await q.query<{ version: string }>(SUPERSEDED_SQL, [modelVersion]);
+      return rows[0]?.version;
     },
   };
 }
@@ -354,9 +404,12 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
         if (existing.rows.length > 0) return "exists" as const;
         // Already inside a transaction: the nearest-pet query runs in it.
         if (guard) await guard(reader(tx, efSearch, (fn) => fn(tx)));
-        await tx.query(
+        // A constraint answers what the lock already decided, should a writer ever bypass it.
+        const inserted = await tx.query<{ pet_did: string }>(
           `INSERT INTO pets (pet_did, model_version, template, request_id, requested_by, image_keys, vector_key, min_pair_similarity, training_consent)
-           VALUES ($1, $2, $3::vector, $4, $5, $6, $7, $8, $9)`,
+           VALUES ($1, $2, $3::vector, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT DO NOTHING
+           RETURNING pet_did`,
           [
             pet.petDid,
             pet.modelVersion,
@@ -369,6 +422,7 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
             pet.trainingConsent === true,
           ],
         );
+        if (inserted.rows.length === 0) return "exists" as const;
         for (const e of pet.embeddings) {
           await tx.query(
             "INSERT INTO pet_embeddings (pet_did, image_key, embedding, model_version) VALUES ($1, $2, $3::vector, $4)",
@@ -391,12 +445,39 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
     },
 
     async replaceEmbedding(petDid, imageKey, embedding, modelVersion) {
-      await db.query("UPDATE pet_embeddings SET embedding = $3::vector, model_version = $4 WHERE pet_did = $1 AND image_key = $2", [
-        petDid,
-        imageKey,
-        toVectorLiteral(embedding),
-        modelVersion,
-      ]);
+      const { rows } = await db.query(
+        `UPDATE pet_embeddings SET embedding = $3::vector, model_version = $4
+          WHERE pet_did = $1 AND image_key = $2 AND NOT EXISTS (${SUPERSEDED_SQL.replace("$1", "$4")})
+          RETURNING id`,
+        [petDid, imageKey, toVectorLiteral(embedding), modelVersion],
+      );
+      return rows.length > 0;
+    },
+
+    async adoptModelVersion(modelVersion, promote = false) {
+      await db.transaction(async (tx) => {
+        await tx.query("SELECT pg_advisory_xact_lock($1)", [REGISTER_LOCK]);
+        await tx.query(
+          `INSERT INTO model_versions (version) VALUES ($1)
+           ON CONFLICT (version) DO ${promote ? "UPDATE SET promotion = nextval('model_promotion'), promoted_at = now()" : "NOTHING"}`,
+          [modelVersion],
+        );
+      });
+    },
+
+    async withSweepLock(fn) {
+      if (db.kind === "pglite") return { ran: true, result: await fn() };
+      // The lock lives as long as this transaction; the sweep's own queries
+      // run on other pooled connections meanwhile.
+      return db.transaction(async (tx) => {
+        const { rows } = await tx.query<{ got: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS got", [SWEEP_LOCK]);
+        if (!rows[0]?.got) return { ran: false } as const;
+        return { ran: true, result: await fn() } as const;
+      });
+    },
+
+    async ping() {
+      await db.query("SELECT 1");
     },
 
     async setTrainingConsent(petDid, trainingConsent, audit) {
