@@ -45,12 +45,20 @@ test("past the queue limit, photos are refused as SERVICE_UNAVAILABLE (retryable
   const pool = createPreprocessPool(limits, 1, 2);
   try {
     const big = await jpeg(1600, 1200, 3);
-    const jobs = [0, 1, 2, 3, 4, 5].map(() => pool.preprocess(big, 224));
-    const settled = await Promise.allSettled(jobs);
-    const refused = settled.filter((r) => r.status === "rejected");
-    assert.ok(refused.length >= 1, "some photos must be refused");
-    for (const r of refused) assert.ok((r as PromiseRejectedResult).reason instanceof MLError && (r as PromiseRejectedResult).reason.code === MLErrorCode.SERVICE_UNAVAILABLE);
-    assert.ok(settled.filter((r) => r.status === "fulfilled").length >= 3, "the worker's job and the queued ones complete");
+    // One job first, so the worker is up and idle: then of six photos sent at
+    // once, one goes to the worker, two wait, and exactly three are refused.
+    await pool.preprocess(big, 224);
+    const all = Promise.allSettled([0, 1, 2, 3, 4, 5].map(() => pool.preprocess(big, 224)));
+    const { busy, queued, refused } = pool.stats();
+    assert.deepEqual({ busy, queued, refused }, { busy: 1, queued: 2, refused: 3 });
+    const settled = await all;
+    assert.deepEqual(settled.map((r) => r.status), ["fulfilled", "fulfilled", "fulfilled", "rejected", "rejected", "rejected"]);
+    for (const r of settled.slice(3)) {
+      const reason = (r as PromiseRejectedResult).reason;
+      assert.ok(reason instanceof MLError && reason.code === MLErrorCode.SERVICE_UNAVAILABLE, String(reason));
+      assert.match(reason.message, /2 photos already wait for preprocessing/);
+    }
+    assert.equal(pool.stats().refused, 3);
   } finally {
     await pool.close();
   }
