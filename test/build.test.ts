@@ -7,6 +7,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gatewayClient } from "./support/grpc-client.js";
 import { jpeg } from "./support/images.js";
+import { requireSystem } from "./support/require-system.js";
 import { ROOT } from "./support/server.js";
 
 /**
@@ -23,7 +24,7 @@ const HEALTHCHECK = path.join(APP, "build", "server", "tools", "healthcheck.js")
 function layOutRuntime() {
   const run = (cmd: string, args: string[]) =>
     new Promise<void>((resolve, reject) =>
-      execFile(cmd, args, { cwd: ROOT, timeout: 120_000 }, (err, stdout, stderr) =>
+      execFile(cmd, args, { cwd: ROOT, timeout: 300_000 }, (err, stdout, stderr) =>
         err ? reject(new Error(`${cmd} ${args.join(" ")} failed: ${stdout}${stderr}`)) : resolve(),
       ),
     );
@@ -66,7 +67,7 @@ async function startCompiled(env: Record<string, string> = {}): Promise<Compiled
   let buf = "";
   const exited = new Promise<void>((resolve) => proc.on("exit", () => resolve()));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`compiled server not ready in 60 s; stderr: ${stderr.slice(-2000)}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`compiled server not ready in 120 s; stderr: ${stderr.slice(-2000)}`)), 120_000);
     proc.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
     proc.stdout!.on("data", (chunk: Buffer) => {
       buf += chunk.toString();
@@ -102,6 +103,24 @@ async function startCompiled(env: Record<string, string> = {}): Promise<Compiled
   };
 }
 
+/** Asks HealthCheck until SERVING, as a readiness probe does: the model and the registry come up in the background. */
+async function untilServing(port: number, timeoutMs = 120_000): Promise<void> {
+  const client = gatewayClient(`127.0.0.1:${port}`);
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  try {
+    while (Date.now() < deadline) {
+      const res = await client.call("HealthCheck", { service: "" }, 5000).catch((e: Error) => ({ status: e.message, message: "" }));
+      if (res.status === "SERVING") return;
+      last = `${res.status}: ${res.message}`;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`compiled server not SERVING within ${timeoutMs} ms; last answer ${last}`);
+  } finally {
+    client.close();
+  }
+}
+
 function healthcheck(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
   return new Promise((resolve) =>
     execFile(process.execPath, [HEALTHCHECK, ...args], { cwd: APP, env: { PATH: process.env.PATH, ...env }, timeout: 30_000 }, (err, stdout, stderr) =>
@@ -116,6 +135,7 @@ describe("compiled server (npm run build, node build/server/main.js)", () => {
   before(async () => {
     await layOutRuntime();
     server = await startCompiled();
+    await untilServing(server.port);
   });
   after(async () => {
     await server?.stop();
@@ -146,23 +166,25 @@ describe("compiled server (npm run build, node build/server/main.js)", () => {
   });
 
   test("serves the capture app from dist/client beside build/", async (t) => {
-    if (!existsSync(path.join(ROOT, "dist", "client", "index.html"))) return t.skip("dist/client is not built (npm run build:client)");
+    const unbuilt = requireSystem("the built capture app", !existsSync(path.join(ROOT, "dist", "client", "index.html")) && "dist/client/index.html is missing", "npm run build:client");
+    if (unbuilt) return t.skip(unbuilt);
     const res = await fetch(`http://127.0.0.1:${server.port}/`);
     assert.equal(res.status, 200);
     assert.match(await res.text(), /<html/i);
   });
 
   test("healthcheck exits 0 on SERVING, at the given address or on GRPC_PORT", async () => {
-    assert.deepEqual(await healthcheck([`127.0.0.1:${server.port}`]), { code: 0, out: "SERVING" });
-    assert.deepEqual(await healthcheck([], { GRPC_PORT: String(server.port) }), { code: 0, out: "SERVING" });
+    // A generous deadline: this bounds a hang on a busy machine, not the answer's speed.
+    assert.deepEqual(await healthcheck([`127.0.0.1:${server.port}`, "--timeout-ms", "20000"]), { code: 0, out: "SERVING" });
+    assert.deepEqual(await healthcheck(["--timeout-ms", "20000"], { GRPC_PORT: String(server.port) }), { code: 0, out: "SERVING" });
   });
 
   test("healthcheck exits 1 for an unknown service, a server without its model and an address nobody answers", async () => {
-    assert.deepEqual(await healthcheck([`127.0.0.1:${server.port}`, "--service", "Nope"]), { code: 1, out: "SERVICE_UNKNOWN" });
+    assert.deepEqual(await healthcheck([`127.0.0.1:${server.port}`, "--service", "Nope", "--timeout-ms", "20000"]), { code: 1, out: "SERVICE_UNKNOWN" });
     const modelless = await startCompiled({ MODEL_PATH: path.join(APP, "models", "missing.onnx") });
     const address = `127.0.0.1:${modelless.port}`;
     try {
-      assert.deepEqual(await healthcheck([address]), { code: 1, out: "NOT_SERVING" });
+      assert.deepEqual(await healthcheck([address, "--timeout-ms", "20000"]), { code: 1, out: "NOT_SERVING" });
     } finally {
       await modelless.stop();
     }

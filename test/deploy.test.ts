@@ -3,45 +3,214 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
+import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Service } from "kubernetes-models/v1/Service";
 import { parseAllDocuments } from "yaml";
-import { loadConfig } from "../server/config.js";
+import * as configModule from "../server/config.js";
 import { ROOT } from "./support/server.js";
+
+const { loadConfig } = configModule;
+const read = (f: string) => readFileSync(path.join(ROOT, f), "utf8");
 
 const manifests = readdirSync(path.join(ROOT, "k8s"))
   .filter((f) => f.endsWith(".yaml"))
-  .flatMap((f) => parseAllDocuments(readFileSync(path.join(ROOT, "k8s", f), "utf8")).map((d) => ({ file: f, obj: d.toJS() })));
+  .flatMap((f) => parseAllDocuments(read(path.join("k8s", f))).map((d) => ({ file: f, obj: d.toJS() })));
 
-test("every k8s manifest is a valid Kubernetes object", () => {
-  assert.ok(manifests.length >= 2);
+const MODELS: Record<string, { new (data: any): { validate(): void } }> = {
+  Deployment,
+  Service,
+  ConfigMap,
+  HorizontalPodAutoscaler,
+  PodDisruptionBudget,
+};
+
+function one(kind: string) {
+  const found = manifests.filter((m) => m.obj.kind === kind);
+  assert.equal(found.length, 1, `exactly one ${kind} in k8s/`);
+  return found[0].obj;
+}
+
+const dep = () => one("Deployment");
+const container = () => dep().spec.template.spec.containers[0];
+const configMap = () => one("ConfigMap");
+/** A selector's labels all on the pod template (what makes it select our pods). */
+const selects = (labels: Record<string, string>, podLabels: Record<string, string>) =>
+  Object.keys(labels).length > 0 && Object.entries(labels).every(([k, v]) => podLabels[k] === v);
+/** The pod's environment: the ConfigMap's values and a stand-in for each Secret reference. */
+function podEnv(): Record<string, string> {
+  const env: Record<string, string> = { ...configMap().data };
+  for (const e of container().env) if (e.valueFrom?.secretKeyRef) env[e.name] = `secret-${e.name.toLowerCase()}-value`;
+  return env;
+}
+/** A variable server/config.ts reads, by its quoted name or as env.NAME. */
+const configSource = read("server/config.ts");
+const knownSetting = (name: string) => new RegExp(`"${name}"|env\\.${name}\\b`).test(configSource);
+
+test("every k8s manifest is a valid Kubernetes object of a kind we ship, all in one namespace", () => {
+  assert.ok(manifests.length >= 5);
   for (const { file, obj } of manifests) {
-    const Model = obj.kind === "Deployment" ? Deployment : obj.kind === "Service" ? Service : undefined;
+    const Model = MODELS[obj.kind];
     assert.ok(Model, `${file}: unexpected kind ${obj.kind}`);
     new Model(obj).validate();
   }
+  assert.equal(new Set(manifests.map((m) => m.obj.metadata.namespace)).size, 1, "one namespace");
 });
 
-test("the deployment probes the gRPC health service on the server's port and sets only variables the server reads", () => {
-  const dep = manifests.find((m) => m.obj.kind === "Deployment")!.obj;
-  const svc = manifests.find((m) => m.obj.kind === "Service")!.obj;
-  const c = dep.spec.template.spec.containers[0];
-  const port = loadConfig({}).port;
+test("the deployment, service and disruption budget select the pod template's labels", () => {
+  const podLabels = dep().spec.template.metadata.labels;
+  assert.ok(selects(dep().spec.selector.matchLabels, podLabels), "Deployment selector");
+  assert.ok(selects(one("Service").spec.selector, podLabels), "Service selector");
+  assert.ok(selects(one("PodDisruptionBudget").spec.selector.matchLabels, podLabels), "PodDisruptionBudget selector");
+});
+
+test("the autoscaler scales the Deployment on CPU and leaves room for the disruption budget", () => {
+  const hpa = one("HorizontalPodAutoscaler");
+  assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: dep().metadata.name });
+  const cpu = hpa.spec.metrics.find((m: any) => m.type === "Resource" && m.resource.name === "cpu");
+  assert.ok(cpu, "a CPU metric");
+  assert.equal(cpu.resource.target.type, "Utilization");
+  // Utilization is measured against the request: without one the autoscaler does nothing.
+  assert.ok(container().resources.requests.cpu, "the container requests CPU");
+  assert.ok(hpa.spec.minReplicas >= 2 && hpa.spec.minReplicas <= hpa.spec.maxReplicas);
+  // A budget as large as the smallest replica count would block every node drain.
+  const pdb = one("PodDisruptionBudget");
+  assert.equal(pdb.spec.maxUnavailable, undefined);
+  assert.ok(Number.isInteger(pdb.spec.minAvailable) && pdb.spec.minAvailable < hpa.spec.minReplicas, "minAvailable below minReplicas");
+});
+
+test("plain settings come from the ConfigMap, credentials from the Secret, and the server accepts them", () => {
+  const cm = configMap();
+  const refs = container().envFrom.map((e: any) => e.configMapRef?.name);
+  assert.ok(refs.includes(cm.metadata.name), "envFrom names the ConfigMap");
+  for (const key of Object.keys(cm.data)) {
+    assert.ok(knownSetting(key), `ConfigMap key ${key} is not read by server/config.ts`);
+    assert.doesNotMatch(key, /SECRET|PASSWORD|ACCESS_KEY/, `${key} belongs in the Secret`);
+  }
+  for (const e of container().env) {
+    assert.ok(knownSetting(e.name), `${e.name} is not read by server/config.ts`);
+    assert.ok(e.valueFrom?.secretKeyRef, `${e.name}: plain values go in the ConfigMap`);
+    assert.ok(!(e.name in cm.data), `${e.name} is set twice`);
+  }
+  // Every value parses (loadConfig reports all problems at once), and the
+  // server would start on it rather than refuse the configuration.
+  const config = loadConfig(podEnv());
+  const { assertServable } = configModule as { assertServable?: (c: configModule.Config) => void };
+  assertServable?.(config);
+});
+
+test("the server's port is the container's, the probes', the service's and the scrape annotation's", () => {
+  const port = loadConfig(podEnv()).port;
+  const c = container();
   assert.equal(c.ports[0].containerPort, port);
-  for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.equal(c[probe].grpc.port, port, probe);
-  assert.equal(svc.spec.ports[0].port, port);
-  assert.deepEqual(svc.spec.selector, dep.spec.template.metadata.labels);
-  const configSource = readFileSync(path.join(ROOT, "server/config.ts"), "utf8");
-  for (const e of c.env) assert.match(configSource, new RegExp(`"${e.name}"|env\\.${e.name}\\b`), `${e.name} is not read by server/config.ts`);
-  const shutdown = Number(c.env.find((e: { name: string }) => e.name === "SHUTDOWN_TIMEOUT_MS")?.value);
-  assert.ok(shutdown / 1000 < dep.spec.template.spec.terminationGracePeriodSeconds, "drain must end before the kubelet kills the pod");
+  for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.equal(c[probe].grpc.port, port, `${probe} asks the gRPC health service`);
+  assert.equal(one("Service").spec.ports[0].port, port);
+  const a = dep().spec.template.metadata.annotations;
+  assert.equal(a["prometheus.io/scrape"], "true");
+  assert.equal(a["prometheus.io/port"], String(port));
+  assert.equal(a["prometheus.io/path"], "/metrics");
 });
 
-test("the Dockerfile copies paths that exist and starts the server as npm start does", () => {
-  const docker = readFileSync(path.join(ROOT, "Dockerfile"), "utf8");
-  const copies = [...docker.matchAll(/^COPY\s+(.+)\s+\S+$/gm)].flatMap((m) => m[1].split(/\s+/));
-  assert.ok(copies.length > 5);
-  for (const src of copies) assert.ok(existsSync(path.join(ROOT, src)), `COPY source ${src} does not exist`);
-  const start = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")).scripts.start as string;
-  const cmd = JSON.parse(/^CMD\s+(\[.*\])$/m.exec(docker)![1]) as string[];
+test("the drain ends before the kubelet kills the pod", () => {
+  const shutdown = loadConfig(podEnv()).shutdownTimeoutMs;
+  assert.ok(shutdown / 1000 < dep().spec.template.spec.terminationGracePeriodSeconds);
+});
+
+interface Stage {
+  from: string;
+  name?: string;
+  /** Instructions with line continuations joined: [keyword, rest]. */
+  lines: [string, string][];
+}
+
+function dockerStages(text: string): Stage[] {
+  const stages: Stage[] = [];
+  const joined = text.replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  for (const line of joined) {
+    const [, op, rest] = /^(\S+)\s+(.*)$/.exec(line)!;
+    if (op.toUpperCase() === "FROM") {
+      const [, from, name] = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(rest)!;
+      stages.push({ from, name, lines: [] });
+    } else stages.at(-1)!.lines.push([op.toUpperCase(), rest.trim()]);
+  }
+  return stages;
+}
+
+const docker = dockerStages(read("Dockerfile"));
+const runtime = docker.at(-1)!;
+const of = (s: Stage, op: string) => s.lines.filter(([o]) => o === op).map(([, rest]) => rest);
+const buildConfig = JSON.parse(read("tsconfig.build.json")) as { compilerOptions: { outDir: string; rootDir: string }; include: string[] };
+
+test("the Dockerfile builds in one stage and runs on Node 24 in another, as a non-root user", () => {
+  assert.ok(docker.length >= 2, "multi-stage");
+  for (const s of docker) assert.equal(s.from, "node:24-bookworm-slim", "the current LTS");
+  const users = of(runtime, "USER");
+  assert.ok(users.length > 0 && !/^(root|0)(:|$)/.test(users.at(-1)!), "the runtime stage ends as a non-root user");
+  for (const s of docker) {
+    const ci = s.lines.findIndex(([o, r]) => o === "RUN" && /npm ci/.test(r));
+    if (ci < 0) continue;
+    const env = s.lines.slice(0, ci).some(([o, r]) => o === "ENV" && /ONNXRUNTIME_NODE_INSTALL=skip/.test(r));
+    assert.ok(env, `${s.name ?? "runtime"} stage: ONNXRUNTIME_NODE_INSTALL=skip before npm ci`);
+  }
+  assert.ok(of(runtime, "RUN").some((r) => /npm ci\b.*--omit=dev/.test(r)), "runtime installs production dependencies only");
+});
+
+test("every COPY source exists in the build context or is made by the stage it is copied from", () => {
+  const ignored = read(".dockerignore").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string> };
+  const vite = read("vite.config.ts");
+  // What each build-stage command writes, per the configuration it runs with.
+  const produced: Record<string, { run: string; made: boolean }> = {
+    [buildConfig.compilerOptions.outDir]: { run: "npm run build", made: pkg.scripts.build.includes("tsconfig.build.json") },
+    "dist/client": { run: "npm run build:client", made: /path\.join\(ROOT, "dist", "client"\)/.test(vite) },
+  };
+  let count = 0;
+  for (const s of docker) {
+    for (const rest of of(s, "COPY")) {
+      const parts = rest.split(/\s+/);
+      const from = parts.find((p) => p.startsWith("--from="))?.slice("--from=".length);
+      const sources = parts.filter((p) => !p.startsWith("--")).slice(0, -1);
+      for (const src of sources) {
+        count++;
+        if (!from) {
+          assert.ok(existsSync(path.join(ROOT, src)), `COPY source ${src} does not exist`);
+          const hit = ignored.find((p) => src === p || src.startsWith(`${p}/`));
+          assert.equal(hit, undefined, `COPY source ${src} is excluded by .dockerignore (${hit})`);
+          continue;
+        }
+        const stage = docker.find((d) => d.name === from);
+        assert.ok(stage, `COPY --from=${from}: no such stage`);
+        const workdir = of(stage, "WORKDIR").at(-1)!;
+        const rel = path.posix.relative(workdir, src);
+        const made = produced[rel];
+        assert.ok(made?.made, `${src} is not something the ${from} stage builds`);
+        assert.ok(of(stage, "RUN").some((r) => r.includes(made.run)), `the ${from} stage must run ${made.run} for ${src}`);
+      }
+    }
+  }
+  assert.ok(count > 5);
+  // The build stage needs every folder the compiler and Vite read.
+  const buildStage = docker.find((d) => d.name)!;
+  const copied = of(buildStage, "COPY").flatMap((r) => r.split(/\s+/).slice(0, -1));
+  for (const need of [...buildConfig.include, "client", "tsconfig.json", "tsconfig.build.json", "vite.config.ts"]) {
+    assert.ok(copied.includes(need), `the build stage copies ${need}`);
+  }
+});
+
+test("the image starts as npm run start:prod does and checks its health over grpc.health.v1", () => {
+  const start = (JSON.parse(read("package.json")) as { scripts: Record<string, string> }).scripts["start:prod"];
+  const cmd = JSON.parse(of(runtime, "CMD").at(-1)!) as string[];
   assert.equal(cmd.join(" "), start);
+  // Compiled paths under outDir mirror the sources under rootDir.
+  const source = (js: string) =>
+    path.join(ROOT, buildConfig.compilerOptions.rootDir, path.relative(buildConfig.compilerOptions.outDir, js).replace(/\.js$/, ".ts"));
+  assert.ok(existsSync(source(cmd[1])), `${cmd[1]} is compiled from an existing source`);
+  const health = of(runtime, "HEALTHCHECK").at(-1);
+  assert.ok(health, "HEALTHCHECK in the runtime stage");
+  const probe = JSON.parse(/CMD\s+(\[.*\])$/.exec(health)![1]) as string[];
+  assert.equal(probe[0], "node");
+  assert.equal(probe[1], "build/server/tools/healthcheck.js");
+  assert.ok(existsSync(source(probe[1])));
+  assert.match(read("server/tools/healthcheck.ts"), /grpc\/health\/v1\/health_pb/);
 });
