@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { NpyError, readNpy, writeNpy } from "./npy.js";
+import { INSTALL, requireSystem } from "../test/support/require-system.js";
 
 const PYTHON = "/usr/bin/python3";
 const hasNumpy = (() => {
@@ -16,7 +17,7 @@ const hasNumpy = (() => {
     return false;
   }
 })();
-const numpySkip = hasNumpy ? false : "needs /usr/bin/python3 with numpy (apt-get install python3-numpy)";
+const numpySkip = requireSystem("numpy under /usr/bin/python3", !hasNumpy && "import numpy failed", INSTALL.python);
 
 function sampleVector(n = 512, seed = 1): Float32Array {
   const v = new Float32Array(n);

@@ -10,6 +10,7 @@ import type { Manifest } from "../server/tools/registry-export.js";
 import { folderOf, parseArgs, UsageError } from "../server/tools/registry-export.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { freePort, startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
 import { nosePhotos } from "./support/nose-photos.js";
@@ -371,7 +372,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
   });
 });
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 
 describe("training consent and the registry export on PostgreSQL and an S3-protocol server", { skip: pgMissing ?? false }, () => {
   let s3: TestS3;

@@ -16,6 +16,7 @@ import { MLErrorCode } from "../gen/nose_embedder_pb.js";
 import { MLError } from "../server/errors.js";
 import { decodeImage, readHeader, sniffFormat, type DecodeLimits } from "../server/image/decode.js";
 import { randomBytes } from "./support/images.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 
 const W = 200;
 const H = 150;
@@ -228,7 +229,11 @@ for i in range(${files.length}):
   }
 }
 
-const noPillow = spawnSync("/usr/bin/python3", ["-c", "import PIL"]).status !== 0 && "Pillow not installed under /usr/bin/python3";
+const noPillow = requireSystem(
+  "Pillow under /usr/bin/python3",
+  spawnSync("/usr/bin/python3", ["-c", "import PIL"]).status !== 0 && "import PIL failed",
+  INSTALL.python,
+);
 
 describe("decodeImage on broken files", () => {
   test("rejects truncated and corrupt JPEGs and PNGs as INVALID_IMAGE", async () => {

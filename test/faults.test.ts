@@ -6,6 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { remoteRegistryEnv } from "./support/registry-env.js";
 import { startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
@@ -55,7 +56,7 @@ async function waitFor(pred: () => boolean, ms: number, what: () => string): Pro
   return performance.now() - t0;
 }
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 
 describe("slow and failing dependencies under load (gRPC client, s3rver and PostgreSQL behind TCP proxies)", { skip: pgMissing }, () => {
   let s3: TestS3;

@@ -1,7 +1,7 @@
 /**
  * The training pipeline runs end to end in its tiny configuration: render a few synthetic
  * identities, train a few steps, export ONNX, evaluate held-out identities, write a card.
- * Needs Debian's python3-torch (scripts/install-train-deps.sh); skipped without it.
+ * Needs Debian's python3-torch (scripts/install-train-deps.sh); skipped without it, failed without it under CI.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const PY = "/usr/bin/python3";
@@ -24,7 +25,7 @@ function python(args: string[]): string {
 
 test(
   "tiny run renders, trains, exports a loadable ONNX and evaluates it",
-  { skip: hasTorch ? false : "skipped: /usr/bin/python3 cannot import torch (run scripts/install-train-deps.sh)", timeout: 300_000 },
+  { skip: requireSystem("torch, onnx and cv2 under /usr/bin/python3", !hasTorch && "import torch, onnx, cv2 failed", INSTALL.python), timeout: 300_000 },
   async () => {
     const dir = mkdtempSync(join(tmpdir(), "nosepaw-model-"));
     try {

@@ -13,6 +13,7 @@ import { createRegistry, NEAREST_ROWS_SQL, toVectorLiteral, type Registry } from
 import { createFolderStore } from "../server/storage/folder-store.js";
 import type { ObjectStore } from "../server/storage/object-store.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 
 /**
  * Two model versions on one registry. The second "model" sees dog A where
@@ -177,7 +178,7 @@ function versionSuite(name: string, open: () => Promise<Database>, cleanup: () =
 
 versionSuite("two model versions on one PGlite registry", () => openPglite({ dataDir: "memory://" }));
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 let pg: TestPostgres | undefined;
 describe("two model versions on one PostgreSQL registry", { skip: pgMissing }, () => {
   versionSuite(

@@ -19,6 +19,7 @@ import { decodeImage } from "../server/image/decode.js";
 import { toModelInput } from "../shared/preprocess.js";
 import { cosine } from "../shared/similarity.js";
 import { randomBytes } from "./support/images.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 
 const PYTHON = "/usr/bin/python3";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -30,8 +31,11 @@ const LIMITS = { maxBytes: 64 << 20, maxPixels: 40_000_000 };
 const TOLERANCE = 1 / 255 + 1e-6;
 
 const pythonCheck = spawnSync(PYTHON, ["-c", "import PIL, numpy"], { encoding: "utf8" });
-const noPython =
-  pythonCheck.status === 0 ? false : `needs Pillow and numpy under ${PYTHON} (${(pythonCheck.stderr || "not found").trim()})`;
+const noPython = requireSystem(
+  `Pillow and numpy under ${PYTHON}`,
+  pythonCheck.status !== 0 && (pythonCheck.stderr || "not found").trim(),
+  INSTALL.python,
+);
 
 interface Entry {
   file: string;
@@ -131,8 +135,9 @@ describe("preprocessing matches Pillow 9.4", { skip: noPython }, () => {
   });
 
   test("embeddings of our tensors and Pillow's agree (cosine >= 0.9999)", async (t) => {
-    if (!existsSync(MODEL)) {
-      t.skip(`no model at ${MODEL} yet`);
+    const noModel = requireSystem("the model", !existsSync(MODEL) && `no file at ${MODEL}`, "restore models/nose-embedder.onnx from git, or set MODEL_PATH");
+    if (noModel) {
+      t.skip(noModel);
       return;
     }
     const ort = await import("onnxruntime-node");

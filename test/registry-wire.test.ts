@@ -9,6 +9,7 @@ import { petDidFromVector } from "../shared/did.js";
 import { calibrate, cosine } from "../shared/similarity.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
 import { nosePhotos } from "./support/nose-photos.js";
@@ -294,7 +295,7 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
   });
 });
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 
 describe("registry flows on an S3-protocol server and PostgreSQL with pgvector, with outages", { skip: pgMissing }, () => {
   let s3: TestS3;

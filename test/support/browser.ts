@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, openSync, writeSync, closeSync } from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
 import { chromium, type Browser, type Page } from "playwright-core";
+import { INSTALL, requireSystem } from "./require-system.js";
 import { ROOT } from "./server.js";
 
 export const CHROMIUM = "/usr/bin/chromium";
@@ -17,10 +18,7 @@ export const SCREENS = path.join(ROOT, "test-results", "screens");
  * Chromium they are skipped on a developer's machine and fail under CI.
  */
 export function browserSkipReason(): string | undefined {
-  if (existsSync(CHROMIUM)) return undefined;
-  const msg = `${CHROMIUM} not found: install Debian's chromium (apt-get install --no-install-recommends chromium) to run the browser tests`;
-  if (process.env.CI) throw new Error(msg);
-  return msg;
+  return requireSystem("Debian's Chromium", !existsSync(CHROMIUM) && `${CHROMIUM} not found`, INSTALL.chromium) || undefined;
 }
 
 const BASE_FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
