@@ -11,6 +11,7 @@ import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
 import { startS3, type TestS3 } from "./support/s3.js";
+import { startTcpProxy, type TcpProxy } from "./support/tcp-proxy.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { remoteRegistryEnv } from "./support/registry-env.js";
@@ -302,12 +303,18 @@ describe("registry flows on an S3-protocol server and PostgreSQL with pgvector, 
   let pg: TestPostgres;
   let server: RunningServer;
   let client: GatewayClient;
+  // The server reaches both through TCP proxies that can hold a request in flight.
+  let s3Link: TcpProxy;
+  let pgLink: TcpProxy;
 
   before(async () => {
     [s3, pg] = await Promise.all([startS3("nose-bucket"), startPostgres("ml_server")]);
+    [s3Link, pgLink] = await Promise.all([startTcpProxy(Number(new URL(s3.config.endpoint).port)), startTcpProxy(pg.config.port)]);
     server = await startServer({
       ...defaults,
       ...remoteRegistryEnv(s3, pg),
+      NCP_ENDPOINT: `http://127.0.0.1:${s3Link.port}`,
+      DB_PORT: String(pgLink.port),
     });
     client = gatewayClient(server.address);
     await server.waitForLog((l) => l.msg === "database ready" && l.kind === "postgres");
@@ -315,6 +322,7 @@ describe("registry flows on an S3-protocol server and PostgreSQL with pgvector, 
   after(async () => {
     client?.close();
     await server?.stop();
+    await Promise.allSettled([s3Link?.close(), pgLink?.close()]);
     await Promise.allSettled([s3?.stop(), pg?.dispose()]);
   });
 
@@ -323,10 +331,22 @@ describe("registry flows on an S3-protocol server and PostgreSQL with pgvector, 
     const { a } = await roundTrip(client, photo);
     const verify = () => client.call("VerifyPet", { pet_did: a, photo: bytes(photo(0, 1)) });
 
-    // Object store killed while requests are in flight: each answer is a success or a retryable error.
+    /** Waits until the link holds `n` requests at the dependency (bounded: a request that never gets there fails the test). */
+    const heldAt = async (link: TcpProxy, n: number) => {
+      for (let i = 0; link.holding() < n; i++) {
+        assert.ok(i < 600, `${n} requests were never in flight at the dependency (holding ${link.holding()})`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+
+    // Object store killed while requests are in flight: the link holds them
+    // at the store, then the store dies under them; each fails retryably.
+    s3Link.stall();
     const inflight = [verify(), verify(), verify()];
+    await heldAt(s3Link, 1);
     await s3.stop();
-    for (const r of await Promise.all(inflight)) if (!r.success) assertError(r, "STORAGE_CONNECTION_ERROR", true);
+    s3Link.resume();
+    for (const r of await Promise.all(inflight)) assertError(r, "STORAGE_CONNECTION_ERROR", true);
     assertError(await verify(), "STORAGE_CONNECTION_ERROR", true);
     assertError(await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${a}/image_1.jpg`, pet_did: a }), "STORAGE_CONNECTION_ERROR", true);
     await s3.start();
@@ -334,10 +354,13 @@ describe("registry flows on an S3-protocol server and PostgreSQL with pgvector, 
     assert.equal(back.success, true, back.error_message);
     assert.equal(back.verdict, "SAME");
 
-    // Database killed mid-request.
+    // Database killed mid-request: both requests held at the database first.
+    pgLink.stall();
     const pending = [verify(), client.call("IdentifyPet", { photo: bytes(photo(0, 2)) })];
+    await heldAt(pgLink, 2);
     await pg.stop();
-    for (const r of await Promise.all(pending)) if (!r.success) assertError(r, "SERVICE_UNAVAILABLE", true);
+    pgLink.resume();
+    for (const r of await Promise.all(pending)) assertError(r, "SERVICE_UNAVAILABLE", true);
     assertError(await verify(), "SERVICE_UNAVAILABLE", true);
     assertError(await client.call("IdentifyPet", { photo: bytes(photo(0, 2)) }), "SERVICE_UNAVAILABLE", true);
     // ExtractNoseVector does not need the database.
