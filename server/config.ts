@@ -74,6 +74,8 @@ export interface Config {
   logLevel: LogLevel;
   /** Prometheus metrics at GET /metrics on the service port. */
   metricsEnabled: boolean;
+  /** How long registry counts are reused between scrapes. */
+  metricsRegistryCacheMs: number;
   /** OTLP/HTTP URL spans are posted to; undefined: tracing off. */
   otlpTracesUrl: string | undefined;
   /** service.name of the spans. */
@@ -291,6 +293,7 @@ export function loadConfig(env: Env = process.env): Config {
     dbIdleTimeoutMs: int("DB_IDLE_TIMEOUT_MS", 30_000, 1000, 3_600_000),
     logLevel: logLevel ?? "info",
     metricsEnabled: bool("METRICS_ENABLED", true),
+    metricsRegistryCacheMs: int("METRICS_REGISTRY_CACHE_MS", 10_000, 0, 3_600_000),
     otlpTracesUrl,
     otelServiceName: str("OTEL_SERVICE_NAME", "nosepaw"),
     otelExportDelayMs: int("OTEL_BSP_SCHEDULE_DELAY", 5000, 1, 600_000),

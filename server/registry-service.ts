@@ -22,6 +22,7 @@ import {
 import type { MatchVerdict } from "../shared/similarity.js";
 import type { Config } from "./config.js";
 import { openDatabase, type Database, type DatabaseConfig } from "./db/database.js";
+import { observeDatabase, type DatabaseOperation } from "./db/observed-database.js";
 import { migrate } from "./db/migrations.js";
 import type { EmbedImage } from "./embed-image.js";
 import { invalidRequest, serviceUnavailable } from "./errors.js";
@@ -32,6 +33,7 @@ import { ClientDisagreementError, type ClientVector } from "./registry/client-pa
 import { createRegistry, type Registry } from "./registry/registry.js";
 import { createFolderStore } from "./storage/folder-store.js";
 import type { ObjectStore } from "./storage/object-store.js";
+import { observeStore, type StoreOperation } from "./storage/observed-store.js";
 import { createS3Store } from "./storage/s3-store.js";
 import { inBand } from "./service.js";
 
@@ -44,6 +46,8 @@ export interface RegistryHandlers {
   setTrainingConsent(req: SetTrainingConsentRequest): Promise<SetTrainingConsentResponse>;
   /** One line for health messages: the registry database's state. */
   status(): string;
+  /** Pets per status and embeddings per model version; SERVICE_UNAVAILABLE while the database is. */
+  counts(): Promise<{ pets: Record<string, number>; embeddings: Record<string, number> }>;
   close(): Promise<void>;
 }
 
@@ -115,8 +119,15 @@ export function databaseConfig(config: Config, onError?: (e: Error) => void): Da
  * in the background while these RPCs answer SERVICE_UNAVAILABLE (retryable),
  * and ExtractNoseVector keeps working.
  */
-export function openRegistry(config: Config, model: ModelHolder, embed: EmbedImage, log: Logger): RegistryHandlers {
-  const store = openObjectStore(config);
+/** Told of every failed object-store operation and database query (for metrics). */
+export interface RegistryFailureHooks {
+  storageError?(op: StoreOperation, err: unknown): void;
+  databaseError?(op: DatabaseOperation, err: unknown): void;
+}
+
+export function openRegistry(config: Config, model: ModelHolder, embed: EmbedImage, log: Logger, hooks: RegistryFailureHooks = {}): RegistryHandlers {
+  // Observed: time booked to the calls' storage / database stages, failures to the hooks.
+  const store = observeStore(openObjectStore(config), hooks.storageError);
 
   let db: Database | undefined;
   let registry: Registry | undefined;
@@ -131,7 +142,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         const applied = await migrate(opened);
         if (closed) return void (await opened.close());
         db = opened;
-        registry = createRegistry(opened);
+        registry = createRegistry(observeDatabase(opened, hooks.databaseError));
         log.info("database ready", { kind: opened.kind, migrationsApplied: applied });
         sweep();
       } catch (e) {
@@ -316,6 +327,11 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
     },
 
     status: () => (registry ? `registry on ${db!.kind}` : `registry database unavailable (${lastError})`),
+
+    counts() {
+      if (!registry) return Promise.reject(serviceUnavailable(`registry database is not available: ${lastError}`));
+      return registry.counts();
+    },
 
     async close() {
       closed = true;

@@ -16,6 +16,7 @@ const finish = (res: Res, body: string | Uint8Array, head: boolean) => (head ? r
 
 export const MODEL_ROUTE = "/model/nose-embedder.onnx";
 export const CARD_ROUTE = "/model/card.json";
+export const METRICS_ROUTE = "/metrics";
 
 export interface WebOptions {
   /** Serves the RPCs (Connect, gRPC, gRPC-Web) and answers everything else it does not know with 404. */
@@ -27,6 +28,8 @@ export interface WebOptions {
   serveClient: boolean;
   /** Other origins allowed on the RPC and model routes. */
   corsOrigins: string[];
+  /** Prometheus exposition at /metrics; undefined: the route is not served. */
+  metrics?: { contentType: string; scrape(): Promise<string> };
   log: Logger;
 }
 
@@ -263,6 +266,19 @@ export function createWebHandler(opts: WebOptions): Handler {
     if (opts.rpcPrefixes.some((p) => rawPath.startsWith(p))) {
       if (applyCors(req, res, RPC_CORS)) return;
       return opts.rpc(req, res);
+    }
+    // For the scraper inside the cluster, like the health probes: no API key, no CORS.
+    if (rawPath === METRICS_ROUTE && opts.metrics) {
+      const head = req.method === "HEAD";
+      if (req.method !== "GET" && !head) return sendText(res, 405, `${req.method} is not supported on ${METRICS_ROUTE}; use GET`, { Allow: "GET, HEAD" });
+      opts.metrics.scrape().then(
+        (text) => sendSmall(res, 200, opts.metrics!.contentType, text, {}, head),
+        (e: unknown) => {
+          opts.log.error("metrics scrape failed", { err: e });
+          sendText(res, 500, "metrics unavailable");
+        },
+      );
+      return;
     }
     if (rawPath === MODEL_ROUTE || rawPath === CARD_ROUTE) {
       if (applyCors(req, res, MODEL_CORS)) return;

@@ -184,6 +184,8 @@ export interface Registry extends RegistryReader {
   auditOf(petDid: string, kinds?: AuditKind[]): Promise<AuditRecord[]>;
   /** Records an approval and its audit row; idempotent on request id (returns the first one). */
   insertApproval(approval: NewApproval, audit: AuditEntry): Promise<ApprovalRecord>;
+  /** Pets per status and enrolled embeddings per model version, for monitoring. */
+  counts(): Promise<{ pets: Record<string, number>; embeddings: Record<string, number> }>;
 }
 
 export interface RegistryOptions {
@@ -522,6 +524,17 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
         params,
       );
       return rows.map(toPet);
+    },
+
+    async counts() {
+      const pets = await db.query<{ status: string; n: number | string }>("SELECT status, count(*) AS n FROM pets GROUP BY status");
+      const embeddings = await db.query<{ model_version: string; n: number | string }>(
+        "SELECT model_version, count(*) AS n FROM pet_embeddings GROUP BY model_version",
+      );
+      return {
+        pets: Object.fromEntries(pets.rows.map((r) => [r.status, Number(r.n)])),
+        embeddings: Object.fromEntries(embeddings.rows.map((r) => [r.model_version, Number(r.n)])),
+      };
     },
 
     async auditOf(petDid, kinds) {
