@@ -320,7 +320,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
           { petDid: req.petDid, trainingConsent: req.trainingConsent, requestedBy: req.requestedBy, requestId: req.requestId },
           state.status === "ready" ? state.model.version : "",
         );
-        if (r.recorded) log.info("consent.changed", { petDid: r.petDid, previous: r.previous, trainingConsent: r.trainingConsent, requestId: req.requestId || undefined });
+        if (r.recorded) log.info("consent.changed", { petDid: r.petDid, previous: r.previous, trainingConsent: r.trainingConsent, idempotencyKey: req.requestId || undefined });
         return { success: true, petDid: r.petDid, trainingConsent: r.trainingConsent } satisfies MessageInitShape<typeof SetTrainingConsentResponseSchema>;
       });
       return create(SetTrainingConsentResponseSchema, res);
