@@ -1,6 +1,7 @@
 import { l2normalize } from "../shared/similarity.js";
 import type { PreprocessPool } from "./image/preprocess-pool.js";
 import type { ModelHolder } from "./model/model-holder.js";
+import { throwIfCancelled } from "./observe/request-context.js";
 
 export type EmbedImage = (bytes: Uint8Array) => Promise<Float32Array>;
 
@@ -15,6 +16,9 @@ export function createImageEmbedder(model: ModelHolder, pool: PreprocessPool): E
     // Fail before decoding: no work is spent while the model is not there.
     const { embedder } = model.require();
     const chw = await pool.preprocess(bytes, embedder.inputSize);
+    // The pool and the batcher drop a call that ended while it waited; this
+    // covers the moment between the two.
+    throwIfCancelled();
     return l2normalize(await embedder.embed(chw));
   };
 }

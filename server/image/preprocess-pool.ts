@@ -3,13 +3,17 @@ import { Worker } from "node:worker_threads";
 import { internalError, MLError, serviceUnavailable } from "../errors.js";
 import type { DecodeLimits } from "./decode.js";
 import type { PreprocessReply, PreprocessTask } from "./preprocess-worker.js";
-import { addStage, currentContext, type RequestContext } from "../observe/request-context.js";
+import { addStage, cancelledError, currentContext, type RequestContext } from "../observe/request-context.js";
 
 export interface PreprocessPool {
   /** Decode + Pillow-exact preprocessing in a worker; rejects with the decoder's MLError. */
   preprocess(bytes: Uint8Array, size: number): Promise<Float32Array>;
-  /** Now: workers alive, busy, photos waiting; since start: photos refused because the queue was full. */
-  stats(): { workers: number; busy: number; queued: number; refused: number };
+  /**
+   * Now: workers alive, busy, photos waiting. Since start: photos refused
+   * because the queue was full, dropped from the queue because their call
+   * ended, and handed to a worker.
+   */
+  stats(): { workers: number; busy: number; queued: number; refused: number; abandoned: number; started: number };
   close(): Promise<void>;
 }
 
@@ -57,6 +61,8 @@ export function createPreprocessPool(
   let nextId = 1;
   let closed = false;
   let refused = 0;
+  let abandoned = 0;
+  let started = 0;
 
   const spawn = () => {
     const w = startWorker();
@@ -116,6 +122,7 @@ export function createPreprocessPool(
       const now = performance.now();
       addStage("queue", now - job.at, job.ctx);
       job.at = now;
+      started++;
       w.postMessage(job.task);
     }
   };
@@ -129,12 +136,32 @@ export function createPreprocessPool(
         refused++;
         return Promise.reject(serviceUnavailable(`server busy: ${queue.length} photos already wait for preprocessing, retry shortly`));
       }
+      const ctx = currentContext();
+      const signal = ctx?.signal;
+      if (signal?.aborted) return Promise.reject(cancelledError(signal));
       return new Promise((resolve, reject) => {
-        queue.push({ task: { id: nextId++, bytes, size: inputSize, limits, shrink }, resolve, reject, ctx: currentContext(), at: performance.now() });
+        const job: Job = { task: { id: nextId++, bytes, size: inputSize, limits, shrink }, resolve, reject, ctx, at: performance.now() };
+        if (signal) {
+          // A call that ends while its photo still waits gives up its place:
+          // nobody would receive the result. Once a worker has the photo it
+          // finishes (stopping a worker mid-decode costs more than the decode).
+          const onAbort = () => {
+            const i = queue.indexOf(job);
+            if (i >= 0) {
+              queue.splice(i, 1);
+              abandoned++;
+              reject(cancelledError(signal));
+            }
+          };
+          signal.addEventListener("abort", onAbort, { once: true });
+          job.resolve = (t) => (signal.removeEventListener("abort", onAbort), resolve(t));
+          job.reject = (e) => (signal.removeEventListener("abort", onAbort), reject(e));
+        }
+        queue.push(job);
         pump();
       });
     },
-    stats: () => ({ workers: workers.length, busy: busy.size, queued: queue.length, refused }),
+    stats: () => ({ workers: workers.length, busy: busy.size, queued: queue.length, refused, abandoned, started }),
     async close() {
       closed = true;
       await Promise.all(workers.map((w) => w.terminate()));

@@ -1,5 +1,5 @@
 import { channel } from "node:diagnostics_channel";
-import { addStage, currentContext, type RequestContext } from "../observe/request-context.js";
+import { addStage, cancelledError, currentContext, type RequestContext } from "../observe/request-context.js";
 
 /** What `nosepaw:batch` carries for every model run. */
 export interface BatchRecord {
@@ -36,6 +36,14 @@ export function createMicroBatcher<In, Out>(opts: {
   const flush = async () => {
     timer = undefined;
     if (running || queue.length === 0) return;
+    // Calls that ended while waiting get no inference: nobody would receive it.
+    queue = queue.filter((p) => {
+      const signal = p.ctx?.signal;
+      if (!signal?.aborted) return true;
+      p.reject(cancelledError(signal));
+      return false;
+    });
+    if (queue.length === 0) return;
     running = true;
     const batch = queue.slice(0, opts.maxBatch);
     queue = queue.slice(batch.length);

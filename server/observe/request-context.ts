@@ -9,6 +9,7 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { channel } from "node:diagnostics_channel";
+import { serviceUnavailable, type MLError } from "../errors.js";
 
 /**
  * Where a call spends its time, in the order a photo flows:
@@ -92,4 +93,19 @@ export async function timed<T>(stage: Stage, fn: () => Promise<T>): Promise<T> {
 
 export function publishRpc(record: RpcRecord): void {
   if (rpcChannel.hasSubscribers) rpcChannel.publish(record);
+}
+
+/**
+ * Throws when the current call was cancelled or its deadline passed: work
+ * that nobody will receive is not started (decoding, inference, writes).
+ */
+export function throwIfCancelled(ctx = storage.getStore()): void {
+  if (ctx?.signal?.aborted) throw cancelledError(ctx.signal);
+}
+
+/** The error a call's abandoned work ends with; retryable, as the caller may try again with more time. */
+export function cancelledError(signal: AbortSignal): MLError {
+  const reason = signal.reason as { name?: string; message?: string } | undefined;
+  const why = reason?.message ? `: ${reason.message}` : "";
+  return serviceUnavailable(`call cancelled or past its deadline${why}; no further work was done for it`);
 }
