@@ -8,6 +8,11 @@ import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { NoseEmbedderService, NoseImageRequestSchema } from "../gen/nose_embedder_pb.js";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import { startApp } from "../server/app.js";
+import { loadConfig } from "../server/config.js";
+import { createLogger } from "../server/log.js";
+import type { BatchRecord } from "../server/model/micro-batcher.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { jpeg, png, pngHeaderOnly } from "./support/images.js";
 import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
@@ -86,11 +91,39 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
   });
 
   test("concurrent requests (micro-batched) give the same vectors as one-by-one requests", async () => {
-    const photos = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => jpeg(180 + i * 20, 180 + i * 20, 10 + i)));
-    const one: number[][] = [];
-    for (const p of photos) one.push((await client.call("ExtractNoseVector", { image_data: p })).vector);
-    const many = await Promise.all(photos.map((p) => client.call("ExtractNoseVector", { image_data: p })));
-    many.forEach((r, i) => r.vector.forEach((x: number, j: number) => assert.ok(Math.abs(x - one[i][j]) < 1e-5)));
+    // This server runs in the test process, so its nosepaw:batch channel can
+    // be watched: the concurrent requests must really have run as batches of
+    // more than one (MAX_BATCH=1 in the environment makes this test fail).
+    const app = await startApp(
+      loadConfig({ ...process.env, ...defaults, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", DATA_DIR: mkdtempSync(path.join(tmpdir(), "nosepaw-data-")) }),
+      createLogger("error", () => {}),
+    );
+    const c = gatewayClient(`127.0.0.1:${app.port}`);
+    const sizes: number[] = [];
+    const onBatch = (m: unknown) => void sizes.push((m as BatchRecord).size);
+    subscribe("nosepaw:batch", onBatch);
+    try {
+      // The model loads in the background: wait until it answers (bounded).
+      const warm = await jpeg(200, 200, 1);
+      for (let i = 0; !(await c.call("ExtractNoseVector", { image_data: warm })).success; i++) {
+        assert.ok(i < 300, "the in-process server's model never loaded");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      sizes.length = 0;
+      const photos = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map((i) => jpeg(180 + i * 20, 180 + i * 20, 10 + i)));
+      const one: number[][] = [];
+      for (const p of photos) one.push((await c.call("ExtractNoseVector", { image_data: p })).vector);
+      assert.deepEqual(sizes, photos.map(() => 1), "one by one: batches of one");
+      sizes.length = 0;
+      const many = await Promise.all(photos.map((p) => c.call("ExtractNoseVector", { image_data: p })));
+      many.forEach((r, i) => r.vector.forEach((x: number, j: number) => assert.ok(Math.abs(x - one[i][j]) < 1e-5)));
+      assert.equal(sizes.reduce((a, b) => a + b, 0), photos.length, `every photo ran once: batches ${sizes}`);
+      assert.ok(Math.max(...sizes) > 1, `concurrent photos must form a batch of more than one; batches were ${sizes}`);
+    } finally {
+      unsubscribe("nosepaw:batch", onBatch);
+      c.close();
+      await app.close();
+    }
     assert.ok(server.logs.some((l) => l.msg === "model loaded" && l.dynamicBatch === true));
   });
 
@@ -164,16 +197,14 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
     try {
       const big = await jpeg(2400, 1600, 7);
       assert.equal((await c.call("HealthCheck", { service: "" })).status, "SERVING"); // connection is up
-      const arrivals: number[] = [];
-      const inflight = Promise.all(
-        [1, 2, 3, 4].map(() => c.call("ExtractNoseVector", { image_data: big }).then((r) => (arrivals.push(Date.now()), r))),
-      );
+      let answered = 0;
+      const inflight = Promise.all([1, 2, 3, 4].map(() => c.call("ExtractNoseVector", { image_data: big }).then((r) => (answered++, r))));
       await new Promise((r) => setTimeout(r, 100));
-      const signalledAt = Date.now();
+      const answeredBeforeSignal = answered;
       const code = await s.stop("SIGTERM");
       const results = await inflight;
       results.forEach((r) => assert.equal(r.success, true, r.error_message));
-      assert.ok(arrivals.some((t) => t > signalledAt), "some request was still in flight at SIGTERM");
+      assert.ok(answeredBeforeSignal < results.length, "some request was still in flight at SIGTERM");
       assert.equal(code, 0);
       assert.ok(s.logs.some((l) => l.msg === "stopped"));
     } finally {
@@ -242,8 +273,15 @@ describe("model problems", () => {
 
   test("invalid configuration stops start-up with every problem listed", async () => {
     const s = startServer({ GRPC_PORT: "abc", LOG_LEVEL: "loud", NCP_ENDPOINT: "https://example.invalid" }, "listening", 15_000);
-    await assert.rejects(s, (e: Error) =>
-      /GRPC_PORT="abc" must be an integer/.test(e.message) && /LOG_LEVEL/.test(e.message) && /NCP_ACCESS_KEY, NCP_SECRET_KEY, NCP_BUCKET_NAME must be set/.test(e.message),
-    );
+    await assert.rejects(s, (e: Error) => {
+      // Exactly these three problems, each on its own line, nothing else.
+      const listed = e.message.split("\n").filter((l) => /^\s+- /.test(l)).map((l) => l.replace(/^\s+- /, ""));
+      assert.deepEqual(listed.sort(), [
+        'GRPC_PORT="abc" must be an integer between 0 and 65535',
+        'LOG_LEVEL="loud" must be one of debug, info, warn, error',
+        "NCP_ENDPOINT is set, so NCP_ACCESS_KEY, NCP_SECRET_KEY, NCP_BUCKET_NAME must be set too",
+      ]);
+      return true;
+    });
   });
 });

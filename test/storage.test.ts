@@ -204,7 +204,7 @@ describe("S3 store against s3rver", () => {
     try {
       for (const op of [() => store.get(key), () => store.put(key, new Uint8Array([1])), () => store.exists(key), () => store.ping()]) {
         // Bounded by the operation deadline (2.5 s) plus slack for a loaded machine, not the SDK's minutes.
-        await assert.rejects(within(op(), s3.config.operationTimeoutMs! + 5000, "a call to a stopped store"), (e: unknown) => {
+        await assert.rejects(within<unknown>(op(), s3.config.operationTimeoutMs! + 5000, "a call to a stopped store"), (e: unknown) => {
           assertMLError(MLErrorCode.STORAGE_CONNECTION_ERROR, /object storage/)(e);
           assert.equal(isRetryable((e as MLError).code), true);
           return true;
