@@ -13,7 +13,14 @@ import sys
 import warnings
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps
+
+# The reference is the old server's Pillow, 9.4 (Debian 12). Another version
+# may resize or convert differently, and the parity test would then measure
+# the distance to that Pillow instead: refuse to produce a reference at all.
+if not PIL.__version__.startswith("9.4."):
+    sys.exit(f"reference.py needs Pillow 9.4.x (the old server's), found {PIL.__version__}")
 
 directory, size = sys.argv[1], int(sys.argv[2])
 # Pillow warns about palette tRNS on convert("RGB"); the result is what we match.
