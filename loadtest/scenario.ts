@@ -1,0 +1,180 @@
+import os from "node:os";
+import { createS3Store } from "../server/storage/s3-store.js";
+import { startPostgres, type TestPostgres } from "../test/support/postgres.js";
+import { remoteRegistryEnv } from "../test/support/registry-env.js";
+import { startReplica, type Replica } from "../test/support/replicas.js";
+import { startS3, type TestS3 } from "../test/support/s3.js";
+import { loadFigures, machine, stageMeans, type LoadFigures } from "./figures.js";
+import { nosePhotoCache } from "./nose-photo-cache.js";
+import { checkRegistry, type RegistryCheck } from "./registry-checks.js";
+import { runLoad, type Disruption } from "./run-load.js";
+import { Workload, type Mix } from "./workload.js";
+
+/**
+ * - object-store: the S3-protocol server is stopped halfway through the
+ *   calls and started again on the same port and folder `outageMs` later;
+ * - kill-replica: the second replica gets SIGKILL halfway through and is
+ *   started again on its port (the balancer sends its calls elsewhere
+ *   meanwhile).
+ */
+export type DisruptionKind = "object-store" | "kill-replica" | "none";
+
+export interface ScenarioOptions {
+  calls: number;
+  concurrency: number;
+  replicas: number;
+  mix: Mix;
+  disrupt: DisruptionKind;
+  /** How long the object store stays down. Default 1500 ms. */
+  outageMs?: number;
+  seed?: number;
+  /** Extra server environment (MODEL_PATH, ...). */
+  env?: Record<string, string>;
+  log?: (line: string) => void;
+}
+
+export interface ScenarioReport {
+  date: string;
+  machine: ReturnType<typeof machine>;
+  config: { calls: number; concurrency: number; replicas: number; mix: Mix; disrupt: DisruptionKind; seed: number; serverEnv: Record<string, string> };
+  figures: LoadFigures;
+  /** Answered calls per replica (by the replica that gave the final answer). */
+  answeredBy: number[];
+  disruption?: Record<string, unknown>;
+  /** Peak resident memory (VmHWM) of each server process after the load, MiB; a killed replica's peak before the kill is in `disruption`. */
+  peakRssMiB: Array<number | undefined>;
+  /** Mean ms per call in each server-side stage, per RPC (a restarted replica counts from its restart); absent where /metrics is not served. */
+  stageMeansMs?: Record<string, Record<string, number>>;
+  registry: RegistryCheck;
+  /** Every call that did not end as it must, and every registry problem; empty in a good run. */
+  failures: string[];
+  seconds: { photos: number; startUp: number; load: number; checks: number; total: number };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const mib = (kib: number | undefined) => (kib === undefined ? undefined : Math.round(kib / 1024));
+const secs = (ms: number) => Math.round(ms / 100) / 10;
+
+/**
+ * The whole run: photos, an S3-protocol server and a PostgreSQL server,
+ * `replicas` server processes sharing them, the load with its disruption,
+ * then the registry checks. Everything it started is stopped before it returns.
+ */
+export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
+  const log = o.log ?? (() => {});
+  const seed = o.seed ?? 1;
+  const t0 = performance.now();
+  const dogs = Workload.dogsFor(o.calls, o.mix, seed);
+  const { photo, renderedMs } = await nosePhotoCache(dogs);
+  log(`${dogs} dogs' photos ready (${renderedMs > 0 ? `rendered in ${secs(renderedMs)} s` : "cached"})`);
+
+  // Replicas that outnumber the cores share them: one model thread and one
+  // decoding worker each keeps them from fighting over the same cores.
+  const share = String(Math.max(1, Math.floor(os.availableParallelism() / o.replicas)));
+  const serverEnv: Record<string, string> = { ...(o.replicas > 1 ? { MODEL_THREADS: share, PREPROCESS_WORKERS: share } : {}), ...o.env };
+
+  let s3: TestS3 | undefined;
+  let pg: TestPostgres | undefined;
+  const replicas: Replica[] = [];
+  try {
+    const tStart = performance.now();
+    [s3, pg] = await Promise.all([startS3("nose-bucket"), startPostgres("ml_server")]);
+    const env = { ...remoteRegistryEnv(s3, pg), ...serverEnv };
+    // The first replica creates the schema; the others then start together.
+    replicas.push(await startReplica({ env }));
+    replicas.push(...(await Promise.all(Array.from({ length: o.replicas - 1 }, () => startReplica({ env })))));
+    const startUpMs = performance.now() - tStart;
+    log(`${o.replicas} replica(s) SERVING on ${replicas.map((r) => r.port).join(", ")} after ${secs(startUpMs)} s`);
+
+    const atCall = Math.floor(o.calls / 2);
+    let disruption: Disruption | undefined;
+    if (o.disrupt === "object-store") {
+      const store = s3;
+      const outageMs = o.outageMs ?? 1500;
+      disruption = {
+        atCall,
+        describe: `object store stopped at call ${atCall}, started again ${outageMs} ms later on the same port and folder`,
+        async run() {
+          const t = performance.now();
+          await store.stop();
+          log(`object store stopped (call ${atCall})`);
+          await sleep(outageMs);
+          await store.start();
+          log("object store started again");
+          return { downMs: Math.round(performance.now() - t) };
+        },
+      };
+    } else if (o.disrupt === "kill-replica") {
+      if (o.replicas < 2) throw new Error("kill-replica needs at least two replicas");
+      const victim = replicas[1];
+      disruption = {
+        atCall,
+        describe: `replica ${victim.address} killed (SIGKILL) at call ${atCall} and started again`,
+        async run() {
+          const peak = victim.peakRssKiB();
+          const t = performance.now();
+          await victim.kill();
+          log(`replica ${victim.address} killed (call ${atCall})`);
+          await sleep(1000);
+          await victim.start();
+          const downMs = Math.round(performance.now() - t);
+          log(`replica ${victim.address} SERVING again after ${downMs} ms`);
+          return { replica: victim.address, downMs, peakRssMiBBeforeKill: mib(peak) };
+        },
+      };
+    }
+
+    const workload = new Workload(o.calls, o.mix, () => photo, seed);
+    const tLoad = performance.now();
+    const result = await runLoad({
+      addresses: replicas.map((r) => r.address),
+      concurrency: o.concurrency,
+      workload,
+      failover: o.replicas > 1,
+      disruption,
+      progress: (done) => log(`${done}/${o.calls} calls answered (${secs(performance.now() - tLoad)} s)`),
+    });
+    const peakRssMiB = replicas.map((r) => mib(r.peakRssKiB()));
+    const figures = loadFigures(result);
+    // Where the servers spent each call's time, where they serve /metrics.
+    const expositions = await Promise.all(
+      replicas.map((r) =>
+        fetch(`http://${r.address}/metrics`, { signal: AbortSignal.timeout(5000) })
+          .then((res) => (res.ok ? res.text() : ""))
+          .catch(() => ""),
+      ),
+    );
+    const stages = stageMeans(expositions);
+
+    const tChecks = performance.now();
+    const registry = await checkRegistry({
+      workload,
+      photos: photo,
+      database: pg.config,
+      store: createS3Store(s3.config),
+      addresses: replicas.map((r) => r.address),
+    });
+    const checksMs = performance.now() - tChecks;
+    log(`registry checked in ${secs(checksMs)} s: ${registry.pets} pets, ${registry.problems.length} problems`);
+
+    const answeredBy = replicas.map((_, i) => result.records.filter((r) => r.replica === i).length);
+    return {
+      date: new Date().toISOString(),
+      machine: machine(),
+      config: { calls: o.calls, concurrency: o.concurrency, replicas: o.replicas, mix: o.mix, disrupt: o.disrupt, seed, serverEnv },
+      figures,
+      answeredBy,
+      disruption: result.disruption
+        ? { describe: result.disruption.describe, atCall: result.disruption.atCall, startedAtSecond: secs(result.disruption.startedAtMs), ...result.disruption.report }
+        : undefined,
+      peakRssMiB,
+      stageMeansMs: Object.keys(stages).length ? stages : undefined,
+      registry,
+      failures: [...result.failures, ...registry.problems],
+      seconds: { photos: secs(renderedMs), startUp: secs(startUpMs), load: secs(result.wallMs), checks: secs(checksMs), total: secs(performance.now() - t0) },
+    };
+  } finally {
+    await Promise.allSettled(replicas.map((r) => r.stop()));
+    await Promise.allSettled([s3?.dispose(), pg?.dispose()]);
+  }
+}
