@@ -63,3 +63,20 @@ test("past the queue limit, photos are refused as SERVICE_UNAVAILABLE (retryable
     await pool.close();
   }
 });
+
+test("a photo already at the model's size is preprocessed without a worker, to the same tensor", async () => {
+  const pool = createPreprocessPool(limits, 1);
+  try {
+    const crop = await jpeg(224, 224, 9);
+    const near = await jpeg(225, 224, 9);
+    const before = pool.stats();
+    const got = await pool.preprocess(crop, 224);
+    await pool.preprocess(near, 224);
+    const after = pool.stats();
+    assert.equal(after.inline - before.inline, 1, "the 224x224 crop should not go to a worker");
+    assert.equal(after.started - before.started, 1, "the 225x224 photo needs a resize and goes to a worker");
+    assert.deepEqual(got, toModelInput((await decodeImage(crop, limits)).image, 224));
+  } finally {
+    await pool.close();
+  }
+});

@@ -3,6 +3,7 @@ import { Worker } from "node:worker_threads";
 import { internalError, MLError, serviceUnavailable } from "../errors.js";
 import type { DecodeLimits } from "./decode.js";
 import type { PreprocessReply, PreprocessTask } from "./preprocess-worker.js";
+import { isModelSized, preprocessPhoto } from "./preprocess-photo.js";
 import { addStage, cancelledError, currentContext, type RequestContext } from "../observe/request-context.js";
 
 export interface PreprocessPool {
@@ -11,9 +12,10 @@ export interface PreprocessPool {
   /**
    * Now: workers alive, busy, photos waiting. Since start: photos refused
    * because the queue was full, dropped from the queue because their call
-   * ended, and handed to a worker.
+   * ended, handed to a worker, and preprocessed on the calling thread
+   * because they were already the model's size.
    */
-  stats(): { workers: number; busy: number; queued: number; refused: number; abandoned: number; started: number };
+  stats(): { workers: number; busy: number; queued: number; refused: number; abandoned: number; started: number; inline: number };
   close(): Promise<void>;
 }
 
@@ -62,6 +64,7 @@ export function createPreprocessPool(
   let closed = false;
   let refused = 0;
   let abandoned = 0;
+  let inline = 0;
   let started = 0;
 
   const spawn = () => {
@@ -129,6 +132,16 @@ export function createPreprocessPool(
 
   for (let i = 0; i < size; i++) spawn();
 
+  const preprocessHere = async (bytes: Uint8Array, inputSize: number, ctx: RequestContext | undefined) => {
+    inline++;
+    const { tensor, ms, path } = await preprocessPhoto(bytes, inputSize, limits, shrink);
+    addStage("decode", ms.decode, ctx);
+    addStage("resize", ms.resize, ctx);
+    addStage("tensor", ms.tensor, ctx);
+    if (ctx) ctx.path = path;
+    return tensor;
+  };
+
   return {
     preprocess(bytes, inputSize) {
       if (closed || broken) return Promise.reject(internalError(closed ? "preprocessing pool is closed" : "preprocessing workers cannot start"));
@@ -139,6 +152,7 @@ export function createPreprocessPool(
       const ctx = currentContext();
       const signal = ctx?.signal;
       if (signal?.aborted) return Promise.reject(cancelledError(signal));
+      if (isModelSized(bytes, inputSize)) return preprocessHere(bytes, inputSize, ctx);
       return new Promise((resolve, reject) => {
         const job: Job = { task: { id: nextId++, bytes, size: inputSize, limits, shrink }, resolve, reject, ctx, at: performance.now() };
         if (signal) {
@@ -161,7 +175,7 @@ export function createPreprocessPool(
         pump();
       });
     },
-    stats: () => ({ workers: workers.length, busy: busy.size, queued: queue.length, refused, abandoned, started }),
+    stats: () => ({ workers: workers.length, busy: busy.size, queued: queue.length, refused, abandoned, started, inline }),
     async close() {
       closed = true;
       await Promise.all(workers.map((w) => w.terminate()));
