@@ -6,10 +6,10 @@ import { NoseEmbedderService } from "../gen/nose_embedder_pb.js";
 import { assertServable, type Config } from "./config.js";
 import { createImageEmbedder } from "./embed-image.js";
 import { createPreprocessPool } from "./image/preprocess-pool.js";
-import { healthService } from "./health.js";
+import { createReadiness, healthService } from "./health.js";
 import { listen } from "./listen.js";
 import type { Logger } from "./log.js";
-import { createModelHolder } from "./model/model-holder.js";
+import { createModelHolder, type ReloadOutcome } from "./model/model-holder.js";
 import { openRegistry } from "./registry-service.js";
 import { noseEmbedderService } from "./service.js";
 import { createWebHandler } from "./web.js";
@@ -29,6 +29,8 @@ export interface App {
   port: number;
   /** Graceful: NOT_SERVING, stop accepting, finish in-flight requests, release resources. */
   close(): Promise<void>;
+  /** Reads the model file again (SIGHUP) and switches to it without dropping calls; a bad file leaves the running model. */
+  reloadModel(): Promise<ReloadOutcome>;
 }
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
@@ -52,18 +54,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     : undefined;
   const registry = openRegistry(config, model, embedImage, log, { storageError: metrics?.storageError, databaseError: metrics?.databaseError });
 
-  let closing = false;
-  const readinessListeners = new Set<() => void>();
-  const notify = () => readinessListeners.forEach((l) => l());
-  model.onChange(notify);
-  const readiness = {
-    serving: () => !closing && model.state().status === "ready",
-    closed: () => closing,
-    onChange(l: () => void) {
-      readinessListeners.add(l);
-      return () => readinessListeners.delete(l);
-    },
-  };
+  // SERVING only when every RPC can be: the model loaded and the registry usable now.
+  const readiness = createReadiness(model, registry);
 
   // Every call runs inside a request context (id, stage timings, abort
   // signal) and is published on the `nosepaw:rpc` channel when it ends.
@@ -72,7 +64,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const ctx: RequestContext = { id, method: req.method.name, started: performance.now(), stages: {}, signal: req.signal };
     let result = "OK";
     try {
-      const res = await runWithContext(ctx, () => next(req));
+      // The call keeps the model it started with, even across a reload.
+      const res = await runWithContext(ctx, () => model.pinned(() => next(req)));
       res.header.set("x-request-id", id);
       if (!res.stream) {
         const m = res.message as { success?: boolean; errorCode?: number };
@@ -106,7 +99,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
   const rpc = connectNodeAdapter({
     routes: (router) => {
-      router.service(NoseEmbedderService, noseEmbedderService({ model, embedImage, registry, log }));
+      router.service(NoseEmbedderService, noseEmbedderService({ model, embedImage, registry, readiness, log }));
       router.service(Health, healthService(readiness));
     },
     interceptors: [context],
@@ -156,9 +149,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
   return {
     port: listener.port,
+    reloadModel: () => model.reload(),
     async close() {
-      closing = true;
-      notify();
+      readiness.close();
       await listener.close(config.shutdownTimeoutMs);
       metrics?.close();
       await tracing?.close();

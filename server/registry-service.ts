@@ -28,7 +28,17 @@ import type { EmbedImage } from "./embed-image.js";
 import { invalidRequest, serviceUnavailable } from "./errors.js";
 import type { Logger } from "./log.js";
 import type { LoadedModel, ModelHolder } from "./model/model-holder.js";
-import { createFlows, DuplicatePetError, InconsistentPhotosError, setTrainingConsent, type CompareResult, type Flows, type MatchScores, type PhotoInput } from "./registry/flows.js";
+import {
+  createFlows,
+  DuplicatePetError,
+  InconsistentPhotosError,
+  setTrainingConsent,
+  type CompareResult,
+  type Flows,
+  type MatchScores,
+  type PhotoInput,
+  type ReembedReport,
+} from "./registry/flows.js";
 import { ClientDisagreementError, type ClientVector } from "./registry/client-parity.js";
 import { createRegistry, type Registry } from "./registry/registry.js";
 import { createFolderStore } from "./storage/folder-store.js";
@@ -44,12 +54,26 @@ export interface RegistryHandlers {
   identifyPet(req: IdentifyPetRequest): Promise<IdentifyPetResponse>;
   approveTransfer(req: ApproveTransferRequest): Promise<ApproveTransferResponse>;
   setTrainingConsent(req: SetTrainingConsentRequest): Promise<SetTrainingConsentResponse>;
-  /** One line for health messages: the registry database's state. */
+  /** One line for health messages: the registry database's state as last seen. */
   status(): string;
+  /**
+   * Whether the registry RPCs can be served now: the database open, migrated
+   * and answering a bounded round trip (checked at most once a second), and
+   * this server's model version not superseded by a rollout.
+   */
+  readiness(): Promise<{ ready: boolean; detail: string }>;
+  /** Called when the database becomes ready. */
+  onChange(listener: () => void): () => void;
   /** Pets per status and embeddings per model version; SERVICE_UNAVAILABLE while the database is. */
   counts(): Promise<{ pets: Record<string, number>; embeddings: Record<string, number> }>;
   close(): Promise<void>;
 }
+
+/** How long a readiness answer is reused, and how long its round trip may take. */
+const READINESS_TTL_MS = 1000;
+const READINESS_TIMEOUT_MS = 1000;
+/** When another replica holds the re-embedding lock, look again after this long (it may die halfway). */
+const SWEEP_RETRY_MS = 5000;
 
 const VERDICT: Record<MatchVerdict, Verdict> = { SAME: Verdict.SAME, REVIEW: Verdict.REVIEW, DIFFERENT: Verdict.DIFFERENT };
 
@@ -134,6 +158,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
   let lastError = "connecting";
   let closed = false;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  const listeners = new Set<() => void>();
 
   const connect = async (attempt: number): Promise<void> => {
     try {
@@ -144,7 +169,8 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         db = opened;
         registry = createRegistry(observeDatabase(opened, hooks.databaseError));
         log.info("database ready", { kind: opened.kind, migrationsApplied: applied });
-        sweep();
+        listeners.forEach((l) => l());
+        onModel();
       } catch (e) {
         await opened.close().catch(() => undefined);
         throw e;
@@ -156,26 +182,64 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
       if (!closed) retryTimer = setTimeout(() => void connect(attempt + 1), delay);
     }
   };
-  // After a model upgrade, enrolled embeddings of the earlier version are
-  // re-embedded from their stored images in the background (verification
-  // re-embeds a pet's rows on demand meanwhile).
-  let sweptFor: string | undefined;
-  const sweep = () => {
+  // A model version is adopted by the registry when a server first runs it
+  // (a rollout); then enrolled embeddings of other versions are re-embedded
+  // from their stored images in the background, one replica at a time
+  // (verification re-embeds a pet's rows on demand meanwhile).
+  let adoptedFor: LoadedModel | undefined;
+  let sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  const onModel = () => {
     const state = model.state();
-    if (closed || !registry || state.status !== "ready" || sweptFor === state.model.version) return;
-    const version = state.model.version;
-    sweptFor = version;
-    flows()
-      .reembedStale()
-      .then(
-        (count) => count > 0 && log.info("embeddings re-embedded", { count, modelVersion: version }),
-        (e) => {
-          sweptFor = undefined;
-          log.warn("re-embedding stale embeddings failed; will retry on the next start-up or model load", { err: e });
-        },
-      );
+    if (closed || !registry || state.status !== "ready" || adoptedFor === state.model) return;
+    const m = state.model;
+    adoptedFor = m;
+    clearTimeout(sweepTimer);
+    registry.adoptModelVersion(m.version).then(
+      () => sweep(m),
+      (e) => {
+        adoptedFor = undefined;
+        log.warn("adopting the model version failed; will retry", { err: e, modelVersion: m.version, retryInMs: SWEEP_RETRY_MS });
+        if (!closed) sweepTimer = setTimeout(onModel, SWEEP_RETRY_MS);
+      },
+    );
   };
-  model.onChange(sweep);
+  model.onChange(onModel);
+
+  const isCurrent = (m: LoadedModel) => {
+    const state = model.state();
+    return !closed && state.status === "ready" && state.model === m;
+  };
+  const sweep = (m: LoadedModel) => {
+    const reg = registry;
+    if (!reg || !isCurrent(m)) return;
+    const retry = () => {
+      if (isCurrent(m)) sweepTimer = setTimeout(() => sweep(m), SWEEP_RETRY_MS);
+    };
+    model
+      .pinned(async () => {
+        const later = await reg.supersededBy(m.version);
+        if (later !== undefined) {
+          log.warn("the registry has moved to a later model version; this server does not re-embed", { modelVersion: m.version, registryModelVersion: later });
+          return;
+        }
+        const outcome = await reg.withSweepLock(() => flows().migrateStale({ keepGoing: () => isCurrent(m) }));
+        if (!outcome.ran) {
+          log.info("re-embedding sweep is running on another replica", { modelVersion: m.version, retryInMs: SWEEP_RETRY_MS });
+          return retry();
+        }
+        logSweep(outcome.result, m.version);
+      })
+      .catch((e) => {
+        log.warn("re-embedding stale embeddings failed; will retry", { err: e, retryInMs: SWEEP_RETRY_MS });
+        retry();
+      });
+  };
+  const logSweep = (r: ReembedReport, version: string) => {
+    if (r.embeddings > 0) log.info("embeddings re-embedded", { count: r.embeddings, pets: r.pets, from: r.from, modelVersion: version });
+    if (r.missing.length > 0) {
+      log.warn("enrolled photos missing or unreadable; their embeddings stay on the earlier model", { count: r.missing.length, missing: r.missing.slice(0, 20) });
+    }
+  };
 
   const ready = connect(0);
 
@@ -200,6 +264,40 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
       };
     }
     return cached.flows;
+  };
+
+  // Readiness: one bounded round trip at a time, its answer reused for a
+  // second, so probes and tight health polling cost the database little.
+  let probe: { at: number; key: string; answer: Promise<{ ready: boolean; detail: string }> } | undefined;
+  let probing = false;
+  const check = async (reg: Registry, version: string | undefined): Promise<{ ready: boolean; detail: string }> => {
+    probing = true;
+    const query = (version === undefined ? reg.ping().then(() => undefined) : reg.supersededBy(version)).finally(() => (probing = false));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${READINESS_TIMEOUT_MS} ms`)), READINESS_TIMEOUT_MS);
+    });
+    try {
+      const later = await Promise.race([query, timeout]);
+      if (later !== undefined) return { ready: false, detail: `the registry has moved to model version ${later}; this server runs ${version}` };
+      return { ready: true, detail: `registry on ${db!.kind}` };
+    } catch (e) {
+      return { ready: false, detail: `registry database not answering: ${(e as Error).message}` };
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const readiness = () => {
+    const reg = registry;
+    if (!reg) return Promise.resolve({ ready: false, detail: `registry database unavailable (${lastError})` });
+    const state = model.state();
+    const key = state.status === "ready" ? state.model.version : "";
+    const now = performance.now();
+    if (probe && probe.key === key && now - probe.at < READINESS_TTL_MS) return probe.answer;
+    // A round trip still waiting past its time: the database is not answering; do not pile up more.
+    if (probing) return Promise.resolve({ ready: false, detail: "registry database not answering (a check is still waiting)" });
+    probe = { at: now, key, answer: check(reg, key || undefined) };
+    return probe.answer;
   };
 
   return {
@@ -327,6 +425,11 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
     },
 
     status: () => (registry ? `registry on ${db!.kind}` : `registry database unavailable (${lastError})`),
+    readiness,
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
 
     counts() {
       if (!registry) return Promise.reject(serviceUnavailable(`registry database is not available: ${lastError}`));
@@ -336,6 +439,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
     async close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
+      clearTimeout(sweepTimer);
       await ready;
       await db?.close();
     },

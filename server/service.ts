@@ -9,7 +9,7 @@ import {
 } from "../gen/nose_embedder_pb.js";
 import type { EmbedImage } from "./embed-image.js";
 import { mlCodeName, toWireError, type WireError } from "./errors.js";
-import { SERVICE_NAMES } from "./health.js";
+import { SERVICE_NAMES, type Readiness } from "./health.js";
 import type { Logger } from "./log.js";
 import type { ModelHolder } from "./model/model-holder.js";
 import type { RegistryHandlers } from "./registry-service.js";
@@ -18,6 +18,8 @@ export interface ServiceDeps {
   model: ModelHolder;
   embedImage: EmbedImage;
   registry: RegistryHandlers;
+  /** What HealthCheck reports: the same answer grpc.health.v1 gives. */
+  readiness: Readiness;
   log: Logger;
 }
 
@@ -63,7 +65,7 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
       return create(CompareVectorsResponseSchema, res);
     },
 
-    healthCheck(req) {
+    async healthCheck(req) {
       const timestamp = new Date().toISOString();
       if (!SERVICE_NAMES.has(req.service)) {
         return create(HealthCheckResponseSchema, {
@@ -73,17 +75,12 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
           timestamp,
         });
       }
-      const state = model.state();
-      const message =
-        state.status === "ready"
-          ? `serving; model ${model.path} version ${state.model.version}; ${deps.registry.status()}`
-          : state.status === "loading"
-            ? `not serving; model ${model.path} is loading`
-            : `not serving; model ${model.path} failed to load: ${state.reason}`;
+      // The database's state now (checked at most once a second), not as at start-up.
+      const report = await deps.readiness.report();
       return create(HealthCheckResponseSchema, {
-        status: state.status === "ready" ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
-        message,
-        modelLoaded: String(state.status === "ready"),
+        status: report.serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
+        message: `${report.serving ? "serving" : "not serving"}; ${report.parts.join("; ")}`,
+        modelLoaded: String(model.state().status === "ready"),
         timestamp,
       });
     },

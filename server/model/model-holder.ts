@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { duplicateThreshold, type Calibration } from "../../shared/similarity.js";
 import { modelNotLoaded } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -17,63 +18,157 @@ export type ModelState =
   | { status: "ready"; model: LoadedModel }
   | { status: "failed"; reason: string };
 
+/** What a reload did: switched to another model, found the same one, or failed (the running model, if any, stays). */
+export type ReloadOutcome =
+  | { result: "switched"; version: string; previousVersion: string | undefined }
+  | { result: "unchanged"; version: string }
+  | { result: "failed"; reason: string };
+
 /**
  * Owns the model's life cycle. The server listens before the model is loaded
  * so probes can see it; until then requests get MODEL_NOT_LOADED (retryable)
- * and health says NOT_SERVING.
+ * and health says NOT_SERVING. A missing or broken file leaves the server up
+ * in that state; `reload()` (SIGHUP) reads the file again.
+ *
+ * A reload never drops a call: the new session is created while the old one
+ * keeps serving, the switch is one assignment, and the old session is
+ * released only when the last call pinned to it has finished. A call pins
+ * the model it started with (`pinned`), so all its photos are embedded by
+ * one model version even when a reload happens halfway through it.
  */
 export interface ModelHolder {
   readonly path: string;
   state(): ModelState;
-  /** The loaded model, or a MODEL_NOT_LOADED error. */
+  /** The model pinned by the running call, else the current one, else a MODEL_NOT_LOADED error. */
   require(): LoadedModel;
+  /** Runs `fn` with the current model (if any) pinned: `require()` inside returns it, and it stays open until `fn` settles. */
+  pinned<T>(fn: () => Promise<T>): Promise<T>;
   onChange(listener: () => void): () => void;
+  /** The first load, at start-up. */
   load(): Promise<void>;
+  /** Loads the file and card again; concurrent calls are queued, not run twice at once. */
+  reload(): Promise<ReloadOutcome>;
   close(): Promise<void>;
+}
+
+/** A loaded model and the calls using it; `retired` once another model took its place. */
+interface Slot {
+  model: LoadedModel;
+  users: number;
+  retired: boolean;
+  released?: boolean;
 }
 
 export function createModelHolder(opts: EmbedderOptions & { cardPath: string | undefined; log: Logger }): ModelHolder {
   let current: ModelState = { status: "loading" };
+  let slot: Slot | undefined;
+  const pins = new AsyncLocalStorage<Slot>();
   const listeners = new Set<() => void>();
+  let queue: Promise<unknown> = Promise.resolve();
+  let closed = false;
+
   const set = (s: ModelState) => {
     current = s;
     for (const l of listeners) l();
   };
+
+  /** Closes a retired model's session once no call uses it. */
+  const release = (s: Slot): Promise<void> => {
+    if (!s.retired || s.users > 0 || s.released) return Promise.resolve();
+    s.released = true;
+    return s.model.embedder.close().then(
+      () => opts.log.info("model released", { version: s.model.version, fingerprint: s.model.embedder.fingerprint }),
+      (e: Error) => opts.log.warn("model release failed", { version: s.model.version, err: e }),
+    );
+  };
+
+  const attempt = async (): Promise<ReloadOutcome> => {
+    const started = performance.now();
+    let model: LoadedModel;
+    try {
+      const [embedder, card] = await Promise.all([loadEmbedder(opts), readModelCard(opts.cardPath)]);
+      model = { embedder, version: card?.version ?? `sha256:${embedder.fingerprint}`, calibration: card?.calibration, card: card?.raw };
+    } catch (e) {
+      const reason = (e as Error).message;
+      if (slot) {
+        // The running model stays: a bad file put in place must not take the service down.
+        opts.log.error("model reload failed; the running model stays", { modelPath: opts.modelPath, reason, version: slot.model.version });
+      } else {
+        set({ status: "failed", reason });
+        opts.log.error("model not loaded", { modelPath: opts.modelPath, reason });
+      }
+      return { result: "failed", reason };
+    }
+    if (closed) {
+      await model.embedder.close();
+      return { result: "failed", reason: "server is shutting down" };
+    }
+    const previous = slot;
+    if (previous && previous.model.embedder.sha256 === model.embedder.sha256 && previous.model.version === model.version) {
+      await model.embedder.close();
+      opts.log.info("model unchanged", { modelPath: opts.modelPath, version: model.version });
+      return { result: "unchanged", version: model.version };
+    }
+    slot = { model, users: 0, retired: false };
+    set({ status: "ready", model });
+    if (previous) {
+      previous.retired = true;
+      void release(previous);
+    }
+    opts.log.info("model loaded", {
+      modelPath: opts.modelPath,
+      version: model.version,
+      previousVersion: previous?.model.version,
+      fingerprint: model.embedder.fingerprint,
+      calibrated: model.calibration !== undefined,
+      duplicateSimilarity: duplicateThreshold(model.calibration),
+      dynamicBatch: model.embedder.dynamicBatch,
+      ms: Math.round(performance.now() - started),
+    });
+    return { result: "switched", version: model.version, previousVersion: previous?.model.version };
+  };
+
+  const enqueue = () => {
+    const run = queue.then(attempt, attempt);
+    queue = run.catch(() => undefined);
+    return run;
+  };
+
   return {
     path: opts.modelPath,
     state: () => current,
     require() {
+      const pinnedSlot = pins.getStore();
+      if (pinnedSlot) return pinnedSlot.model;
       if (current.status === "ready") return current.model;
       throw modelNotLoaded(current.status === "loading" ? "model is still loading" : `model could not be loaded: ${current.reason}`);
+    },
+    async pinned(fn) {
+      const s = slot;
+      if (pins.getStore() || !s) return fn();
+      s.users++;
+      try {
+        return await pins.run(s, fn);
+      } finally {
+        s.users--;
+        void release(s);
+      }
     },
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
     async load() {
-      set({ status: "loading" });
-      const started = performance.now();
-      try {
-        const [embedder, card] = await Promise.all([loadEmbedder(opts), readModelCard(opts.cardPath)]);
-        const version = card?.version ?? `sha256:${embedder.fingerprint}`;
-        set({ status: "ready", model: { embedder, version, calibration: card?.calibration, card: card?.raw } });
-        opts.log.info("model loaded", {
-          modelPath: opts.modelPath,
-          version,
-          fingerprint: embedder.fingerprint,
-          calibrated: card?.calibration !== undefined,
-          duplicateSimilarity: duplicateThreshold(card?.calibration),
-          dynamicBatch: embedder.dynamicBatch,
-          ms: Math.round(performance.now() - started),
-        });
-      } catch (e) {
-        const reason = (e as Error).message;
-        set({ status: "failed", reason });
-        opts.log.error("model not loaded", { modelPath: opts.modelPath, reason });
-      }
+      await enqueue();
     },
+    reload: enqueue,
     async close() {
-      if (current.status === "ready") await current.model.embedder.close();
+      closed = true;
+      await queue;
+      if (slot) {
+        slot.retired = true;
+        await release(slot);
+      }
     },
   };
 }

@@ -210,7 +210,7 @@ export const parseVector = (text: string): Float32Array => {
 // Serialises registrations (duplicate check + insert) across replicas: "nosepet\0".
 const REGISTER_LOCK = "7957705946101543936";
 // One re-embedding sweep at a time across replicas: "nosewep\0".
-const SWEEP_LOCK = "7957705946370244608";
+export const SWEEP_LOCK = "7957705946370244608";
 
 /**
  * The nearest-rows query. Filtering on model_version keeps the HNSW index in

@@ -92,7 +92,11 @@ export async function startServer(
     });
 
   const listening = await waitForLog((l) => l.msg === "listening");
-  if (ready === "model") await waitForLog((l) => l.msg === "model loaded" || l.msg === "model not loaded");
+  if (ready === "model") {
+    await waitForLog((l) => l.msg === "model loaded" || l.msg === "model not loaded");
+    // HealthCheck says SERVING only once the registry is up too: wait for its first outcome, whichever it is.
+    await waitForLog((l) => l.msg === "database ready" || l.msg === "database not ready, retrying");
+  }
   const port = listening.port as number;
   return {
     port,
