@@ -57,9 +57,10 @@ interface Compiled {
 
 /** `node build/server/main.js` in the runtime layout, waiting for the model's outcome. */
 async function startCompiled(env: Record<string, string> = {}): Promise<Compiled> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "nosepaw-data-"));
   const proc = spawn(process.execPath, [MAIN], {
     cwd: APP,
-    env: { PATH: process.env.PATH, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", LOG_LEVEL: "debug", PREPROCESS_WORKERS: "1", DATA_DIR: mkdtempSync(path.join(tmpdir(), "nosepaw-data-")), ...env },
+    env: { PATH: process.env.PATH, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", LOG_LEVEL: "debug", PREPROCESS_WORKERS: "1", DATA_DIR: dataDir, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];
@@ -99,6 +100,7 @@ async function startCompiled(env: Record<string, string> = {}): Promise<Compiled
     async stop() {
       if (proc.exitCode === null) proc.kill("SIGTERM");
       await exited;
+      rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
