@@ -24,17 +24,25 @@ export const legacyVectorKey = (petDid: string) => `${LEGACY_VECTOR_PREFIX}/${pe
 
 // C0 and C1 control characters, DEL included.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+// Invisible format characters (bidirectional overrides, zero-width joiners,
+// BOM) and line/paragraph separators: no platform key holds them, and echoed
+// into an error message or a log line they make it read as something else.
+const INVISIBLE = /[\p{Cf}\u2028\u2029]/u;
+const codePoint = (c: string) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
 
 /**
  * Checks the shape every stored key must have, whatever the backend: relative,
  * '/'-separated, no empty, '.' or '..' segments, no backslashes, no
  * percent-escapes (a gateway or proxy that decodes them could turn `%2e%2e`
- * into `..`), no control characters, bounded length. Throws invalidRequest.
+ * into `..`), no control or invisible formatting characters, bounded length.
+ * Throws invalidRequest.
  */
 export function checkKeyShape(key: unknown, what = "object key"): string {
   if (typeof key !== "string" || key.length === 0) throw invalidRequest(`${what} is empty`);
   if (key.length > MAX_KEY_LENGTH) throw invalidRequest(`${what} is longer than ${MAX_KEY_LENGTH} characters`);
   if (CONTROL.test(key)) throw invalidRequest(`${what} contains a control character`);
+  const invisible = INVISIBLE.exec(key);
+  if (invisible) throw invalidRequest(`${what} contains an invisible formatting character (${codePoint(invisible[0])})`);
   if (key.includes("\\")) throw invalidRequest(`${what} contains a backslash: ${key}`);
   if (key.includes("%")) throw invalidRequest(`${what} contains a percent-escape: ${key}`);
   if (key.startsWith("/")) throw invalidRequest(`${what} must be relative, not absolute: ${key}`);

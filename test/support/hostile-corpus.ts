@@ -387,6 +387,8 @@ export function keyCases(ctx: { did: string; objectDir: string; photo: Buffer })
   compare("NUL before an extension", `${key}\u0000.png`, refused(SHAPE, /contains a control character/));
   compare("NUL in place of a separator", `${own}\u0000image_1.jpg`, refused(SHAPE, /contains a control character/));
   compare("newline in the key", `${key}\n`, refused(SHAPE, /contains a control character/));
+  compare("right-to-left override in the key", `${own}/\u202egpj.1_egami`, refused(SHAPE, /contains an invisible formatting character \(U\+202E\)/));
+  compare("zero-width space in the key", `${own}/image_1\u200b.jpg`, refused(SHAPE, /contains an invisible formatting character \(U\+200B\)/));
   compare("empty segment (//)", `${own}//image_1.jpg`, refused(SHAPE, /has an empty path segment/));
   // Look-alikes are ordinary characters: a file of that literal name, which does not exist.
   compare("fullwidth look-alikes (．．／)", `${own}/\uff0e\uff0e\uff0f${did}\uff0fimage_1.jpg`, refused(SHAPE, /image not found/));
