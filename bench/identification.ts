@@ -126,9 +126,13 @@ async function load(db: Database, corpus: Corpus, seed: number): Promise<void> {
 const relMiB = async (db: Database, rel: string) =>
   Number((await db.query<{ b: string }>("SELECT pg_total_relation_size($1::regclass)::text AS b", [rel])).rows[0].b) / 2 ** 20;
 
+/** The plan of the registry's query, under the settings nearestPets gives its transaction (ef_search, iterative scan). */
 async function planOf(db: Database, v: Float32Array): Promise<string> {
-  const { rows } = await db.query<Record<string, string>>(`EXPLAIN ${NEAREST_ROWS_SQL}`, [vectorText(v), 40, SERVER_TOP_K, MODEL_VERSION]);
-  return rows.map((r) => Object.values(r)[0]).join("\n");
+  return db.transaction(async (tx) => {
+    await tx.query("SELECT set_config('hnsw.ef_search', '100', true), set_config('hnsw.iterative_scan', 'relaxed_order', true)");
+    const { rows } = await tx.query<Record<string, string>>(`EXPLAIN ${NEAREST_ROWS_SQL}`, [vectorText(v), 40, SERVER_TOP_K, MODEL_VERSION]);
+    return rows.map((r) => Object.values(r)[0]).join("\n");
+  });
 }
 
 const dids = (matches: { petDid: string }[]) => matches.map((m) => m.petDid);
@@ -147,29 +151,40 @@ async function runOne(
   seed: number,
   log: (s: string) => void,
 ): Promise<IdentifyRun> {
-  const db = await openDatabase(dbConfig);
+  // Loading and the index build run on their own connection without the
+  // server's statement timeout (a 100k build takes minutes); queries then
+  // go through a database opened exactly as the server opens it.
+  const setup = await openDatabase(dbConfig.kind === "postgres" ? { ...dbConfig, queryTimeoutMs: 4 * 3_600_000 } : dbConfig);
+  let db: Database = setup;
   let exactDb: Database | undefined;
   try {
-    await migrate(db);
-    await db.query(`DROP INDEX ${indexName()}`);
+    await migrate(setup);
+    await setup.query(`DROP INDEX ${indexName()}`);
     let t = performance.now();
-    await load(db, corpus, seed);
+    await load(setup, corpus, seed);
     const loadSeconds = (performance.now() - t) / 1000;
     log(`    loaded ${corpus.pets} pets in ${loadSeconds.toFixed(0)} s, building the index`);
-    // The index build's working memory: past it pgvector builds on disk, far slower.
+    // The build's working memory: past it pgvector builds on disk, far slower.
+    // One transaction, so the setting and the build share a connection.
     const buildMem = engine === "pglite" ? "1GB" : "2GB";
-    await db.query(`SET maintenance_work_mem = '${buildMem}'`);
-    const workers = engine === "postgres" ? (await db.query<{ w: string }>("SHOW max_parallel_maintenance_workers")).rows[0] : undefined;
+    let workers = "";
     t = performance.now();
-    await db.query(hnswStatement());
+    await setup.transaction(async (tx) => {
+      await tx.query(`SET LOCAL maintenance_work_mem = '${buildMem}'`);
+      workers = String(Object.values((await tx.query("SHOW max_parallel_maintenance_workers")).rows[0] ?? {})[0] ?? "");
+      await tx.query(hnswStatement());
+    });
     const indexBuildSeconds = (performance.now() - t) / 1000;
     log(`    index built in ${indexBuildSeconds.toFixed(0)} s, querying`);
-    await db.query("RESET maintenance_work_mem");
-    await db.query("ANALYZE pets");
-    await db.query("ANALYZE pet_embeddings");
+    await setup.query("ANALYZE pets");
+    await setup.query("ANALYZE pet_embeddings");
     const rows = corpus.pets * PHOTOS_PER_PET;
-    const indexMiB = await relMiB(db, indexName());
-    const tableMiB = await relMiB(db, "pet_embeddings");
+    const indexMiB = await relMiB(setup, indexName());
+    const tableMiB = await relMiB(setup, "pet_embeddings");
+    if (engine === "postgres") {
+      await setup.close();
+      db = await openDatabase(dbConfig);
+    }
 
     const registry = createRegistry(db);
     // Exact search: the same registry query on a connection with index scans off.
@@ -231,7 +246,7 @@ async function runOne(
       exactUsesSeqScan: /Seq Scan on pet_embeddings/.test(exactPlan) && !exactPlan.includes(indexName()),
       settings: {
         maintenance_work_mem: buildMem,
-        ...(workers ? { max_parallel_maintenance_workers: Object.values(workers)[0] } : {}),
+        ...(engine === "postgres" ? { max_parallel_maintenance_workers: workers } : {}),
         photos_per_pet: String(PHOTOS_PER_PET),
         ef_search: "registry default (createRegistry without options)",
       },
@@ -239,6 +254,7 @@ async function runOne(
   } finally {
     if (exactDb && exactDb !== db) await exactDb.close();
     await db.close();
+    if (setup !== db) await setup.close();
   }
 }
 
@@ -282,7 +298,7 @@ export async function identification(
         await admin.query(`CREATE DATABASE ${name}`);
         await admin.close();
         const config = { ...pg.config, database: name };
-        runs.push(await runOne("postgres", { kind: "postgres", ...config }, { kind: "postgres", ...config, username: "exact_search" }, corpus, seed, log));
+        runs.push(await runOne("postgres", { kind: "postgres", ...config }, { kind: "postgres", ...config, username: "exact_search", queryTimeoutMs: 600_000 }, corpus, seed, log));
         const drop = await openDatabase({ kind: "postgres", ...pg.config });
         await drop.query(`DROP DATABASE ${name}`);
         await drop.close();
