@@ -410,9 +410,12 @@ function mutate(r: Rand, input: Buffer, other: Buffer): Buffer {
 
 // --- the loop --------------------------------------------------------------------------
 
-/** Well-formed pictures of every layout at a small size, and the hostile corpus's images. */
+/**
+ * Well-formed pictures of every layout at a small size and at the model's
+ * size (which skips the resize), and the hostile corpus's images.
+ */
 export async function defaultSeeds(): Promise<Buffer[]> {
-  const small = Object.values(await layoutSamples(48, 32, 5));
+  const small = [...Object.values(await layoutSamples(48, 32, 5)), ...Object.values(await layoutSamples(FUZZ_SIZE, FUZZ_SIZE, 6))];
   const hostile = (await imageCases()).map((c) => c.bytes);
   const seen = new Set<string>();
   return [...small, ...hostile].filter((b) => {
