@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ConfigError, loadConfig } from "./config.js";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { assertServable, ConfigError, loadConfig } from "./config.js";
 
 test("defaults: port 50052, bundled model and card, local folder store, embedded PostgreSQL", () => {
   const c = loadConfig({});
@@ -88,4 +91,68 @@ test("dependency timeouts and pool size: defaults, overrides, and out-of-range v
       return true;
     },
   );
+});
+
+test("API keys: a comma list and a file (comments, blank lines); a weak key is refused without being printed", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-keys-"));
+  const file = path.join(dir, "keys");
+  writeFileSync(file, "# platform gateway\nfile-key-0123456789abcdef\n\n  other-file-key-0123456789  \n");
+  const c = loadConfig({ GRPC_HOST: "127.0.0.1", API_KEYS: " env-key-0123456789abcdef ,", API_KEYS_FILE: file });
+  assert.deepEqual(c.apiKeys, ["env-key-0123456789abcdef", "file-key-0123456789abcdef", "other-file-key-0123456789"]);
+  assert.equal(c.browserAuth, true, "configured keys are required on the browser protocols, even on loopback");
+  assert.equal(c.grpcAuth, false, "the gateway's gRPC stays open unless GRPC_AUTH=required");
+  assert.throws(
+    () => loadConfig({ API_KEYS: "tooshort,has space in it 0123456789", API_KEYS_FILE: path.join(dir, "missing") }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      const text = e.problems.join("\n");
+      assert.match(text, /API_KEYS: key 1 must be at least 16 printable characters/);
+      assert.match(text, /API_KEYS: key 2 must be/);
+      assert.match(text, /API_KEYS_FILE=".*missing" cannot be read \(ENOENT\)/);
+      assert.doesNotMatch(text, /tooshort|has space/, "keys are never echoed");
+      return true;
+    },
+  );
+});
+
+test("exposure: beyond loopback with Connect/gRPC-Web on and no keys is refused at start, naming the settings; loopback, keys, BROWSER_AUTH=off or BROWSER_PROTOCOLS=false are served", () => {
+  for (const host of ["0.0.0.0", "::", "10.0.0.5"]) {
+    const c = loadConfig({ GRPC_HOST: host });
+    assert.equal(c.browserAuth, true, host);
+    assert.throws(() => assertServable(c), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.message, new RegExp(`GRPC_HOST=${host.replace(/\./g, "\\.")} exposes Connect and gRPC-Web`));
+      for (const name of ["API_KEYS", "API_KEYS_FILE", "BROWSER_AUTH=off", "BROWSER_PROTOCOLS=false"]) assert.ok(e.message.includes(name), name);
+      return true;
+    });
+  }
+  for (const host of ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"]) {
+    const c = loadConfig({ GRPC_HOST: host });
+    assert.equal(c.browserAuth, false, host);
+    assertServable(c);
+  }
+  const keyed = loadConfig({ API_KEYS: "a-key-0123456789abcdef" });
+  assert.equal(keyed.browserAuth, true);
+  assertServable(keyed);
+  const proxied = loadConfig({ BROWSER_AUTH: "off" });
+  assert.equal(proxied.browserAuth, false);
+  assertServable(proxied);
+  const grpcOnly = loadConfig({ BROWSER_PROTOCOLS: "false" });
+  assert.equal(grpcOnly.browserProtocols, false);
+  assert.equal(grpcOnly.browserAuth, false);
+  assertServable(grpcOnly);
+
+  assert.throws(() => assertServable(loadConfig({ GRPC_HOST: "127.0.0.1", BROWSER_AUTH: "required" })), /BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE/);
+  assert.throws(() => assertServable(loadConfig({ GRPC_HOST: "127.0.0.1", GRPC_AUTH: "required" })), /GRPC_AUTH=required needs API_KEYS or API_KEYS_FILE/);
+  assert.throws(() => loadConfig({ BROWSER_AUTH: "maybe", GRPC_AUTH: "yes" }), (e: unknown) => e instanceof ConfigError && e.problems.length === 2);
+});
+
+test("rate limits: browsers limited by default, the gateway not; 0 turns a limit off", () => {
+  const d = loadConfig({});
+  assert.deepEqual(d.browserRateLimit, { rate: 10, burst: 60 });
+  assert.equal(d.grpcRateLimit, undefined);
+  const c = loadConfig({ BROWSER_RATE_LIMIT: "0", GRPC_RATE_LIMIT: "200", GRPC_RATE_BURST: "400" });
+  assert.equal(c.browserRateLimit, undefined);
+  assert.deepEqual(c.grpcRateLimit, { rate: 200, burst: 400 });
+  assert.throws(() => loadConfig({ BROWSER_RATE_LIMIT: "-1", BROWSER_RATE_BURST: "0" }), (e: unknown) => e instanceof ConfigError && e.problems.length === 2);
 });

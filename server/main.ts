@@ -1,10 +1,11 @@
-import { ConfigError, loadConfig } from "./config.js";
+import { assertServable, ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./log.js";
 import { startApp } from "./app.js";
 
 let config;
 try {
   config = loadConfig();
+  assertServable(config);
 } catch (e) {
   if (e instanceof ConfigError) {
     process.stderr.write(`nosepaw: ${e.message}\n`);

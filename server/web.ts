@@ -5,6 +5,8 @@ import type http2 from "node:http2";
 import path from "node:path";
 import { cors as connectCors } from "@connectrpc/connect";
 import type { Logger } from "./log.js";
+import type { RpcGuard } from "./http/rpc-guard.js";
+import { CLIENT_SECURITY_HEADERS } from "./http/security-headers.js";
 import type { ModelHolder } from "./model/model-holder.js";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
@@ -28,6 +30,8 @@ export interface WebOptions {
   serveClient: boolean;
   /** Other origins allowed on the RPC and model routes. */
   corsOrigins: string[];
+  /** Admits or refuses each RPC (API keys, rate limits) before its body is read. */
+  guard?: RpcGuard;
   /** Prometheus exposition at /metrics; undefined: the route is not served. */
   metrics?: { contentType: string; scrape(): Promise<string> };
   log: Logger;
@@ -53,12 +57,6 @@ const CONTENT_TYPES: Record<string, string> = {
   ".onnx": "application/octet-stream",
 };
 
-/** What pages need for cross-origin isolation (SharedArrayBuffer, so WASM threads). */
-const ISOLATION = {
-  "Cross-Origin-Opener-Policy": "same-origin",
-  "Cross-Origin-Embedder-Policy": "require-corp",
-};
-
 const MODEL_CORS = {
   methods: ["GET", "HEAD"],
   headers: ["If-None-Match"],
@@ -67,8 +65,8 @@ const MODEL_CORS = {
 
 const RPC_CORS = {
   methods: connectCors.allowedMethods,
-  headers: connectCors.allowedHeaders,
-  exposed: connectCors.exposedHeaders,
+  headers: [...connectCors.allowedHeaders, "Authorization", "X-Api-Key", "X-Request-Id"],
+  exposed: [...connectCors.exposedHeaders, "Retry-After", "WWW-Authenticate", "X-Request-Id"],
 };
 
 /** A small uncached answer of the non-RPC routes (errors, hints). */
@@ -138,6 +136,22 @@ export function createWebHandler(opts: WebOptions): Handler {
       res.setHeader("Access-Control-Expose-Headers", policy.exposed.join(", "));
     }
     return false;
+  };
+
+  /**
+   * A browser's call from an origin that is neither allowed nor this
+   * server's own (its host is not the Host the request was sent to):
+   * refused outright rather than answered for the browser to withhold.
+   */
+  const foreignOrigin = (req: Req): boolean => {
+    const origin = req.headers.origin;
+    if (typeof origin !== "string" || allowed.has(origin)) return false;
+    const host = req.headers.host ?? req.headers[":authority"];
+    try {
+      return new URL(origin).host !== host;
+    } catch {
+      return true; // "null" (sandboxed frames, files) and anything unparsable
+    }
   };
 
   const serveModel = (req: Req, res: Res, route: string) => {
@@ -231,14 +245,12 @@ export function createWebHandler(opts: WebOptions): Handler {
       return sendText(res, 404, `not found: no browser client built at ${clientRoot} (build it there or set CLIENT_DIR)`, {}, head);
     }
     const file = await resolveClientPath(rawPath);
-    if (file === 400) return sendText(res, 400, "bad path", ISOLATION, head);
-    if (file === 404) return sendText(res, 404, "not found", ISOLATION, head);
+    if (file === 400) return sendText(res, 400, "bad path", CLIENT_SECURITY_HEADERS, head);
+    if (file === 404) return sendText(res, 404, "not found", CLIENT_SECURITY_HEADERS, head);
     const st = await stat(file);
     const etag = `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
     const headers = {
-      ...ISOLATION,
-      "Cross-Origin-Resource-Policy": "same-origin",
-      "X-Content-Type-Options": "nosniff",
+      ...CLIENT_SECURITY_HEADERS,
       "Cache-Control": "no-cache",
       ETag: etag,
     };
@@ -265,6 +277,8 @@ export function createWebHandler(opts: WebOptions): Handler {
     const rawPath = url.split(/[?#]/, 1)[0];
     if (opts.rpcPrefixes.some((p) => rawPath.startsWith(p))) {
       if (applyCors(req, res, RPC_CORS)) return;
+      if (foreignOrigin(req)) return sendText(res, 403, `origin ${req.headers.origin} is not allowed (CORS_ORIGINS)`);
+      if (opts.guard?.(req, res, rawPath)) return;
       return opts.rpc(req, res);
     }
     // For the scraper inside the cluster, like the health probes: no API key, no CORS.

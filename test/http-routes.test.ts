@@ -149,6 +149,15 @@ describe("model, card, browser client and CORS on the gRPC port", () => {
     assert.equal(index.headers.get("content-type"), "text/html; charset=utf-8");
     assert.equal(index.headers.get("cross-origin-opener-policy"), "same-origin");
     assert.equal(index.headers.get("cross-origin-embedder-policy"), "require-corp");
+    // Security headers: a strict CSP (the app's files only, WASM compilation allowed), no framing, no sniffing, no referrer.
+    const csp = index.headers.get("content-security-policy") ?? "";
+    for (const directive of ["default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "connect-src 'self'", "img-src 'self' blob: data:", "object-src 'none'", "frame-ancestors 'none'"]) {
+      assert.ok(csp.split(/;\s*/).includes(directive), `CSP lacks ${directive}: ${csp}`);
+    }
+    assert.doesNotMatch(csp, /unsafe-inline|'unsafe-eval'/);
+    assert.equal(index.headers.get("x-content-type-options"), "nosniff");
+    assert.equal(index.headers.get("referrer-policy"), "no-referrer");
+    assert.equal(index.headers.get("x-frame-options"), "DENY");
     const types: Record<string, string> = {
       "/index.html": "text/html; charset=utf-8",
       "/assets/app.js": "text/javascript; charset=utf-8",
@@ -164,6 +173,8 @@ describe("model, card, browser client and CORS on the gRPC port", () => {
       assert.equal(r.status, 200, p);
       assert.equal(r.headers.get("content-type"), type, p);
       assert.equal(r.headers.get("cross-origin-embedder-policy"), "require-corp", p);
+      // workers take their policy from their own script's response
+      assert.equal(r.headers.get("content-security-policy"), csp, p);
       assert.ok(Buffer.from(await r.arrayBuffer()).equals(readFileSync(path.join(clientDir, p))), p);
     }
     const etag = (await fetch(`${base}/assets/app.js`)).headers.get("etag")!;
