@@ -430,15 +430,15 @@ export function keyCases(ctx: { did: string; objectDir: string; photo: Buffer })
 
   // The same checks behind the registry calls.
   cases.push(
-    { name: "VerifyPet: ../ in the photo key", rpc: "VerifyPet", request: { pet_did: did, photo: { image_key: `${own}/../${did}/image_1.jpg` } }, expected: refused(SHAPE, /photo: image key has a '\.\.' segment/) },
-    { name: "VerifyPet: another pet's photo key", rpc: "VerifyPet", request: { pet_did: did, photo: { image_key: "nose-print-photo/did:pet:other-dog/image_1.jpg" } }, expected: refused(SHAPE, /photo: image key must lie under/) },
-    { name: "VerifyPet: 10 kB DID", rpc: "VerifyPet", request: { pet_did: "did:pet:" + "b".repeat(10_000), photo: { image_data: photo } }, expected: refused(SHAPE, /invalid pet DID/) },
-    { name: "VerifyPet: 10 kB requested_by", rpc: "VerifyPet", request: { pet_did: did, photo: { image_data: photo }, requested_by: "c".repeat(10_000) }, expected: refused(SHAPE, /requested by must be text of at most 256 characters/) },
-    { name: "RegisterPet: traversal out of the photo area", rpc: "RegisterPet", request: { photos: [{ image_key: "nose-print-photo/../../etc/passwd" }, { image_key: key }] }, expected: refused(SHAPE, /photo 1: image key has a '\.\.' segment/) },
-    { name: "RegisterPet: key whose folder is not a DID", rpc: "RegisterPet", request: { photos: [{ image_key: "nose-print-photo/not-a-did/x.jpg" }, { image_key: key }] }, expected: refused(SHAPE, /photo 1: image key must have the form nose-print-photo\/\{petDID\}\/\{fileName\}/) },
-    { name: "RegisterPet: 10 kB request id", rpc: "RegisterPet", request: { photos: [{ image_data: photo }, { image_data: photo }], request_id: "r".repeat(10_000) }, expected: refused(SHAPE, /request id must be text of at most 128 characters/) },
-    { name: "RegisterPet: NUL in requested_by", rpc: "RegisterPet", request: { photos: [{ image_data: photo }, { image_data: photo }], requested_by: "0xabc\u0000" }, expected: refused(SHAPE, /requested by must be text/) },
-    { name: "IdentifyPet: double-encoded traversal", rpc: "IdentifyPet", request: { photo: { image_key: `nose-print-photo/${did}/%252e%252e%252fimage_1.jpg` } }, expected: refused(SHAPE, /photo: image key contains a percent-escape/) },
+    { name: "../ in the photo key", rpc: "VerifyPet", request: { pet_did: did, photo: { image_key: `${own}/../${did}/image_1.jpg` } }, expected: refused(SHAPE, /photo: image key has a '\.\.' segment/) },
+    { name: "another pet's photo key", rpc: "VerifyPet", request: { pet_did: did, photo: { image_key: "nose-print-photo/did:pet:other-dog/image_1.jpg" } }, expected: refused(SHAPE, /photo: image key must lie under/) },
+    { name: "10 kB DID", rpc: "VerifyPet", request: { pet_did: "did:pet:" + "b".repeat(10_000), photo: { image_data: photo } }, expected: refused(SHAPE, /invalid pet DID/) },
+    { name: "10 kB requested_by", rpc: "VerifyPet", request: { pet_did: did, photo: { image_data: photo }, requested_by: "c".repeat(10_000) }, expected: refused(SHAPE, /requested by must be text of at most 256 characters/) },
+    { name: "traversal out of the photo area", rpc: "RegisterPet", request: { photos: [{ image_key: "nose-print-photo/../../etc/passwd" }, { image_key: key }] }, expected: refused(SHAPE, /photo 1: image key has a '\.\.' segment/) },
+    { name: "key whose folder is not a DID", rpc: "RegisterPet", request: { photos: [{ image_key: "nose-print-photo/not-a-did/x.jpg" }, { image_key: key }] }, expected: refused(SHAPE, /photo 1: image key must have the form nose-print-photo\/\{petDID\}\/\{fileName\}/) },
+    { name: "10 kB request id", rpc: "RegisterPet", request: { photos: [{ image_data: photo }, { image_data: photo }], request_id: "r".repeat(10_000) }, expected: refused(SHAPE, /request id must be text of at most 128 characters/) },
+    { name: "NUL in requested_by", rpc: "RegisterPet", request: { photos: [{ image_data: photo }, { image_data: photo }], requested_by: "0xabc\u0000" }, expected: refused(SHAPE, /requested by must be text/) },
+    { name: "double-encoded traversal", rpc: "IdentifyPet", request: { photo: { image_key: `nose-print-photo/${did}/%252e%252e%252fimage_1.jpg` } }, expected: refused(SHAPE, /photo: image key contains a percent-escape/) },
   );
   return cases;
 }
