@@ -363,7 +363,11 @@ function pipeline(bytes: Uint8Array, layout: Layout, limits: DecodeLimits): Shar
 function fromSharpError(err: unknown, format: ImageFormat): MLError {
   const message = err instanceof Error ? err.message : String(err);
   if (/pixel limit/i.test(message)) return imageTooLarge(`image exceeds the pixel limit: ${message}`);
-  return invalidImage(`cannot decode ${format.toUpperCase()}: ${message.split("\n")[0]}`, err);
+  // libvips sometimes reports damage inside compressed data with no detail
+  // ("Unknown error", or a label with nothing after its colon): say what it means.
+  const first = message.split("\n")[0].trim();
+  const detail = first === "" || /unknown error$|:$/i.test(first) ? "the compressed image data is corrupt" : first;
+  return invalidImage(`cannot decode ${format.toUpperCase()}: ${detail}`, err);
 }
 
 /** sharp's raw output to interleaved 8-bit RGB or RGBA, following Pillow's conversions. */
