@@ -275,6 +275,10 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="render a few identities, train a few steps, export, eval")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--no-export", action="store_true", help="save the checkpoint only (no ONNX, parity, card)")
+    ap.add_argument("--max-parity-diff", type=float, default=1e-4,
+                    help="largest max |PyTorch - onnxruntime-node| over the parity inputs (L2-normalised embeddings) "
+                         "the export may show; above it the run writes train-meta.json, leaves --onnx untouched "
+                         "and exits 1")
     ap.add_argument("--compare-with", help="with --data: also evaluate this model (ONNX or checkpoint, with the card "
                     "beside it) on the same held-out dogs and print and store the comparison (default with --init: "
                     "the shipped models/nose-embedder.onnx)")
@@ -427,16 +431,25 @@ def main():
         return
 
     # ---- export + parity
+    # exported beside --onnx and moved over it only once parity holds: a bad export never replaces a good model
     model.cpu().eval()
-    size = export.export_onnx(model, args.onnx)
-    diff = export.parity(model, args.onnx)
-    common.log(f"[export] {args.onnx} {size / 1e6:.2f} MB, max |torch - onnxruntime-node| = {diff:.2e}")
+    unchecked = args.onnx + ".unchecked"
+    size = export.export_onnx(model, unchecked)
+    diff = export.parity(model, unchecked)
+    parity_ok = diff <= args.max_parity_diff     # NaN fails too
+    common.log(f"[export] {args.onnx} {size / 1e6:.2f} MB, max |torch - onnxruntime-node| = {diff:.2e} "
+               f"(bound {args.max_parity_diff:.0e})")
 
     training = training_meta(args, sources, labels, ims, step, seen, train_s, widths, model, amp)
     if args.meta_from:
         training = json.load(open(args.meta_from))["training"]
-    meta = {"training": training, "onnx_bytes": size, "onnx_vs_pytorch_max_abs_diff": diff}
+    meta = {"training": training, "onnx_bytes": size, "onnx_vs_pytorch_max_abs_diff": diff,
+            "max_parity_diff": args.max_parity_diff, "parity_ok": parity_ok}
     common.write_json(os.path.join(args.work, "train-meta.json"), meta)
+    if not parity_ok:
+        raise SystemExit(f"[export] ONNX vs PyTorch max abs difference {diff:.2e} exceeds --max-parity-diff "
+                         f"{args.max_parity_diff:.0e}: {args.onnx} not written, the export is kept as {unchecked}")
+    os.replace(unchecked, args.onnx)
     if args.no_eval:
         return
     # ---- held-out synthetic identities -> metrics, calibration, card
