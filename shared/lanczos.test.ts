@@ -111,15 +111,14 @@ describe("toModelInput", () => {
     }
   });
 
+  // What preprocessing costs is measured by `npm run bench`, not here.
   test("upscales a 65 px image and downscales a 4032x3024 one to the model size", () => {
     const small = { width: 65, height: 65, channels: 3 as const, data: new Uint8Array(65 * 65 * 3).fill(9) };
     assert.equal(toModelInput(small, 224).length, 3 * 224 * 224);
     const big = { width: 4032, height: 3024, channels: 4 as const, data: new Uint8ClampedArray(4032 * 3024 * 4).fill(200) };
-    const t0 = performance.now();
     const x = toModelInput(big, 224);
-    const ms = performance.now() - t0;
+    assert.equal(x.length, 3 * 224 * 224);
     assert.ok(x.every((v) => v === Math.fround(200 / 255)));
-    assert.ok(ms < 3000, `took ${ms.toFixed(0)} ms`);
   });
 
   test("toModelBatch lays the images out one after another", () => {
