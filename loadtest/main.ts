@@ -4,7 +4,7 @@
  *
  *   npm run loadtest                               2,000 mixed calls, 16 clients, one server, object store restarted midway
  *   npm run loadtest -- --replicas 3               1,000 registrations and verifications over three servers, one killed midway
- *   npm run loadtest -- --calls 500 --concurrency 8 --disrupt none
+ *   npm run loadtest -- --mix register-verify --calls 1000 --disrupt none --no-write   the same load on one server
  *
  * Exit code 0 when every call ended as it must and the registry holds every
  * pet once, 1 otherwise, 2 for usage errors. Figures go to stdout and to
@@ -18,7 +18,9 @@ import { formatFigures, writeResults } from "./figures.js";
 import { runScenario, type DisruptionKind } from "./scenario.js";
 import { MIXED, REGISTER_VERIFY } from "./workload.js";
 
-const usage = "usage: npm run loadtest -- [--calls N] [--concurrency N] [--replicas N] [--disrupt object-store|kill-replica|none] [--seed N] [--no-write]";
+const usage =
+  "usage: npm run loadtest -- [--calls N] [--concurrency N] [--replicas N] [--mix mixed|register-verify] [--disrupt object-store|kill-replica|none] [--seed N] [--no-write]";
+const MIXES = { mixed: MIXED, "register-verify": REGISTER_VERIFY };
 let args;
 try {
   args = parseArgs({
@@ -27,6 +29,7 @@ try {
       concurrency: { type: "string", default: "16" },
       replicas: { type: "string", default: "1" },
       disrupt: { type: "string" },
+      mix: { type: "string" },
       seed: { type: "string", default: "1" },
       "no-write": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -57,6 +60,11 @@ if (!["object-store", "kill-replica", "none"].includes(disrupt) || (disrupt === 
   console.error(`--disrupt ${disrupt} is not possible with ${replicas} replica(s)\n${usage}`);
   process.exit(2);
 }
+const mixName = args.mix ?? (replicas > 1 ? "register-verify" : "mixed");
+if (!(mixName in MIXES)) {
+  console.error(`--mix ${mixName} is not one of ${Object.keys(MIXES).join(", ")}\n${usage}`);
+  process.exit(2);
+}
 const missing = postgresUnavailable();
 if (missing) {
   console.error(`loadtest: needs PostgreSQL with pgvector: ${missing}`);
@@ -67,7 +75,7 @@ const report = await runScenario({
   calls,
   concurrency,
   replicas,
-  mix: replicas > 1 ? REGISTER_VERIFY : MIXED,
+  mix: MIXES[mixName as keyof typeof MIXES],
   disrupt,
   seed,
   log: (line) => console.error(`loadtest: ${line}`),
@@ -81,6 +89,12 @@ console.log(
   `registry: ${r.dogs} dogs, ${r.pets} pets, ${r.duplicateAnswers} duplicate answers, ${r.objectsPresent} with all objects, ` +
     `${r.verified} verified and ${r.identified} identified afterwards, ${r.approvals} transfer approvals`,
 );
+if (r.lookalikes.length) {
+  console.log(
+    `look-alikes: ${r.lookalikes.length} dog(s) refused as duplicates of another synthetic dog's pet by the model ` +
+      `(${r.lookalikes.map((l) => `dog ${l.dog} ~ dog ${l.of} at ${l.similarity.toFixed(3)}`).join(", ")})`,
+  );
+}
 console.log(`seconds: ${JSON.stringify(report.seconds)}`);
 if (!args["no-write"]) {
   const name = replicas > 1 ? `loadtest-${replicas}-replicas` : "loadtest";

@@ -55,6 +55,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const mib = (kib: number | undefined) => (kib === undefined ? undefined : Math.round(kib / 1024));
 const secs = (ms: number) => Math.round(ms / 100) / 10;
 
+/** The duplicate similarity a server announced when its model loaded, if it did. */
+function duplicateSimilarityOf(replica: Replica): number | undefined {
+  const line = replica.logs.find((l) => (l as { msg?: string })?.msg === "model loaded") as { duplicateSimilarity?: unknown } | undefined;
+  return typeof line?.duplicateSimilarity === "number" ? line.duplicateSimilarity : undefined;
+}
+
 /**
  * The whole run: photos, an S3-protocol server and a PostgreSQL server,
  * `replicas` server processes sharing them, the load with its disruption,
@@ -84,6 +90,8 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
     replicas.push(await startReplica({ env }));
     replicas.push(...(await Promise.all(Array.from({ length: o.replicas - 1 }, () => startReplica({ env })))));
     const startUpMs = performance.now() - tStart;
+    // Read now: the replica keeps only its latest log lines.
+    const duplicateSimilarity = duplicateSimilarityOf(replicas[0]);
     log(`${o.replicas} replica(s) SERVING on ${replicas.map((r) => r.port).join(", ")} after ${secs(startUpMs)} s`);
 
     const atCall = Math.floor(o.calls / 2);
@@ -153,6 +161,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
       database: pg.config,
       store: createS3Store(s3.config),
       addresses: replicas.map((r) => r.address),
+      duplicateSimilarity,
     });
     const checksMs = performance.now() - tChecks;
     log(`registry checked in ${secs(checksMs)} s: ${registry.pets} pets, ${registry.problems.length} problems`);

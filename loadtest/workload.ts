@@ -48,6 +48,8 @@ export interface RegisterAnswer {
   petDid?: string;
   /** Set when it was refused as a duplicate of this pet. */
   duplicateOf?: string;
+  /** The refusal's duplicate_similarity. */
+  similarity?: number;
   /** Which replica answered. */
   replica: number;
 }
@@ -152,7 +154,7 @@ export class Workload {
     }
   }
 
-  /** The first answer that names a dog's pet makes it available to the calls that need one. */
+  /** The first registration that creates a dog's pet makes it available to the calls that need one. */
   private learn(dog: number, petDid: string): void {
     if (this.petOf.has(dog)) return;
     this.petOf.set(dog, petDid);
@@ -183,12 +185,12 @@ export class Workload {
           return undefined;
         }
         if (res.error_code === "INVALID_REQUEST" && res.duplicate_pet_did) {
-          this.registerAnswers.push({ dog: op.dog, requestId, duplicateOf: res.duplicate_pet_did, replica });
-          // The duplicate answer names the pet that won; the winner's own answer may come later.
+          this.registerAnswers.push({ dog: op.dog, requestId, duplicateOf: res.duplicate_pet_did, similarity: res.duplicate_similarity, replica });
+          // The named pet is this dog's (its other registration won; that answer may come later) or,
+          // when the model takes two synthetic dogs for one, another dog's: judged after the load.
           if (expectedDid !== undefined && expectedDid !== res.duplicate_pet_did) {
             return `dog ${op.dog} is ${expectedDid} but ${requestId} was refused as a duplicate of ${res.duplicate_pet_did}`;
           }
-          this.learn(op.dog, res.duplicate_pet_did);
           return undefined;
         }
         return `RegisterPet ${requestId} answered ${brief(res)}`;

@@ -27,7 +27,7 @@ describe("load on one server with the object store restarted midway", { skip: re
 
     const r = report.registry;
     assert.ok(r.pets > 20, `${r.pets} pets`);
-    assert.equal(r.pets, r.dogs, "one pet per dog");
+    assert.equal(r.pets, r.dogs - r.lookalikes.length, `one pet per dog; look-alikes ${JSON.stringify(r.lookalikes)}`);
     assert.ok(r.duplicateAnswers > 0, "some dog was registered twice and answered as a duplicate");
     assert.equal(r.objectsPresent, r.pets);
     assert.equal(r.verified, r.pets);
