@@ -1,12 +1,32 @@
 /** The service, called from the page over the Connect protocol on the page's own origin. */
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { NoseEmbedderService, Verdict } from "../gen/nose_embedder_pb.js";
 
 export type Service = Client<typeof NoseEmbedderService>;
 
-export function serviceClient(baseUrl = location.origin): Service {
-  return createClient(NoseEmbedderService, createConnectTransport({ baseUrl, useBinaryFormat: true }));
+const KEY_ITEM = "nosepaw.apiKey";
+
+/**
+ * The API key the page was given as `#key=...`: a fragment never reaches the
+ * server, its logs or a Referer; it is kept for this tab only and taken out
+ * of the address bar. Servers that need no key are called without one.
+ */
+export function pageApiKey(): string | undefined {
+  const given = /(?:^#|&)key=([^&]+)/.exec(location.hash);
+  if (given) {
+    sessionStorage.setItem(KEY_ITEM, decodeURIComponent(given[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(KEY_ITEM) ?? undefined;
+}
+
+export function serviceClient(baseUrl = location.origin, apiKey = pageApiKey()): Service {
+  const withKey: Interceptor = (next) => (req) => {
+    if (apiKey) req.header.set("Authorization", `Bearer ${apiKey}`);
+    return next(req);
+  };
+  return createClient(NoseEmbedderService, createConnectTransport({ baseUrl, useBinaryFormat: true, interceptors: [withKey] }));
 }
 
 /** The page's own embedding of a photo, sent beside it so the server can report how well they agree. */

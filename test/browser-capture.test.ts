@@ -24,6 +24,7 @@ import {
   MARKER_SIZE,
   screenshot,
   stretchFrames,
+  watchCsp,
   writeFakeCamera,
   type Stretch,
 } from "./support/browser.js";
@@ -33,6 +34,9 @@ const skip = browserSkipReason();
 const STRETCHES: Stretch[] = ["blurred", "glare", "far", "moving", "sharp"];
 const SHARP = STRETCHES.indexOf("sharp");
 const FRAMES_EACH = 36;
+/** The server requires it on Connect; the page gets it as #key=... as an operator would hand it out. */
+const API_KEY = "capture-test-key-0123456789";
+const WITH_KEY = { Authorization: `Bearer ${API_KEY}` };
 
 type PageApi = {
   state: string;
@@ -47,7 +51,7 @@ type PageApi = {
 async function serverVector(server: RunningServer, jpeg: Buffer): Promise<number[]> {
   const res = await fetch(`http://${server.address}/nose_embedder.NoseEmbedderService/ExtractNoseVector`, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...WITH_KEY },
     body: JSON.stringify({ imageData: jpeg.toString("base64"), imageFormat: "jpeg" }),
   });
   const body = (await res.json()) as { vector?: number[]; success?: boolean; errorMessage?: string };
@@ -73,17 +77,19 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
   let browser: Browser;
   let page: Page;
   let logs: string[] = [];
+  let cspViolations: () => Promise<string[]>;
   const photo = (dog: number, k = 0) => path.join(dir, `dog${dog}_${k}.jpg`);
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "nosepaw-browser-"));
     execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), dir, "3"], { stdio: "pipe" });
     await writeFakeCamera(path.join(dir, "camera.y4m"), photo(1), STRETCHES, FRAMES_EACH);
-    server = await startServer();
+    server = await startServer({ API_KEYS: API_KEY });
     browser = await launchChromium({ y4m: path.join(dir, "camera.y4m") });
     page = await browser.newPage({ viewport: { width: 820, height: 1100 } });
     logs = collectConsole(page);
-    await page.goto(`http://${server.address}/?ep=wasm`);
+    cspViolations = await watchCsp(page);
+    await page.goto(`http://${server.address}/?ep=wasm#key=${API_KEY}`);
   });
 
   after(async () => {
@@ -193,7 +199,7 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
         const { version } = await (await fetch("/model/card.json")).json();
         const res = await fetch("/nose_embedder.NoseEmbedderService/VerifyPet", {
           method: "POST",
-          headers: { "Content-Type": "application/json" },
+          headers: { "Content-Type": "application/json", Authorization: `Bearer ${sessionStorage.getItem("nosepaw.apiKey")}` },
           body: JSON.stringify({
             petDid: did,
             photo: { imageData: own, imageFormat: "jpeg" },
@@ -209,6 +215,17 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
     assert.equal(refused.body.errorCode, "INVALID_REQUEST", JSON.stringify(refused.body));
     assert.match(refused.body.errorMessage, /client embedding disagrees/);
   });
+
+  test("the page kept its key out of the address bar, a call without the key is refused, and no CSP violation was reported", async () => {
+    assert.equal(new URL(page.url()).hash, "", "the #key fragment is taken out of the address bar");
+    const keyless = await page.evaluate(async () => {
+      const res = await fetch("/nose_embedder.NoseEmbedderService/HealthCheck", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+      return { status: res.status, body: await res.json() };
+    });
+    assert.equal(keyless.status, 401);
+    assert.equal(keyless.body.code, "unauthenticated");
+    assert.deepEqual(await cspViolations(), [], logs.join("\n"));
+  });
 });
 
 describe("capture app on WebGPU (SwiftShader)", { skip, timeout: 180_000 }, () => {
@@ -220,6 +237,7 @@ describe("capture app on WebGPU (SwiftShader)", { skip, timeout: 180_000 }, () =
     try {
       const page = await browser.newPage();
       const logs = collectConsole(page);
+      const cspViolations = await watchCsp(page);
       await page.goto(`http://${server.address}/?ep=webgpu&camera=0`);
       await page.waitForFunction(() => document.getElementById("provider")!.textContent !== "…", undefined, { timeout: 60_000 });
       assert.equal(await page.textContent("#provider"), "webgpu", logs.join("\n"));
@@ -231,6 +249,7 @@ describe("capture app on WebGPU (SwiftShader)", { skip, timeout: 180_000 }, () =
       const c = cosine(mine.vector, await serverVector(server, jpeg));
       console.log(`webgpu (SwiftShader): ${mine.ms.toFixed(0)} ms for one image, cosine to server ${c.toFixed(6)}`);
       assert.ok(c >= 0.999, `cosine ${c}`);
+      assert.deepEqual(await cspViolations(), [], "WebGPU runs under the CSP");
     } finally {
       await browser.close();
       await server.stop();

@@ -18,7 +18,7 @@ import type { Browser, Page } from "playwright-core";
 import { decodeImage } from "../server/image/decode.js";
 import { toModelInput } from "../shared/preprocess.js";
 import { cosine } from "../shared/similarity.js";
-import { browserSkipReason, collectConsole, launchChromium } from "./support/browser.js";
+import { browserSkipReason, collectConsole, launchChromium, watchCsp } from "./support/browser.js";
 import { ROOT, startServer, type RunningServer } from "./support/server.js";
 
 const skip = browserSkipReason();
@@ -109,6 +109,7 @@ describe("page tensor vs server tensor in Chromium", { skip, timeout: 300_000 },
   let browser: Browser;
   let page: Page;
   let logs: string[] = [];
+  let cspViolations: () => Promise<string[]>;
 
   async function compare(file: string, bytes: Buffer, format: "jpeg" | "png") {
     const type = `image/${format}`;
@@ -128,6 +129,7 @@ describe("page tensor vs server tensor in Chromium", { skip, timeout: 300_000 },
     browser = await launchChromium();
     page = await browser.newPage();
     logs = collectConsole(page);
+    cspViolations = await watchCsp(page);
     await page.goto(`http://${server.address}/?ep=wasm&camera=0`);
     await page.waitForFunction(() => document.getElementById("provider")!.textContent !== "…", undefined, { timeout: 90_000 });
     assert.equal(await page.textContent("#provider"), "wasm", logs.join("\n"));
@@ -200,5 +202,9 @@ describe("page tensor vs server tensor in Chromium", { skip, timeout: 300_000 },
     assert.ok(worst.mean <= JPEG_MEAN, levels(worst));
     assert.ok(worst.overOneLevel <= JPEG_SHARE_OVER_ONE_LEVEL, levels(worst));
     assert.ok(lowest >= MIN_COSINE, `lowest cosine ${lowest}`);
+  });
+
+  test("the page decoded, preprocessed and embedded under the served CSP without a violation", async () => {
+    assert.deepEqual(await cspViolations(), [], logs.join("\n"));
   });
 });

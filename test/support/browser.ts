@@ -45,6 +45,25 @@ export function collectConsole(page: Page): string[] {
   return lines;
 }
 
+/**
+ * Records Content-Security-Policy violations: the document's
+ * securitypolicyviolation events and the console lines Chromium writes for
+ * them (workers' included). Call before the page loads; the returned
+ * function lists what was reported so far.
+ */
+export async function watchCsp(page: Page): Promise<() => Promise<string[]>> {
+  const lines: string[] = [];
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) lines.push(m.text());
+  });
+  await page.addInitScript(() => {
+    const seen: string[] = [];
+    (window as unknown as { cspViolations: string[] }).cspViolations = seen;
+    document.addEventListener("securitypolicyviolation", (e) => seen.push(`${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber})`));
+  });
+  return async () => [...lines, ...(await page.evaluate(() => (window as unknown as { cspViolations?: string[] }).cspViolations ?? []))];
+}
+
 export const FRAME_W = 640;
 export const FRAME_H = 480;
 
