@@ -15,16 +15,17 @@
  * usage: npm run bench [-- --quick] [--only=vs-old,concurrency,identification,model,browser] [--pets=10000,100000] [--pglite-max=N]
  * --quick: fewer repetitions, 10k pets only, no WebGPU; under 5 minutes on a quiet machine.
  * --pets: registry sizes (default 10k and 100k; --quick 10k); --pglite-max: PGlite only up to N pets.
+ * --report-only: rewrite BENCHMARKS.md and the plots from bench/results/latest.json, running nothing.
  * --only: the named sections; their files then go to a temp folder, leaving bench/results/ and BENCHMARKS.md alone.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { ROOT } from "../test/support/server.js";
 import { browserBench } from "./browser.js";
 import { concurrency } from "./concurrency.js";
 import { extrapolate } from "./extrapolate.js";
-import { identification } from "./identification.js";
+import { identification, type IdentifyRun } from "./identification.js";
 import { machineInfo } from "./machine.js";
 import { modelCost } from "./model.js";
 import { benchPhotos } from "./photos.js";
@@ -46,6 +47,29 @@ if (unknown?.length) {
 const pets = option("pets")?.split(",").map(Number) ?? (quick ? [10_000] : [10_000, 100_000]);
 const pgliteMax = Number(option("pglite-max") ?? Infinity);
 const wanted = (s: Section) => !only || only.includes(s);
+
+if (args.includes("--report-only")) {
+  const saved = JSON.parse(readFileSync(path.join(ROOT, "bench", "results", "latest.json"), "utf8")) as Results;
+  // Derived figures follow the current extrapolation.
+  if (saved.identification) saved.extrapolation = extrapolations(saved.identification.runs);
+  writeOutputs(saved, path.join(ROOT, "bench", "results"), path.join(ROOT, "BENCHMARKS.md"));
+  process.exit(0);
+}
+
+function extrapolations(runs: IdentifyRun[]) {
+  return (["postgres", "pglite"] as const).flatMap((engine) => extrapolate(runs.filter((r) => r.engine === engine), 10_000_000) ?? []);
+}
+
+function writeOutputs(results: Results, out: string, page: string) {
+  mkdirSync(out, { recursive: true });
+  const plots = charts(results);
+  for (const [file, svg] of Object.entries(plots)) writeFileSync(path.join(out, file), svg);
+  const summary = summaryRows(results);
+  writeFileSync(path.join(out, "latest.json"), JSON.stringify(results, null, 1) + "\n");
+  writeFileSync(page, markdown(results, summary, Object.keys(plots)));
+  console.log(`\n${summaryTable(summary)}\n`);
+  console.log(`took ${(results.durationSeconds / 60).toFixed(1)} min; wrote ${out}/latest.json, ${Object.keys(plots).length} plots, ${page}`);
+}
 
 const started = performance.now();
 const log = (s: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${s}`);
@@ -84,26 +108,12 @@ results.concurrency = await section("concurrency", () => {
   return concurrency(set.jpegs, set.label, perClient);
 });
 results.identification = await section("identification", () => identification(pets, quick ? 50 : 100, log, pgliteMax));
-if (results.identification) {
-  for (const engine of ["postgres", "pglite"] as const) {
-    const e = extrapolate(results.identification.runs.filter((r) => r.engine === engine), 10_000_000);
-    if (e) (results.extrapolation ??= []).push(e);
-  }
-}
+if (results.identification?.runs.length) results.extrapolation = extrapolations(results.identification.runs);
 results.model = await section("model", () => modelCost(quick ? 10 : 30));
 results.browser = await section("browser", () => browserBench(quick));
 if (results.browser?.skipped) results.notes.browser = `skipped: ${results.browser.skipped}`;
 results.durationSeconds = (performance.now() - started) / 1000;
 
 const out = only ? mkdtempSync(path.join(tmpdir(), "nosepaw-bench-")) : path.join(ROOT, "bench", "results");
-mkdirSync(out, { recursive: true });
-const plots = charts(results);
-for (const [file, svg] of Object.entries(plots)) writeFileSync(path.join(out, file), svg);
-const summary = summaryRows(results);
-writeFileSync(path.join(out, "latest.json"), JSON.stringify(results, null, 1) + "\n");
-const page = markdown(results, summary, Object.keys(plots));
-writeFileSync(only ? path.join(out, "BENCHMARKS.md") : path.join(ROOT, "BENCHMARKS.md"), page);
-
-console.log(`\n${summaryTable(summary)}\n`);
-console.log(`took ${(results.durationSeconds / 60).toFixed(1)} min; wrote ${only ? out : "bench/results"}/latest.json, ${Object.keys(plots).length} plots, ${only ? `${out}/BENCHMARKS.md` : "BENCHMARKS.md"}`);
+writeOutputs(results, out, only ? path.join(out, "BENCHMARKS.md") : path.join(ROOT, "BENCHMARKS.md"));
 process.exit(0);
