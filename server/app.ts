@@ -123,6 +123,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     guard: createRpcGuard({
       keys: createKeyRing(config.apiKeys),
       browserAuth: config.browserAuth,
+      browserLoopbackWithoutKey: config.browserLoopbackWithoutKey,
       grpcAuth: config.grpcAuth,
       browserLimit: config.browserRateLimit,
       grpcLimit: config.grpcRateLimit,
@@ -145,6 +146,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     metrics: config.metricsEnabled ? "/metrics" : false,
     tracing: config.otlpTracesUrl ?? false,
   });
+  if (config.browserLoopbackWithoutKey) {
+    log.warn(
+      "no API keys configured: Connect and gRPC-Web calls are served from this machine only and refused from other machines " +
+        "(plain gRPC is open); set API_KEYS or API_KEYS_FILE to accept them with a key, or BROWSER_AUTH=off when a proxy in front authenticates callers",
+      { host: config.host },
+    );
+  }
   void model.load();
 
   return {

@@ -71,6 +71,8 @@ export interface Config {
   dbConnectTimeoutMs: number;
   dbPoolMax: number;
   dbIdleTimeoutMs: number;
+  /** hnsw.ef_search of nearest-pet queries: recall of 1:N identification against its cost. */
+  hnswEfSearch: number;
   logLevel: LogLevel;
   /** Prometheus metrics at GET /metrics on the service port. */
   metricsEnabled: boolean;
@@ -99,6 +101,13 @@ export interface Config {
    * or (BROWSER_AUTH=auto) when keys are configured or GRPC_HOST is not loopback.
    */
   browserAuth: boolean;
+  /**
+   * BROWSER_AUTH=auto, no keys, bound beyond loopback: Connect and gRPC-Web
+   * calls from this machine (loopback peer) are served without a key, the
+   * rest are refused, so a bare start serves the capture app on localhost
+   * and the gateway's gRPC without exposing the browser protocols.
+   */
+  browserLoopbackWithoutKey: boolean;
   browserAuthSetting: "auto" | "required" | "off";
   /** Plain gRPC calls (the gateway) need an API key. */
   grpcAuth: boolean;
@@ -265,6 +274,9 @@ export function loadConfig(env: Env = process.env): Config {
   };
   const otlpTracesUrl = otlpUrl("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") ?? otlpUrl("OTEL_EXPORTER_OTLP_ENDPOINT", "/v1/traces");
 
+  const browserAuth =
+    browserProtocols && browserAuthMode !== "off" && (browserAuthMode === "required" || apiKeys.length > 0 || !isLoopback(host));
+
   const config: Config = {
     host,
     port: int("GRPC_PORT", 50052, 0, 65535),
@@ -291,6 +303,8 @@ export function loadConfig(env: Env = process.env): Config {
     dbConnectTimeoutMs: int("DB_CONNECT_TIMEOUT_MS", 3000, 100, 600_000),
     dbPoolMax: int("DB_POOL_MAX", 10, 1, 1000),
     dbIdleTimeoutMs: int("DB_IDLE_TIMEOUT_MS", 30_000, 1000, 3_600_000),
+    // pgvector accepts 1..1000.
+    hnswEfSearch: int("HNSW_EF_SEARCH", 100, 1, 1000),
     logLevel: logLevel ?? "info",
     metricsEnabled: bool("METRICS_ENABLED", true),
     metricsRegistryCacheMs: int("METRICS_REGISTRY_CACHE_MS", 10_000, 0, 3_600_000),
@@ -304,8 +318,8 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
     apiKeys,
     browserProtocols,
-    browserAuth:
-      browserProtocols && browserAuthMode !== "off" && (browserAuthMode === "required" || apiKeys.length > 0 || !isLoopback(host)),
+    browserAuth,
+    browserLoopbackWithoutKey: browserAuth && browserAuthMode === "auto" && apiKeys.length === 0,
     browserAuthSetting: browserAuthMode,
     grpcAuth: choice("GRPC_AUTH", "off", ["off", "required"] as const) === "required",
     browserRateLimit: rateLimit("BROWSER_RATE_LIMIT", "BROWSER_RATE_BURST", 10, 60),
@@ -316,22 +330,16 @@ export function loadConfig(env: Env = process.env): Config {
 }
 
 /**
- * Refuses to serve a configuration that needs API keys and has none, above
- * all Connect and gRPC-Web reachable from other machines with nobody
- * checking who calls: a deployment says so explicitly (BROWSER_AUTH=off,
- * a proxy in front authenticates) or turns the browser protocols off.
+ * Refuses to serve a configuration that asks for API keys explicitly
+ * (BROWSER_AUTH=required, GRPC_AUTH=required) and has none: every such call
+ * would be refused. Without keys, BROWSER_AUTH=auto serves browser calls
+ * from this machine only (browserLoopbackWithoutKey) rather than refusing
+ * to start, so a bare start works and exposes nothing new.
  * Apart from loadConfig because tools read the same settings without serving.
  */
 export function assertServable(c: Config): void {
   const problems: string[] = [];
-  if (c.apiKeys.length === 0 && c.browserAuth) {
-    problems.push(
-      c.browserAuthSetting === "required"
-        ? "BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE"
-        : `GRPC_HOST=${c.host} exposes Connect and gRPC-Web beyond this machine without API keys: set API_KEYS or API_KEYS_FILE, ` +
-            "or BROWSER_AUTH=off when a proxy in front authenticates callers, or BROWSER_PROTOCOLS=false to serve plain gRPC only, or GRPC_HOST=127.0.0.1",
-    );
-  }
+  if (c.apiKeys.length === 0 && c.browserAuth && !c.browserLoopbackWithoutKey) problems.push("BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE");
   if (c.apiKeys.length === 0 && c.grpcAuth) problems.push("GRPC_AUTH=required needs API_KEYS or API_KEYS_FILE");
   if (problems.length) throw new ConfigError(problems);
 }

@@ -1,7 +1,7 @@
 import type http from "node:http";
 import type http2 from "node:http2";
 import type { Logger } from "../log.js";
-import { presentedKey, type KeyRing } from "./auth.js";
+import { isLoopback, presentedKey, type KeyRing } from "./auth.js";
 import { createRateLimiter, type RateLimit } from "./rate-limit.js";
 import { refuseRpc, rpcProtocol } from "./rpc-refusal.js";
 
@@ -15,6 +15,8 @@ export interface RpcGuardOptions {
   keys: KeyRing;
   /** Connect and gRPC-Web calls (browsers, curl) need a key. */
   browserAuth: boolean;
+  /** ... except from this machine (loopback peer): no keys are configured and BROWSER_AUTH=auto. */
+  browserLoopbackWithoutKey: boolean;
   /** Plain gRPC calls (the gateway) need a key. */
   grpcAuth: boolean;
   browserLimit: RateLimit | undefined;
@@ -26,13 +28,18 @@ export interface RpcGuardOptions {
 
 const NEEDS_KEY =
   "this server needs an API key: send Authorization: Bearer <key> or x-api-key: <key> (the capture page: open it as /#key=<key>)";
+const NO_KEYS =
+  "this server has no API keys configured and accepts browser calls from other machines only with a key: " +
+  "set API_KEYS or API_KEYS_FILE on the server (or BROWSER_AUTH=off when a proxy in front authenticates callers)";
 
 /**
  * Who may call, and how often. A client is its API key when it presents an
  * accepted one, else its remote address; wrong keys are counted against the
  * address, so guessing keys is rate limited like any other call. Browser
  * protocols and plain gRPC have separate limits: the gateway is one address
- * speaking for all its users.
+ * speaking for all its users. With no keys configured and the port bound
+ * beyond loopback, browser calls pass only from this machine: the capture
+ * app on localhost works, and nobody elsewhere reaches the browser protocols.
  */
 export function createRpcGuard(opts: RpcGuardOptions): RpcGuard {
   const browserLimiter = opts.browserLimit && createRateLimiter(opts.browserLimit);
@@ -44,7 +51,8 @@ export function createRpcGuard(opts: RpcGuardOptions): RpcGuard {
     const browser = protocol !== "grpc";
     const presented = presentedKey(req.headers);
     const key = opts.keys.match(presented);
-    const client = key ?? `addr:${req.socket?.remoteAddress ?? "unknown"}`;
+    const peer = req.socket?.remoteAddress ?? "unknown";
+    const client = key ?? `addr:${peer}`;
 
     const limiter = browser ? browserLimiter : grpcLimiter;
     const admission = limiter?.take(client);
@@ -55,9 +63,13 @@ export function createRpcGuard(opts: RpcGuardOptions): RpcGuard {
       });
       return true;
     }
-    if ((browser ? opts.browserAuth : opts.grpcAuth) && key === undefined) {
-      opts.log.debug("rpc refused", { reason: presented ? "key not accepted" : "no key", protocol, path, client });
-      refuseRpc(req, res, "unauthenticated", presented ? "API key not accepted" : NEEDS_KEY, { "WWW-Authenticate": "Bearer" });
+    // The peer is the socket's own address, never a forwarded header a caller could write.
+    const loopbackOnly = browser && opts.browserLoopbackWithoutKey;
+    const needsKey = browser ? opts.browserAuth && !(loopbackOnly && isLoopback(peer)) : opts.grpcAuth;
+    if (needsKey && key === undefined) {
+      const reason = loopbackOnly ? "no keys configured, caller on another machine" : presented ? "key not accepted" : "no key";
+      opts.log.debug("rpc refused", { reason, protocol, path, client });
+      refuseRpc(req, res, "unauthenticated", loopbackOnly ? NO_KEYS : presented ? "API key not accepted" : NEEDS_KEY, { "WWW-Authenticate": "Bearer" });
       return true;
     }
     return false;
