@@ -70,6 +70,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
   const log = o.log ?? (() => {});
   const seed = o.seed ?? 1;
   const t0 = performance.now();
+  const host = machine();
   const dogs = Workload.dogsFor(o.calls, o.mix, seed);
   const { photo, renderedMs } = await nosePhotoCache(dogs);
   log(`${dogs} dogs' photos ready (${renderedMs > 0 ? `rendered in ${secs(renderedMs)} s` : "cached"})`);
@@ -169,7 +170,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
     const answeredBy = replicas.map((_, i) => result.records.filter((r) => r.replica === i).length);
     return {
       date: new Date().toISOString(),
-      machine: machine(),
+      machine: host,
       config: { calls: o.calls, concurrency: o.concurrency, replicas: o.replicas, mix: o.mix, disrupt: o.disrupt, seed, serverEnv },
       figures,
       answeredBy,
@@ -183,7 +184,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
       seconds: { photos: secs(renderedMs), startUp: secs(startUpMs), load: secs(result.wallMs), checks: secs(checksMs), total: secs(performance.now() - t0) },
     };
   } finally {
-    await Promise.allSettled(replicas.map((r) => r.stop()));
+    await Promise.allSettled(replicas.map((r) => r.dispose()));
     await Promise.allSettled([s3?.dispose(), pg?.dispose()]);
   }
 }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { gatewayClient } from "./grpc-client.js";
@@ -29,6 +29,8 @@ export interface Replica {
   kill(): Promise<void>;
   /** Peak resident memory of the running process (VmHWM), in KiB. */
   peakRssKiB(): number | undefined;
+  /** stop(), then removes the data folder if this helper made it. */
+  dispose(): Promise<void>;
 }
 
 export interface ReplicaOptions {
@@ -84,6 +86,7 @@ export async function waitForServing(address: string, timeoutMs: number, exited?
 
 export async function startReplica(options: ReplicaOptions = {}): Promise<Replica> {
   const port = await freePort();
+  const ownDataDir = options.env?.DATA_DIR === undefined;
   const dataDir = options.env?.DATA_DIR ?? mkdtempSync(path.join(tmpdir(), "nosepaw-replica-"));
   const logs: unknown[] = [];
   let proc: ChildProcess | undefined;
@@ -147,7 +150,12 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
     clearTimeout(timer);
   };
 
-  await start();
+  try {
+    await start();
+  } catch (e) {
+    if (ownDataDir) rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
   return {
     port,
     address: `127.0.0.1:${port}`,
@@ -162,5 +170,9 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
     stop: () => signal("SIGTERM"),
     kill: () => signal("SIGKILL"),
     peakRssKiB: () => (proc?.pid === undefined ? undefined : procStatusKiB(proc.pid, "VmHWM")),
+    async dispose() {
+      await signal("SIGTERM");
+      if (ownDataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
   };
 }
