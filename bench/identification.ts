@@ -127,9 +127,9 @@ const relMiB = async (db: Database, rel: string) =>
   Number((await db.query<{ b: string }>("SELECT pg_total_relation_size($1::regclass)::text AS b", [rel])).rows[0].b) / 2 ** 20;
 
 /** The plan of the registry's query, under the settings nearestPets gives its transaction (ef_search, iterative scan). */
-async function planOf(db: Database, v: Float32Array): Promise<string> {
+async function planOf(db: Database, v: Float32Array, efSearch = 200): Promise<string> {
   return db.transaction(async (tx) => {
-    await tx.query("SELECT set_config('hnsw.ef_search', '100', true), set_config('hnsw.iterative_scan', 'relaxed_order', true)");
+    await tx.query("SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)", [String(efSearch)]);
     const { rows } = await tx.query<Record<string, string>>(`EXPLAIN ${NEAREST_ROWS_SQL}`, [vectorText(v), 40, SERVER_TOP_K, MODEL_VERSION]);
     return rows.map((r) => Object.values(r)[0]).join("\n");
   });
@@ -141,7 +141,9 @@ const overlap = (a: string[], b: string[]) => (b.length ? a.filter((x) => b.incl
 /**
  * Opens the database as the server does (openDatabase, migrate,
  * createRegistry with its defaults), loads the pets with the index dropped,
- * builds it with the migration's own statement, then queries.
+ * builds it with the migration's own statement, then queries: once per
+ * ef_search in `efSearch` (undefined: the registry's default), so one build
+ * answers for several settings. One run per ef_search.
  */
 async function runOne(
   engine: "pglite" | "postgres",
@@ -150,7 +152,8 @@ async function runOne(
   corpus: Corpus,
   seed: number,
   log: (s: string) => void,
-): Promise<IdentifyRun> {
+  efSearch: Array<number | undefined>,
+): Promise<IdentifyRun[]> {
   // Loading and the index build run on their own connection without the
   // server's statement timeout (a 100k build takes minutes); queries then
   // go through a database opened exactly as the server opens it.
@@ -186,34 +189,15 @@ async function runOne(
       db = await openDatabase(dbConfig);
     }
 
-    const registry = createRegistry(db);
     // Exact search: the same registry query on a connection with index scans off.
     if (engine === "pglite") exactDb = db;
     else exactDb = await openDatabase(exactConfig!);
-    const exactRegistry = engine === "pglite" ? registry : createRegistry(exactDb);
+    const exactRegistry = createRegistry(exactDb);
     const setExact = async (on: boolean) => {
       if (engine === "pglite") await db.query(on ? "SET enable_indexscan = off" : "RESET enable_indexscan");
     };
-    const plan = await planOf(db, corpus.queries[0]);
     await setExact(true);
     const exactPlan = await planOf(exactDb, corpus.queries[0]);
-    await setExact(false);
-
-    // Warm the index's pages once, as a running server's would be.
-    for (const q of corpus.queries.slice(0, 5)) await registry.nearestPets(q, SERVER_TOP_K, MODEL_VERSION);
-    const times: number[] = [];
-    const top5: string[][] = [];
-    const top10: string[][] = [];
-    for (const q of corpus.queries) {
-      const s = performance.now();
-      top5.push(dids(await registry.nearestPets(q, SERVER_TOP_K, MODEL_VERSION)));
-      times.push(performance.now() - s);
-      top10.push(dids(await registry.nearestPets(q, 10, MODEL_VERSION)));
-    }
-    const unknown10: string[][] = [];
-    for (const q of corpus.unknown) unknown10.push(dids(await registry.nearestPets(q, 10, MODEL_VERSION)));
-
-    await setExact(true);
     const exactTimes: number[] = [];
     const exact10: string[][] = [];
     for (const q of corpus.queries) {
@@ -225,32 +209,52 @@ async function runOne(
     for (const q of corpus.unknown) exactUnknown10.push(dids(await exactRegistry.nearestPets(q, 10, MODEL_VERSION)));
     await setExact(false);
 
-    const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-    return {
-      engine,
-      pets: corpus.pets,
-      rows,
-      loadSeconds,
-      indexBuildSeconds,
-      indexMiB,
-      tableMiB,
-      indexBytesPerRow: (indexMiB * 2 ** 20) / rows,
-      query: summarize(times),
-      exactQuery: summarize(exactTimes),
-      recallAt1: mean(top5.map((r, i) => (r[0] === exact10[i][0] ? 1 : 0))),
-      recallAt10: mean(top10.map((r, i) => overlap(r, exact10[i]))),
-      unknownRecallAt1: mean(unknown10.map((r, i) => (r[0] === exactUnknown10[i][0] ? 1 : 0))),
-      unknownRecallAt10: mean(unknown10.map((r, i) => overlap(r, exactUnknown10[i]))),
-      queries: corpus.queries.length,
-      indexUsed: plan.includes(indexName()),
-      exactUsesSeqScan: /Seq Scan on pet_embeddings/.test(exactPlan) && !exactPlan.includes(indexName()),
-      settings: {
-        maintenance_work_mem: buildMem,
-        ...(engine === "postgres" ? { max_parallel_maintenance_workers: workers } : {}),
-        photos_per_pet: String(PHOTOS_PER_PET),
-        ef_search: "registry default (createRegistry without options)",
-      },
-    };
+    const runs: IdentifyRun[] = [];
+    for (const ef of efSearch) {
+      const registry = createRegistry(db, ef === undefined ? {} : { efSearch: ef });
+      const plan = await planOf(db, corpus.queries[0], ef);
+      // Warm the index's pages once, as a running server's would be.
+      for (const q of corpus.queries.slice(0, 5)) await registry.nearestPets(q, SERVER_TOP_K, MODEL_VERSION);
+      const times: number[] = [];
+      const top5: string[][] = [];
+      const top10: string[][] = [];
+      for (const q of corpus.queries) {
+        const s = performance.now();
+        top5.push(dids(await registry.nearestPets(q, SERVER_TOP_K, MODEL_VERSION)));
+        times.push(performance.now() - s);
+        top10.push(dids(await registry.nearestPets(q, 10, MODEL_VERSION)));
+      }
+      const unknown10: string[][] = [];
+      for (const q of corpus.unknown) unknown10.push(dids(await registry.nearestPets(q, 10, MODEL_VERSION)));
+      const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+      runs.push({
+        engine,
+        pets: corpus.pets,
+        rows,
+        loadSeconds,
+        indexBuildSeconds,
+        indexMiB,
+        tableMiB,
+        indexBytesPerRow: (indexMiB * 2 ** 20) / rows,
+        query: summarize(times),
+        exactQuery: summarize(exactTimes),
+        recallAt1: mean(top5.map((r, i) => (r[0] === exact10[i][0] ? 1 : 0))),
+        recallAt10: mean(top10.map((r, i) => overlap(r, exact10[i]))),
+        unknownRecallAt1: mean(unknown10.map((r, i) => (r[0] === exactUnknown10[i][0] ? 1 : 0))),
+        unknownRecallAt10: mean(unknown10.map((r, i) => overlap(r, exactUnknown10[i]))),
+        queries: corpus.queries.length,
+        indexUsed: plan.includes(indexName()),
+        exactUsesSeqScan: /Seq Scan on pet_embeddings/.test(exactPlan) && !exactPlan.includes(indexName()),
+        settings: {
+          maintenance_work_mem: buildMem,
+          ...(engine === "postgres" ? { max_parallel_maintenance_workers: workers } : {}),
+          photos_per_pet: String(PHOTOS_PER_PET),
+          ef_search: ef === undefined ? "registry default (createRegistry without options)" : String(ef),
+        },
+      });
+      if (efSearch.length > 1) log(`    ef_search ${ef ?? "default"}: recall@1 ${runs.at(-1)!.recallAt1}, p95 ${runs.at(-1)!.query.p95.toFixed(1)} ms`);
+    }
+    return runs;
   } finally {
     if (exactDb && exactDb !== db) await exactDb.close();
     await db.close();
@@ -264,6 +268,10 @@ export async function identification(
   log: (s: string) => void,
   /** PGlite only up to this many pets: it builds single-threaded in WASM, slow past 10k on a busy machine. */
   pgliteMaxPets = Infinity,
+  /** ef_search values to query each build at; undefined: the registry's default. */
+  efSearch: Array<number | undefined> = [undefined],
+  /** Corpus seed, plus the registry size: another value draws other pets and queries. */
+  seedBase = 1000,
 ): Promise<IdentificationResult> {
   const runs: IdentifyRun[] = [];
   const skipped: string[] = [];
@@ -280,13 +288,13 @@ export async function identification(
       await admin.close();
     }
     for (const pets of sizes) {
-      const seed = 1000 + pets;
+      const seed = seedBase + pets;
       const corpus = makeCorpus(pets, queries, seed);
       if (pets <= pgliteMaxPets) {
         const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-bench-pg-"));
         try {
           log(`  identification: PGlite, ${pets} pets`);
-          runs.push(await runOne("pglite", { kind: "pglite", dataDir: path.join(dir, "pg") }, undefined, corpus, seed, log));
+          runs.push(...(await runOne("pglite", { kind: "pglite", dataDir: path.join(dir, "pg") }, undefined, corpus, seed, log, efSearch)));
         } finally {
           rmSync(dir, { recursive: true, force: true });
         }
@@ -298,7 +306,9 @@ export async function identification(
         await admin.query(`CREATE DATABASE ${name}`);
         await admin.close();
         const config = { ...pg.config, database: name };
-        runs.push(await runOne("postgres", { kind: "postgres", ...config }, { kind: "postgres", ...config, username: "exact_search", queryTimeoutMs: 600_000 }, corpus, seed, log));
+        runs.push(
+          ...(await runOne("postgres", { kind: "postgres", ...config }, { kind: "postgres", ...config, username: "exact_search", queryTimeoutMs: 600_000 }, corpus, seed, log, efSearch)),
+        );
         const drop = await openDatabase({ kind: "postgres", ...pg.config });
         await drop.query(`DROP DATABASE ${name}`);
         await drop.close();
@@ -310,6 +320,8 @@ export async function identification(
   return {
     runs,
     skipped,
-    efSearchNote: "hnsw.ef_search is the registry's default: createRegistry(db) as the server calls it sets max(efSearch 100, row limit) per query",
+    efSearchNote: efSearch.some((ef) => ef !== undefined)
+      ? `hnsw.ef_search ${efSearch.map((ef) => ef ?? "default").join(", ")}, one run each on the same index build (--ef)`
+      : "hnsw.ef_search is the registry's default: createRegistry(db) as the server calls it sets max(efSearch 200, row limit) per query",
   };
 }

@@ -12,9 +12,11 @@
  * 4. the model: card accuracy and inference cost (model.ts);
  * 5. the capture page in Chromium (browser.ts).
  *
- * usage: npm run bench [-- --quick] [--only=vs-old,concurrency,identification,model,browser] [--pets=10000,100000] [--pglite-max=N]
+ * usage: npm run bench [-- --quick] [--only=vs-old,concurrency,identification,model,browser] [--pets=10000,100000] [--pglite-max=N] [--ef=100,200] [--queries=N] [--seed=N]
  * --quick: fewer repetitions, 10k pets only, no WebGPU; under 5 minutes on a quiet machine.
  * --pets: registry sizes (default 10k and 100k; --quick 10k); --pglite-max: PGlite only up to N pets.
+ * --ef: query each index build at these hnsw.ef_search values, one run each (default: the registry's own).
+ * --queries: new photos of enrolled dogs per registry size (default 100; --quick 50); --seed: another corpus (default 1000).
  * --report-only: rewrite BENCHMARKS.md and the plots from bench/results/latest.json, running nothing.
  * --only: the named sections; their files then go to a temp folder, leaving bench/results/ and BENCHMARKS.md alone.
  */
@@ -46,6 +48,9 @@ if (unknown?.length) {
 }
 const pets = option("pets")?.split(",").map(Number) ?? (quick ? [10_000] : [10_000, 100_000]);
 const pgliteMax = Number(option("pglite-max") ?? Infinity);
+const efSearch = option("ef")?.split(",").map(Number) ?? [undefined];
+const queries = Number(option("queries") ?? (quick ? 50 : 100));
+const seed = Number(option("seed") ?? 1000);
 const wanted = (s: Section) => !only || only.includes(s);
 
 if (args.includes("--report-only")) {
@@ -107,7 +112,7 @@ results.concurrency = await section("concurrency", () => {
   const perClient = (clients: number) => Math.max(quick ? 1 : 2, Math.ceil((quick ? 16 : 40) / clients));
   return concurrency(set.jpegs, set.label, perClient);
 });
-results.identification = await section("identification", () => identification(pets, quick ? 50 : 100, log, pgliteMax));
+results.identification = await section("identification", () => identification(pets, queries, log, pgliteMax, efSearch, seed));
 if (results.identification?.runs.length) results.extrapolation = extrapolations(results.identification.runs);
 results.model = await section("model", () => modelCost(quick ? 10 : 30));
 results.browser = await section("browser", () => browserBench(quick));

@@ -304,7 +304,7 @@ export function loadConfig(env: Env = process.env): Config {
     dbPoolMax: int("DB_POOL_MAX", 10, 1, 1000),
     dbIdleTimeoutMs: int("DB_IDLE_TIMEOUT_MS", 30_000, 1000, 3_600_000),
     // pgvector accepts 1..1000.
-    hnswEfSearch: int("HNSW_EF_SEARCH", 100, 1, 1000),
+    hnswEfSearch: int("HNSW_EF_SEARCH", 200, 1, 1000),
     logLevel: logLevel ?? "info",
     metricsEnabled: bool("METRICS_ENABLED", true),
     metricsRegistryCacheMs: int("METRICS_REGISTRY_CACHE_MS", 10_000, 0, 3_600_000),

@@ -167,7 +167,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         const applied = await migrate(opened);
         if (closed) return void (await opened.close());
         db = opened;
-        registry = createRegistry(observeDatabase(opened, hooks.databaseError));
+        registry = createRegistry(observeDatabase(opened, hooks.databaseError), { efSearch: config.hnswEfSearch });
         log.info("database ready", { kind: opened.kind, migrationsApplied: applied });
         listeners.forEach((l) => l());
         onModel();
