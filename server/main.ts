@@ -1,6 +1,6 @@
 import { assertServable, ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./log.js";
-import { startApp } from "./app.js";
+import { startApp, type App } from "./app.js";
 
 let config;
 try {

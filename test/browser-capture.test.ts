@@ -105,6 +105,9 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
     // frames), restart the capture as the looping clip starts over, so that
     // it goes through the bad stretches again before the sharp one.
     await page.waitForFunction(() => document.getElementById("provider")!.textContent !== "…", undefined, { timeout: 60_000 });
+    // A capture may already have finished while the model loaded; the
+    // preview then holds on that frame, so take the camera live again first.
+    if ((await page.getAttribute("#app", "data-state")) === "captured") await page.click("#retake");
     await page.waitForFunction(
       ({ first, size }) => {
         const v = document.getElementById("camera") as HTMLVideoElement;

@@ -210,6 +210,8 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     const photo = nosePhotos(1);
     const res = await client.call("IdentifyPet", { photo: bytes(photo(0, 2)) });
     assert.equal(res.success, true, res.error_message);
+    assert.ok(enrolled, "runs after the round trip, which enrolled pet A (dog 0)");
+    assert.equal(res.matches[0].pet_did, enrolled.a, "the best match is the pet enrolled before the restart");
     assert.equal(res.matches[0].verdict, "SAME");
   });
 
