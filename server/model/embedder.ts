@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import * as ort from "onnxruntime-node";
 import { inferenceError } from "../errors.js";
+import { openInferenceSession, type InferenceSession } from "./inference-session.js";
 import { createMicroBatcher } from "./micro-batcher.js";
 
 export const EMBEDDING_SIZE = 512;
@@ -69,6 +69,14 @@ export function checkContract(
   return { dynamicBatch: input.shape === undefined || input.shape.length === 0 || typeof batch !== "number" };
 }
 
+/**
+ * ONNX Runtime's intra-op threads spin after every run waiting for the next
+ * one. The preprocessing workers and libvips decode on the same cores, so a
+ * spinning thread takes CPU from the next photo's decode (and from any other
+ * session in the process) for the 0.4 ms a cold wake-up costs a lone run.
+ */
+export const SESSION_CONFIG = { session: { intra_op: { allow_spinning: "0" } } };
+
 export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
   const bytes = await readFile(opts.modelPath).catch((e: NodeJS.ErrnoException) => {
     throw new Error(
@@ -77,33 +85,40 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
   });
   const sha256 = createHash("sha256").update(bytes).digest("hex");
   const fingerprint = sha256.slice(0, 12);
-  let session: ort.InferenceSession;
+  let session: InferenceSession;
   try {
-    session = await ort.InferenceSession.create(bytes, {
+    session = await openInferenceSession(bytes, {
       graphOptimizationLevel: "all",
       executionProviders: ["cpu"],
       ...(opts.intraOpThreads > 0 ? { intraOpNumThreads: opts.intraOpThreads } : {}),
+      extra: SESSION_CONFIG,
     });
   } catch (e) {
     throw new Error(`cannot load ONNX model ${path.basename(opts.modelPath)}: ${(e as Error).message}`);
   }
   if (session.inputNames.length !== 1 || session.outputNames.length < 1) {
+    await session.close();
     throw new Error(`model must have exactly one input and at least one output, has inputs [${session.inputNames}] outputs [${session.outputNames}]`);
   }
-  const meta = (m: ort.InferenceSession.ValueMetadata) => (m.isTensor ? { name: m.name, type: m.type, shape: m.shape } : { name: m.name, type: "non-tensor" });
-  const { dynamicBatch } = checkContract(meta(session.inputMetadata[0]), meta(session.outputMetadata[0]), opts.inputSize);
+  let dynamicBatch: boolean;
+  try {
+    ({ dynamicBatch } = checkContract(session.input, session.output, opts.inputSize));
+  } catch (e) {
+    await session.close();
+    throw e;
+  }
   const inputName = session.inputNames[0];
   const outputName = session.outputNames[0];
   const per = 3 * opts.inputSize * opts.inputSize;
 
   const runBatch = async (items: Float32Array[]): Promise<Float32Array[]> => {
     const n = items.length;
-    const data = n === 1 ? items[0] : new Float32Array(n * per);
+    // A fresh buffer for the run (handed to the inference worker); the callers keep theirs.
+    const data = n === 1 ? items[0].slice() : new Float32Array(n * per);
     if (n > 1) items.forEach((t, i) => data.set(t, i * per));
-    let out: ort.Tensor;
+    let out: { type: string; dims: number[]; data: Float32Array };
     try {
-      const res = await session.run({ [inputName]: new ort.Tensor("float32", data, [n, 3, opts.inputSize, opts.inputSize]) });
-      out = res[outputName];
+      out = await session.run(inputName, outputName, data, [n, 3, opts.inputSize, opts.inputSize]);
     } catch (e) {
       throw inferenceError(`model inference failed: ${(e as Error).message}`, e);
     }
@@ -136,6 +151,6 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
       if (chw.length !== per) return Promise.reject(inferenceError(`input tensor has ${chw.length} values, expected ${per}`));
       return batched(chw);
     },
-    close: () => session.release(),
+    close: () => session.close(),
   };
 }
