@@ -55,14 +55,11 @@ export function openInferenceSession(bytes: Uint8Array, options: ort.InferenceSe
       if (m.kind === "result") {
         const p = pending.get(m.id);
         pending.delete(m.id);
-        // An idle session does not keep the process alive; a run in flight does.
-        if (pending.size === 0) worker.unref();
         if (!p) return;
         if (m.ok) p.resolve({ type: m.type, dims: m.dims, data: m.data });
         else p.reject(new Error(m.message));
         return;
       }
-      worker.unref();
       resolve({
         inputNames: m.inputNames,
         outputNames: m.outputNames,
@@ -73,7 +70,6 @@ export function openInferenceSession(bytes: Uint8Array, options: ort.InferenceSe
           return new Promise((res, rej) => {
             const id = nextId++;
             pending.set(id, { resolve: res, reject: rej });
-            worker.ref();
             // The caller's buffer is built for this run alone: hand it over.
             worker.postMessage({ kind: "run", id, input, output, data, dims } satisfies InferenceRequest, [data.buffer as ArrayBuffer]);
           });
