@@ -14,6 +14,7 @@ import { createFolderStore } from "../server/storage/folder-store.js";
 import type { ObjectStore } from "../server/storage/object-store.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
+import { seededUnit } from "./support/vectors.js";
 
 /**
  * Two model versions on one registry. The second "model" sees dog A where
@@ -27,23 +28,7 @@ const DIM = 512;
 const V1 = "test-v1";
 const V2 = "test-v2";
 
-function unit(seed: string): Float32Array {
-  const h = createHash("sha256").update(seed).digest();
-  let s = h.readUInt32LE(0) || 1;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 4294967296;
-  };
-  const v = new Float32Array(DIM);
-  let n = 0;
-  for (let i = 0; i < DIM; i++) {
-    v[i] = Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
-    n += v[i] * v[i];
-  }
-  return v.map((x) => x / Math.sqrt(n));
-}
+const unit = (seed: string) => seededUnit(seed, DIM);
 
 /** A JPEG signature and `dog=X;shot=N`: the registry checks the signature, the fake models read the text. */
 const photo = (dog: string, shot: number) => {

@@ -16,6 +16,7 @@ import { postgresUnavailable, startPostgres, type TestPostgres } from "./support
 import { remoteRegistryEnv } from "./support/registry-env.js";
 import { startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
+import { seededUnit } from "./support/vectors.js";
 
 /**
  * One nose registered many times at once, over separate database
@@ -29,23 +30,7 @@ import { makeTestModel, startServer, type RunningServer } from "./support/server
 const N = 8;
 const DIM = 512;
 
-function unit(seed: string): Float32Array {
-  const h = createHash("sha256").update(seed).digest();
-  let s = h.readUInt32LE(0) || 1;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 4294967296;
-  };
-  const v = new Float32Array(DIM);
-  let n = 0;
-  for (let i = 0; i < DIM; i++) {
-    v[i] = Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
-    n += v[i] * v[i];
-  }
-  return v.map((x) => x / Math.sqrt(n));
-}
+const unit = (seed: string) => seededUnit(seed, DIM);
 const photo = (dog: string, shot: number) => {
   const text = new TextEncoder().encode(`dog=${dog};shot=${shot}`);
   const out = new Uint8Array(4 + text.length);

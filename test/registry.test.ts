@@ -20,6 +20,7 @@ import { createS3Store } from "../server/storage/s3-store.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
 import { startS3, type TestS3 } from "./support/s3.js";
+import { seededUnit } from "./support/vectors.js";
 
 // ---------------------------------------------------------------------------
 // A deterministic stand-in for the embedding model, and only for it. A "photo"
@@ -32,23 +33,7 @@ import { startS3, type TestS3 } from "./support/s3.js";
 
 const DIM = 512;
 
-function gaussianUnit(seed: string): Float32Array {
-  const h = createHash("sha256").update(seed).digest();
-  let s = h.readUInt32LE(0) || 1;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 4294967296;
-  };
-  const v = new Float32Array(DIM);
-  let n = 0;
-  for (let i = 0; i < DIM; i++) {
-    v[i] = Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
-    n += v[i] * v[i];
-  }
-  return v.map((x) => x / Math.sqrt(n));
-}
+const gaussianUnit = (seed: string) => seededUnit(seed, DIM);
 
 function photo(dog: string, shot: number, noise = 0.25, like?: { dog: string; cos: number }): Uint8Array {
   const text = new TextEncoder().encode(`dog=${dog};shot=${shot};noise=${noise}` + (like ? `;like=${like.dog};cos=${like.cos}` : ""));
