@@ -28,8 +28,13 @@ COPY models/nose-embedder.onnx models/nose-embedder.json ./models/
 
 RUN mkdir -p /data && chown node:node /data
 USER node
+# glibc gives every thread that allocates its own malloc arena; libvips and
+# the worker threads then spread decoded photos over many arenas that are
+# never returned, and RSS creeps up. Two arenas keep it flat (hostile-input
+# test: +0.5% over ten passes of the corpus with it, +6.6% without).
 ENV GRPC_PORT=50052 \
-    DATA_DIR=/data
+    DATA_DIR=/data \
+    MALLOC_ARENA_MAX=2
 EXPOSE 50052
 
 # The same question Kubernetes' gRPC probes ask (grpc.health.v1 Check for ""),

@@ -140,7 +140,8 @@ describe("hostile input through the gateway's gRPC client", { timeout: 240_000 }
     [images, photo, server] = await Promise.all([
       imageCases(),
       jpeg(320, 300, 1),
-      startServer({ DATA_DIR: dataDir, MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES), MAX_IMAGE_PIXELS: String(MAX_IMAGE_PIXELS) }),
+      // As the image runs it (Dockerfile): two malloc arenas keep RSS flat.
+      startServer({ DATA_DIR: dataDir, MALLOC_ARENA_MAX: "2", MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES), MAX_IMAGE_PIXELS: String(MAX_IMAGE_PIXELS) }),
     ]);
     client = gatewayClient(server.address);
     pid = server.logs.find((l) => l.msg === "listening")!.pid as number;
