@@ -5,11 +5,11 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { NoseEmbedderService } from "../gen/nose_embedder_pb.js";
 import { assertServable, type Config } from "./config.js";
 import { createImageEmbedder } from "./embed-image.js";
-import { createPreprocessPool } from "./image/preprocess-pool.js";
+import { preprocessPoolFromConfig } from "./image/preprocess-pool.js";
 import { createReadiness, healthService } from "./health.js";
 import { listen } from "./listen.js";
 import type { Logger } from "./log.js";
-import { createModelHolder, type ReloadOutcome } from "./model/model-holder.js";
+import { modelHolderFromConfig, type ReloadOutcome } from "./model/model-holder.js";
 import { openRegistry } from "./registry-service.js";
 import { noseEmbedderService } from "./service.js";
 import { createWebHandler } from "./web.js";
@@ -35,16 +35,8 @@ export interface App {
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
   assertServable(config);
-  const model = createModelHolder({
-    modelPath: config.modelPath,
-    cardPath: config.modelCardPath,
-    inputSize: config.modelInputSize,
-    intraOpThreads: config.intraOpThreads,
-    batchWindowMs: config.batchWindowMs,
-    maxBatch: config.maxBatch,
-    log,
-  });
-  const pool = createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers, config.maxPending, !config.exactPreprocess);
+  const model = modelHolderFromConfig(config, log);
+  const pool = preprocessPoolFromConfig(config);
   const embedImage = createImageEmbedder(model, pool);
   // Metrics and traces count this instance's calls only (a process may run several).
   const origin = {};

@@ -14,7 +14,7 @@ import { createFolderStore } from "../server/storage/folder-store.js";
 import type { ObjectStore } from "../server/storage/object-store.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
-import { seededUnit } from "./support/vectors.js";
+import { seededUnit, taggedPhoto } from "./support/vectors.js";
 
 /**
  * Two model versions on one registry. The second "model" sees dog A where
@@ -31,13 +31,7 @@ const V2 = "test-v2";
 const unit = (seed: string) => seededUnit(seed, DIM);
 
 /** A JPEG signature and `dog=X;shot=N`: the registry checks the signature, the fake models read the text. */
-const photo = (dog: string, shot: number) => {
-  const text = new TextEncoder().encode(`dog=${dog};shot=${shot}`);
-  const out = new Uint8Array(4 + text.length);
-  out.set([0xff, 0xd8, 0xff, 0xe0]);
-  out.set(text, 4);
-  return out;
-};
+const photo = (dog: string, shot: number) => taggedPhoto(`dog=${dog};shot=${shot}`);
 
 /** A model that sees each dog as `seen[dog]`, plus small per-photo noise (two shots score about 0.98). */
 const fakeModel = (seen: Record<string, string>) => async (bytes: Uint8Array) => {

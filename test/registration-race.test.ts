@@ -16,7 +16,7 @@ import { postgresUnavailable, startPostgres, type TestPostgres } from "./support
 import { remoteRegistryEnv } from "./support/registry-env.js";
 import { startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
-import { seededUnit } from "./support/vectors.js";
+import { seededUnit, taggedPhoto } from "./support/vectors.js";
 
 /**
  * One nose registered many times at once, over separate database
@@ -31,13 +31,7 @@ const N = 8;
 const DIM = 512;
 
 const unit = (seed: string) => seededUnit(seed, DIM);
-const photo = (dog: string, shot: number) => {
-  const text = new TextEncoder().encode(`dog=${dog};shot=${shot}`);
-  const out = new Uint8Array(4 + text.length);
-  out.set([0xff, 0xd8, 0xff, 0xe0]);
-  out.set(text, 4);
-  return out;
-};
+const photo = (dog: string, shot: number) => taggedPhoto(`dog=${dog};shot=${shot}`);
 /** Two shots of a dog score about 0.98: above the default duplicate similarity (0.95). */
 const embed = async (bytes: Uint8Array) => {
   const dog = /dog=(\w+)/.exec(new TextDecoder().decode(bytes.subarray(4)))![1];

@@ -20,7 +20,7 @@ import { createS3Store } from "../server/storage/s3-store.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
 import { startS3, type TestS3 } from "./support/s3.js";
-import { seededUnit } from "./support/vectors.js";
+import { seededUnit, taggedPhoto } from "./support/vectors.js";
 
 // ---------------------------------------------------------------------------
 // A deterministic stand-in for the embedding model, and only for it. A "photo"
@@ -36,11 +36,7 @@ const DIM = 512;
 const gaussianUnit = (seed: string) => seededUnit(seed, DIM);
 
 function photo(dog: string, shot: number, noise = 0.25, like?: { dog: string; cos: number }): Uint8Array {
-  const text = new TextEncoder().encode(`dog=${dog};shot=${shot};noise=${noise}` + (like ? `;like=${like.dog};cos=${like.cos}` : ""));
-  const out = new Uint8Array(4 + text.length);
-  out.set([0xff, 0xd8, 0xff, 0xe0]);
-  out.set(text, 4);
-  return out;
+  return taggedPhoto(`dog=${dog};shot=${shot};noise=${noise}` + (like ? `;like=${like.dog};cos=${like.cos}` : ""));
 }
 
 let embedCalls = 0;

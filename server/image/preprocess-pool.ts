@@ -1,4 +1,5 @@
 import { availableParallelism } from "node:os";
+import type { Config } from "../config.js";
 import { Worker } from "node:worker_threads";
 import { internalError, MLError, serviceUnavailable } from "../errors.js";
 import type { DecodeLimits } from "./decode.js";
@@ -181,4 +182,9 @@ export function createPreprocessPool(
       await Promise.all(workers.map((w) => w.terminate()));
     },
   };
+}
+
+/** The preprocessing pool the server and its tools open, from the settings. */
+export function preprocessPoolFromConfig(config: Config): PreprocessPool {
+  return createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers, config.maxPending, !config.exactPreprocess);
 }

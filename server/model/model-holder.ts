@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { duplicateThreshold, type Calibration } from "../../shared/similarity.js";
 import { modelNotLoaded } from "../errors.js";
+import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import { loadEmbedder, type Embedder, type EmbedderOptions } from "./embedder.js";
 import { readModelCard } from "./model-card.js";
@@ -171,4 +172,17 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
       }
     },
   };
+}
+
+/** The model holder the server and its tools open, from the settings. */
+export function modelHolderFromConfig(config: Config, log: Logger): ModelHolder {
+  return createModelHolder({
+    modelPath: config.modelPath,
+    cardPath: config.modelCardPath,
+    inputSize: config.modelInputSize,
+    intraOpThreads: config.intraOpThreads,
+    batchWindowMs: config.batchWindowMs,
+    maxBatch: config.maxBatch,
+    log,
+  });
 }

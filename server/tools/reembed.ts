@@ -4,9 +4,9 @@ import { ConfigError, loadConfig, type Config } from "../config.js";
 import { openDatabase, type Database } from "../db/database.js";
 import { migrate } from "../db/migrations.js";
 import { createImageEmbedder } from "../embed-image.js";
-import { createPreprocessPool, type PreprocessPool } from "../image/preprocess-pool.js";
+import { preprocessPoolFromConfig, type PreprocessPool } from "../image/preprocess-pool.js";
 import { createLogger } from "../log.js";
-import { createModelHolder, type ModelHolder } from "../model/model-holder.js";
+import { modelHolderFromConfig, type ModelHolder } from "../model/model-holder.js";
 import { createFlows, type ReembedReport } from "../registry/flows.js";
 import { createRegistry } from "../registry/registry.js";
 import { databaseConfig, openObjectStore } from "../registry-service.js";
@@ -82,15 +82,7 @@ export async function main(
   let pool: PreprocessPool | undefined;
   let db: Database | undefined;
   try {
-    model = createModelHolder({
-      modelPath: config.modelPath,
-      cardPath: config.modelCardPath,
-      inputSize: config.modelInputSize,
-      intraOpThreads: config.intraOpThreads,
-      batchWindowMs: config.batchWindowMs,
-      maxBatch: config.maxBatch,
-      log,
-    });
+    model = modelHolderFromConfig(config, log);
     await model.load();
     const state = model.state();
     if (state.status !== "ready") {
@@ -101,7 +93,7 @@ export async function main(
     db = await openDatabase(databaseConfig(config));
     await migrate(db);
     const registry = createRegistry(db);
-    pool = createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers, config.maxPending, !config.exactPreprocess);
+    pool = preprocessPoolFromConfig(config);
     const flows = createFlows({
       store: openObjectStore(config),
       registry,

@@ -23,3 +23,15 @@ export function seededUnit(seed: string, dim = 512): Float32Array {
   }
   return v.map((x) => x / Math.sqrt(n));
 }
+
+/**
+ * Bytes that pass the registry's JPEG signature check and carry `text`
+ * (e.g. `dog=A;shot=1`), which the tests' fake models read instead of pixels.
+ */
+export function taggedPhoto(text: string): Uint8Array {
+  const body = new TextEncoder().encode(text);
+  const out = new Uint8Array(4 + body.length);
+  out.set([0xff, 0xd8, 0xff, 0xe0]);
+  out.set(body, 4);
+  return out;
+}
