@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file nose_embedder.proto.
  */
 export const file_nose_embedder: GenFile = /*@__PURE__*/
-  fileDesc("ChNub3NlX2VtYmVkZGVyLnByb3RvEg1ub3NlX2VtYmVkZGVyIjwKEE5vc2VJbWFnZVJlcXVlc3QSEgoKaW1hZ2VfZGF0YRgBIAEoDBIUCgxpbWFnZV9mb3JtYXQYAiABKAkiywEKEk5vc2VWZWN0b3JSZXNwb25zZRIOCgZ2ZWN0b3IYASADKAISEwoLdmVjdG9yX3NpemUYAiABKAUSDwoHc3VjY2VzcxgDIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAQgASgJEjMKCmVycm9yX2NvZGUYBSABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAYgASgISAGIAQFCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZSJDCh1Db21wYXJlV2l0aFN0b3JlZEltYWdlUmVxdWVzdBIRCglpbWFnZV9rZXkYASABKAkSDwoHcGV0X2RpZBgCIAEoCSKKAgoWQ29tcGFyZVZlY3RvcnNSZXNwb25zZRISCgpzaW1pbGFyaXR5GAEgASgCEhkKEWNvc2luZV9zaW1pbGFyaXR5GAIgASgCEhoKEmV1Y2xpZGVhbl9kaXN0YW5jZRgDIAEoAhIPCgdzdWNjZXNzGAQgASgIEhUKDWVycm9yX21lc3NhZ2UYBSABKAkSEwoLdmVjdG9yX3NpemUYBiABKAUSMwoKZXJyb3JfY29kZRgHIAEoDjIaLm5vc2VfZW1iZWRkZXIuTUxFcnJvckNvZGVIAIgBARIWCglyZXRyeWFibGUYCCABKAhIAYgBAUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlIiUKEkhlYWx0aENoZWNrUmVxdWVzdBIPCgdzZXJ2aWNlGAEgASgJIuIBChNIZWFsdGhDaGVja1Jlc3BvbnNlEkAKBnN0YXR1cxgBIAEoDjIwLm5vc2VfZW1iZWRkZXIuSGVhbHRoQ2hlY2tSZXNwb25zZS5TZXJ2aW5nU3RhdHVzEg8KB21lc3NhZ2UYAiABKAkSFAoMbW9kZWxfbG9hZGVkGAMgASgJEhEKCXRpbWVzdGFtcBgEIAEoCSJPCg1TZXJ2aW5nU3RhdHVzEgsKB1VOS05PV04QABILCgdTRVJWSU5HEAESDwoLTk9UX1NFUlZJTkcQAhITCg9TRVJWSUNFX1VOS05PV04QAyJWCglOb3NlUGhvdG8SFAoKaW1hZ2VfZGF0YRgBIAEoDEgAEhMKCWltYWdlX2tleRgCIAEoCUgAEhQKDGltYWdlX2Zvcm1hdBgDIAEoCUIICgZzb3VyY2UiVAoPQ2xpZW50RW1iZWRkaW5nEg4KBnZlY3RvchgBIAMoAhIaChJleGVjdXRpb25fcHJvdmlkZXIYAiABKAkSFQoNbW9kZWxfdmVyc2lvbhgDIAEoCSLXAQoSUmVnaXN0ZXJQZXRSZXF1ZXN0EigKBnBob3RvcxgBIAMoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhIKCnJlcXVlc3RfaWQYAiABKAkSFAoMcmVxdWVzdGVkX2J5GAMgASgJEh0KEHRyYWluaW5nX2NvbnNlbnQYBCABKAhIAIgBARI5ChFjbGllbnRfZW1iZWRkaW5ncxgFIAMoCzIeLm5vc2VfZW1iZWRkZXIuQ2xpZW50RW1iZWRkaW5nQhMKEV90cmFpbmluZ19jb25zZW50IowEChNSZWdpc3RlclBldFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEg8KB3BldF9kaWQYBSABKAkSDgoGdmVjdG9yGAYgAygCEhMKC3ZlY3Rvcl9zaXplGAcgASgFEhIKCmltYWdlX2tleXMYCCADKAkSEgoKdmVjdG9yX2tleRgJIAEoCRIZChFkdXBsaWNhdGVfcGV0X2RpZBgKIAEoCRIcChRkdXBsaWNhdGVfc2ltaWxhcml0eRgLIAEoAhIbChNtaW5fcGFpcl9zaW1pbGFyaXR5GAwgASgCEhUKDW1vZGVsX3ZlcnNpb24YDSABKAkSGwoOcmV2aWV3X3BldF9kaWQYDiABKAlIAogBARIeChFyZXZpZXdfc2ltaWxhcml0eRgPIAEoAkgDiAEBEh0KEGNsaWVudF9hZ3JlZW1lbnQYECABKAJIBIgBAUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlQhEKD19yZXZpZXdfcGV0X2RpZEIUChJfcmV2aWV3X3NpbWlsYXJpdHlCEwoRX2NsaWVudF9hZ3JlZW1lbnQitgEKEFZlcmlmeVBldFJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRInCgVwaG90bxgCIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhQKDHJlcXVlc3RlZF9ieRgDIAEoCRI9ChBjbGllbnRfZW1iZWRkaW5nGAQgASgLMh4ubm9zZV9lbWJlZGRlci5DbGllbnRFbWJlZGRpbmdIAIgBAUITChFfY2xpZW50X2VtYmVkZGluZyKsAwoRVmVyaWZ5UGV0UmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESEgoKc2ltaWxhcml0eRgFIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgGIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYByABKAISJwoHdmVyZGljdBgIIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdBIYChBzdG9yZWRfaW1hZ2Vfa2V5GAkgASgJEhUKDW1vZGVsX3ZlcnNpb24YCiABKAkSEwoLdmVjdG9yX3NpemUYCyABKAUSFwoPdmVyaWZpY2F0aW9uX2lkGAwgASgJEh0KEGNsaWVudF9hZ3JlZW1lbnQYDSABKAJIAogBAUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlQhMKEV9jbGllbnRfYWdyZWVtZW50IrgBChJJZGVudGlmeVBldFJlcXVlc3QSJwoFcGhvdG8YASABKAsyGC5ub3NlX2VtYmVkZGVyLk5vc2VQaG90bxINCgV0b3BfaxgCIAEoBRIWCg5taW5fc2ltaWxhcml0eRgDIAEoAhI9ChBjbGllbnRfZW1iZWRkaW5nGAQgASgLMh4ubm9zZV9lbWJlZGRlci5DbGllbnRFbWJlZGRpbmdIAIgBAUITChFfY2xpZW50X2VtYmVkZGluZyKPAQoIUGV0TWF0Y2gSDwoHcGV0X2RpZBgBIAEoCRISCgpzaW1pbGFyaXR5GAIgASgCEhkKEWNvc2luZV9zaW1pbGFyaXR5GAMgASgCEhoKEmV1Y2xpZGVhbl9kaXN0YW5jZRgEIAEoAhInCgd2ZXJkaWN0GAUgASgOMhYubm9zZV9lbWJlZGRlci5WZXJkaWN0IpwCChNJZGVudGlmeVBldFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEigKB21hdGNoZXMYBSADKAsyFy5ub3NlX2VtYmVkZGVyLlBldE1hdGNoEhUKDW1vZGVsX3ZlcnNpb24YBiABKAkSHQoQY2xpZW50X2FncmVlbWVudBgHIAEoAkgCiAEBQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGVCEwoRX2NsaWVudF9hZ3JlZW1lbnQikgEKFkFwcHJvdmVUcmFuc2ZlclJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRInCgVwaG90bxgCIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhUKDWZyb21fZ3VhcmRpYW4YAyABKAkSEwoLdG9fZ3VhcmRpYW4YBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSLyAgoXQXBwcm92ZVRyYW5zZmVyUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESEAoIYXBwcm92ZWQYBSABKAgSEwoLYXBwcm92YWxfaWQYBiABKAkSEgoKc2ltaWxhcml0eRgHIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgIIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYCSABKAISJwoHdmVyZGljdBgKIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdBITCgthcHByb3ZlZF9hdBgLIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAwgASgJQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGUicAoZU2V0VHJhaW5pbmdDb25zZW50UmVxdWVzdBIPCgdwZXRfZGlkGAEgASgJEhgKEHRyYWluaW5nX2NvbnNlbnQYAiABKAgSFAoMcmVxdWVzdGVkX2J5GAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAki2QEKGlNldFRyYWluaW5nQ29uc2VudFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEg8KB3BldF9kaWQYBSABKAkSGAoQdHJhaW5pbmdfY29uc2VudBgGIAEoCEINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlKpYCCgtNTEVycm9yQ29kZRIRCg1JTlZBTElEX0lNQUdFEAASEwoPSU1BR0VfVE9PX0xBUkdFEAESGAoUSU5WQUxJRF9JTUFHRV9GT1JNQVQQAhIUChBWRUNUT1JfTk9UX0ZPVU5EEAMSHQoZVkVDVE9SX0RJTUVOU0lPTl9NSVNNQVRDSBAEEhMKD0lOVkFMSURfUkVRVUVTVBAFEhQKEE1PREVMX05PVF9MT0FERUQQBhITCg9JTkZFUkVOQ0VfRVJST1IQBxIcChhTVE9SQUdFX0NPTk5FQ1RJT05fRVJST1IQCBIZChVJTlRFUk5BTF9TRVJWRVJfRVJST1IQCRIXChNTRVJWSUNFX1VOQVZBSUxBQkxFEAoqRwoHVmVyZGljdBIXChNWRVJESUNUX1VOU1BFQ0lGSUVEEAASCAoEU0FNRRABEgoKBlJFVklFVxACEg0KCURJRkZFUkVOVBADMvwFChNOb3NlRW1iZWRkZXJTZXJ2aWNlElcKEUV4dHJhY3ROb3NlVmVjdG9yEh8ubm9zZV9lbWJlZGRlci5Ob3NlSW1hZ2VSZXF1ZXN0GiEubm9zZV9lbWJlZGRlci5Ob3NlVmVjdG9yUmVzcG9uc2USbQoWQ29tcGFyZVdpdGhTdG9yZWRJbWFnZRIsLm5vc2VfZW1iZWRkZXIuQ29tcGFyZVdpdGhTdG9yZWRJbWFnZVJlcXVlc3QaJS5ub3NlX2VtYmVkZGVyLkNvbXBhcmVWZWN0b3JzUmVzcG9uc2USVAoLSGVhbHRoQ2hlY2sSIS5ub3NlX2VtYmVkZGVyLkhlYWx0aENoZWNrUmVxdWVzdBoiLm5vc2VfZW1iZWRkZXIuSGVhbHRoQ2hlY2tSZXNwb25zZRJUCgtSZWdpc3RlclBldBIhLm5vc2VfZW1iZWRkZXIuUmVnaXN0ZXJQZXRSZXF1ZXN0GiIubm9zZV9lbWJlZGRlci5SZWdpc3RlclBldFJlc3BvbnNlEk4KCVZlcmlmeVBldBIfLm5vc2VfZW1iZWRkZXIuVmVyaWZ5UGV0UmVxdWVzdBogLm5vc2VfZW1iZWRkZXIuVmVyaWZ5UGV0UmVzcG9uc2USVAoLSWRlbnRpZnlQZXQSIS5ub3NlX2VtYmVkZGVyLklkZW50aWZ5UGV0UmVxdWVzdBoiLm5vc2VfZW1iZWRkZXIuSWRlbnRpZnlQZXRSZXNwb25zZRJgCg9BcHByb3ZlVHJhbnNmZXISJS5ub3NlX2VtYmVkZGVyLkFwcHJvdmVUcmFuc2ZlclJlcXVlc3QaJi5ub3NlX2VtYmVkZGVyLkFwcHJvdmVUcmFuc2ZlclJlc3BvbnNlEmkKElNldFRyYWluaW5nQ29uc2VudBIoLm5vc2VfZW1iZWRkZXIuU2V0VHJhaW5pbmdDb25zZW50UmVxdWVzdBopLm5vc2VfZW1iZWRkZXIuU2V0VHJhaW5pbmdDb25zZW50UmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChNub3NlX2VtYmVkZGVyLnByb3RvEg1ub3NlX2VtYmVkZGVyIjwKEE5vc2VJbWFnZVJlcXVlc3QSEgoKaW1hZ2VfZGF0YRgBIAEoDBIUCgxpbWFnZV9mb3JtYXQYAiABKAkiywEKEk5vc2VWZWN0b3JSZXNwb25zZRIOCgZ2ZWN0b3IYASADKAISEwoLdmVjdG9yX3NpemUYAiABKAUSDwoHc3VjY2VzcxgDIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAQgASgJEjMKCmVycm9yX2NvZGUYBSABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAYgASgISAGIAQFCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZSJDCh1Db21wYXJlV2l0aFN0b3JlZEltYWdlUmVxdWVzdBIRCglpbWFnZV9rZXkYASABKAkSDwoHcGV0X2RpZBgCIAEoCSK+AgoWQ29tcGFyZVZlY3RvcnNSZXNwb25zZRISCgpzaW1pbGFyaXR5GAEgASgCEhkKEWNvc2luZV9zaW1pbGFyaXR5GAIgASgCEhoKEmV1Y2xpZGVhbl9kaXN0YW5jZRgDIAEoAhIPCgdzdWNjZXNzGAQgASgIEhUKDWVycm9yX21lc3NhZ2UYBSABKAkSEwoLdmVjdG9yX3NpemUYBiABKAUSMwoKZXJyb3JfY29kZRgHIAEoDjIaLm5vc2VfZW1iZWRkZXIuTUxFcnJvckNvZGVIAIgBARIWCglyZXRyeWFibGUYCCABKAhIAYgBARIyCghnZW9tZXRyeRgJIAEoCzIgLm5vc2VfZW1iZWRkZXIuR2VvbWV0cmljRXZpZGVuY2VCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZSKYAQoRR2VvbWV0cmljRXZpZGVuY2USDwoHY2hlY2tlZBgBIAEoCBIPCgdpbmxpZXJzGAIgASgFEg0KBXNjb3JlGAMgASgCEhgKEHJlcXVpcmVkX2lubGllcnMYBCABKAUSEQoJc3VwcG9ydGVkGAUgASgIEhcKD3Byb2JlX2tleXBvaW50cxgGIAEoBRIMCgRub3RlGAcgASgJIiUKEkhlYWx0aENoZWNrUmVxdWVzdBIPCgdzZXJ2aWNlGAEgASgJIuIBChNIZWFsdGhDaGVja1Jlc3BvbnNlEkAKBnN0YXR1cxgBIAEoDjIwLm5vc2VfZW1iZWRkZXIuSGVhbHRoQ2hlY2tSZXNwb25zZS5TZXJ2aW5nU3RhdHVzEg8KB21lc3NhZ2UYAiABKAkSFAoMbW9kZWxfbG9hZGVkGAMgASgJEhEKCXRpbWVzdGFtcBgEIAEoCSJPCg1TZXJ2aW5nU3RhdHVzEgsKB1VOS05PV04QABILCgdTRVJWSU5HEAESDwoLTk9UX1NFUlZJTkcQAhITCg9TRVJWSUNFX1VOS05PV04QAyJWCglOb3NlUGhvdG8SFAoKaW1hZ2VfZGF0YRgBIAEoDEgAEhMKCWltYWdlX2tleRgCIAEoCUgAEhQKDGltYWdlX2Zvcm1hdBgDIAEoCUIICgZzb3VyY2UiVAoPQ2xpZW50RW1iZWRkaW5nEg4KBnZlY3RvchgBIAMoAhIaChJleGVjdXRpb25fcHJvdmlkZXIYAiABKAkSFQoNbW9kZWxfdmVyc2lvbhgDIAEoCSLXAQoSUmVnaXN0ZXJQZXRSZXF1ZXN0EigKBnBob3RvcxgBIAMoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhIKCnJlcXVlc3RfaWQYAiABKAkSFAoMcmVxdWVzdGVkX2J5GAMgASgJEh0KEHRyYWluaW5nX2NvbnNlbnQYBCABKAhIAIgBARI5ChFjbGllbnRfZW1iZWRkaW5ncxgFIAMoCzIeLm5vc2VfZW1iZWRkZXIuQ2xpZW50RW1iZWRkaW5nQhMKEV90cmFpbmluZ19jb25zZW50IsAEChNSZWdpc3RlclBldFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEg8KB3BldF9kaWQYBSABKAkSDgoGdmVjdG9yGAYgAygCEhMKC3ZlY3Rvcl9zaXplGAcgASgFEhIKCmltYWdlX2tleXMYCCADKAkSEgoKdmVjdG9yX2tleRgJIAEoCRIZChFkdXBsaWNhdGVfcGV0X2RpZBgKIAEoCRIcChRkdXBsaWNhdGVfc2ltaWxhcml0eRgLIAEoAhIbChNtaW5fcGFpcl9zaW1pbGFyaXR5GAwgASgCEhUKDW1vZGVsX3ZlcnNpb24YDSABKAkSGwoOcmV2aWV3X3BldF9kaWQYDiABKAlIAogBARIeChFyZXZpZXdfc2ltaWxhcml0eRgPIAEoAkgDiAEBEh0KEGNsaWVudF9hZ3JlZW1lbnQYECABKAJIBIgBARIdChBtaW5fcGFpcl9pbmxpZXJzGBEgASgFSAWIAQFCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZUIRCg9fcmV2aWV3X3BldF9kaWRCFAoSX3Jldmlld19zaW1pbGFyaXR5QhMKEV9jbGllbnRfYWdyZWVtZW50QhMKEV9taW5fcGFpcl9pbmxpZXJzIrYBChBWZXJpZnlQZXRSZXF1ZXN0Eg8KB3BldF9kaWQYASABKAkSJwoFcGhvdG8YAiABKAsyGC5ub3NlX2VtYmVkZGVyLk5vc2VQaG90bxIUCgxyZXF1ZXN0ZWRfYnkYAyABKAkSPQoQY2xpZW50X2VtYmVkZGluZxgEIAEoCzIeLm5vc2VfZW1iZWRkZXIuQ2xpZW50RW1iZWRkaW5nSACIAQFCEwoRX2NsaWVudF9lbWJlZGRpbmci4AMKEVZlcmlmeVBldFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEhIKCnNpbWlsYXJpdHkYBSABKAISGQoRY29zaW5lX3NpbWlsYXJpdHkYBiABKAISGgoSZXVjbGlkZWFuX2Rpc3RhbmNlGAcgASgCEicKB3ZlcmRpY3QYCCABKA4yFi5ub3NlX2VtYmVkZGVyLlZlcmRpY3QSGAoQc3RvcmVkX2ltYWdlX2tleRgJIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAogASgJEhMKC3ZlY3Rvcl9zaXplGAsgASgFEhcKD3ZlcmlmaWNhdGlvbl9pZBgMIAEoCRIdChBjbGllbnRfYWdyZWVtZW50GA0gASgCSAKIAQESMgoIZ2VvbWV0cnkYDiABKAsyIC5ub3NlX2VtYmVkZGVyLkdlb21ldHJpY0V2aWRlbmNlQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGVCEwoRX2NsaWVudF9hZ3JlZW1lbnQiuAEKEklkZW50aWZ5UGV0UmVxdWVzdBInCgVwaG90bxgBIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEg0KBXRvcF9rGAIgASgFEhYKDm1pbl9zaW1pbGFyaXR5GAMgASgCEj0KEGNsaWVudF9lbWJlZGRpbmcYBCABKAsyHi5ub3NlX2VtYmVkZGVyLkNsaWVudEVtYmVkZGluZ0gAiAEBQhMKEV9jbGllbnRfZW1iZWRkaW5nIsMBCghQZXRNYXRjaBIPCgdwZXRfZGlkGAEgASgJEhIKCnNpbWlsYXJpdHkYAiABKAISGQoRY29zaW5lX3NpbWlsYXJpdHkYAyABKAISGgoSZXVjbGlkZWFuX2Rpc3RhbmNlGAQgASgCEicKB3ZlcmRpY3QYBSABKA4yFi5ub3NlX2VtYmVkZGVyLlZlcmRpY3QSMgoIZ2VvbWV0cnkYBiABKAsyIC5ub3NlX2VtYmVkZGVyLkdlb21ldHJpY0V2aWRlbmNlIpwCChNJZGVudGlmeVBldFJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRIzCgplcnJvcl9jb2RlGAMgASgOMhoubm9zZV9lbWJlZGRlci5NTEVycm9yQ29kZUgAiAEBEhYKCXJldHJ5YWJsZRgEIAEoCEgBiAEBEigKB21hdGNoZXMYBSADKAsyFy5ub3NlX2VtYmVkZGVyLlBldE1hdGNoEhUKDW1vZGVsX3ZlcnNpb24YBiABKAkSHQoQY2xpZW50X2FncmVlbWVudBgHIAEoAkgCiAEBQg0KC19lcnJvcl9jb2RlQgwKCl9yZXRyeWFibGVCEwoRX2NsaWVudF9hZ3JlZW1lbnQikgEKFkFwcHJvdmVUcmFuc2ZlclJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRInCgVwaG90bxgCIAEoCzIYLm5vc2VfZW1iZWRkZXIuTm9zZVBob3RvEhUKDWZyb21fZ3VhcmRpYW4YAyABKAkSEwoLdG9fZ3VhcmRpYW4YBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCSKmAwoXQXBwcm92ZVRyYW5zZmVyUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEjMKCmVycm9yX2NvZGUYAyABKA4yGi5ub3NlX2VtYmVkZGVyLk1MRXJyb3JDb2RlSACIAQESFgoJcmV0cnlhYmxlGAQgASgISAGIAQESEAoIYXBwcm92ZWQYBSABKAgSEwoLYXBwcm92YWxfaWQYBiABKAkSEgoKc2ltaWxhcml0eRgHIAEoAhIZChFjb3NpbmVfc2ltaWxhcml0eRgIIAEoAhIaChJldWNsaWRlYW5fZGlzdGFuY2UYCSABKAISJwoHdmVyZGljdBgKIAEoDjIWLm5vc2VfZW1iZWRkZXIuVmVyZGljdBITCgthcHByb3ZlZF9hdBgLIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAwgASgJEjIKCGdlb21ldHJ5GA0gASgLMiAubm9zZV9lbWJlZGRlci5HZW9tZXRyaWNFdmlkZW5jZUINCgtfZXJyb3JfY29kZUIMCgpfcmV0cnlhYmxlInAKGVNldFRyYWluaW5nQ29uc2VudFJlcXVlc3QSDwoHcGV0X2RpZBgBIAEoCRIYChB0cmFpbmluZ19jb25zZW50GAIgASgIEhQKDHJlcXVlc3RlZF9ieRgDIAEoCRISCgpyZXF1ZXN0X2lkGAQgASgJItkBChpTZXRUcmFpbmluZ0NvbnNlbnRSZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEhUKDWVycm9yX21lc3NhZ2UYAiABKAkSMwoKZXJyb3JfY29kZRgDIAEoDjIaLm5vc2VfZW1iZWRkZXIuTUxFcnJvckNvZGVIAIgBARIWCglyZXRyeWFibGUYBCABKAhIAYgBARIPCgdwZXRfZGlkGAUgASgJEhgKEHRyYWluaW5nX2NvbnNlbnQYBiABKAhCDQoLX2Vycm9yX2NvZGVCDAoKX3JldHJ5YWJsZSqWAgoLTUxFcnJvckNvZGUSEQoNSU5WQUxJRF9JTUFHRRAAEhMKD0lNQUdFX1RPT19MQVJHRRABEhgKFElOVkFMSURfSU1BR0VfRk9STUFUEAISFAoQVkVDVE9SX05PVF9GT1VORBADEh0KGVZFQ1RPUl9ESU1FTlNJT05fTUlTTUFUQ0gQBBITCg9JTlZBTElEX1JFUVVFU1QQBRIUChBNT0RFTF9OT1RfTE9BREVEEAYSEwoPSU5GRVJFTkNFX0VSUk9SEAcSHAoYU1RPUkFHRV9DT05ORUNUSU9OX0VSUk9SEAgSGQoVSU5URVJOQUxfU0VSVkVSX0VSUk9SEAkSFwoTU0VSVklDRV9VTkFWQUlMQUJMRRAKKkcKB1ZlcmRpY3QSFwoTVkVSRElDVF9VTlNQRUNJRklFRBAAEggKBFNBTUUQARIKCgZSRVZJRVcQAhINCglESUZGRVJFTlQQAzL8BQoTTm9zZUVtYmVkZGVyU2VydmljZRJXChFFeHRyYWN0Tm9zZVZlY3RvchIfLm5vc2VfZW1iZWRkZXIuTm9zZUltYWdlUmVxdWVzdBohLm5vc2VfZW1iZWRkZXIuTm9zZVZlY3RvclJlc3BvbnNlEm0KFkNvbXBhcmVXaXRoU3RvcmVkSW1hZ2USLC5ub3NlX2VtYmVkZGVyLkNvbXBhcmVXaXRoU3RvcmVkSW1hZ2VSZXF1ZXN0GiUubm9zZV9lbWJlZGRlci5Db21wYXJlVmVjdG9yc1Jlc3BvbnNlElQKC0hlYWx0aENoZWNrEiEubm9zZV9lbWJlZGRlci5IZWFsdGhDaGVja1JlcXVlc3QaIi5ub3NlX2VtYmVkZGVyLkhlYWx0aENoZWNrUmVzcG9uc2USVAoLUmVnaXN0ZXJQZXQSIS5ub3NlX2VtYmVkZGVyLlJlZ2lzdGVyUGV0UmVxdWVzdBoiLm5vc2VfZW1iZWRkZXIuUmVnaXN0ZXJQZXRSZXNwb25zZRJOCglWZXJpZnlQZXQSHy5ub3NlX2VtYmVkZGVyLlZlcmlmeVBldFJlcXVlc3QaIC5ub3NlX2VtYmVkZGVyLlZlcmlmeVBldFJlc3BvbnNlElQKC0lkZW50aWZ5UGV0EiEubm9zZV9lbWJlZGRlci5JZGVudGlmeVBldFJlcXVlc3QaIi5ub3NlX2VtYmVkZGVyLklkZW50aWZ5UGV0UmVzcG9uc2USYAoPQXBwcm92ZVRyYW5zZmVyEiUubm9zZV9lbWJlZGRlci5BcHByb3ZlVHJhbnNmZXJSZXF1ZXN0GiYubm9zZV9lbWJlZGRlci5BcHByb3ZlVHJhbnNmZXJSZXNwb25zZRJpChJTZXRUcmFpbmluZ0NvbnNlbnQSKC5ub3NlX2VtYmVkZGVyLlNldFRyYWluaW5nQ29uc2VudFJlcXVlc3QaKS5ub3NlX2VtYmVkZGVyLlNldFRyYWluaW5nQ29uc2VudFJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message nose_embedder.NoseImageRequest
@@ -153,6 +153,13 @@ export type CompareVectorsResponse = Message<"nose_embedder.CompareVectorsRespon
    * @generated from field: optional bool retryable = 8;
    */
   retryable?: boolean | undefined;
+
+  /**
+   * Added: keypoint geometry against the pet's enrolled photos.
+   *
+   * @generated from field: nose_embedder.GeometricEvidence geometry = 9;
+   */
+  geometry?: GeometricEvidence | undefined;
 };
 
 /**
@@ -161,6 +168,72 @@ export type CompareVectorsResponse = Message<"nose_embedder.CompareVectorsRespon
  */
 export const CompareVectorsResponseSchema: GenMessage<CompareVectorsResponse> = /*@__PURE__*/
   messageDesc(file_nose_embedder, 3);
+
+/**
+ * Keypoint geometry behind a decision: the photo's bead pattern matched
+ * against a pet's enrolled photos under one geometric transform (RANSAC).
+ * Chance matches between two different noses rarely line up, so a verdict
+ * of SAME needs both the similarity and this support.
+ *
+ * @generated from message nose_embedder.GeometricEvidence
+ */
+export type GeometricEvidence = Message<"nose_embedder.GeometricEvidence"> & {
+  /**
+   * False when it could not be checked (say, the pet's enrolled photos are
+   * not on record); `note` says why, and the verdict then follows the
+   * similarity alone, as it did before geometry was checked.
+   *
+   * @generated from field: bool checked = 1;
+   */
+  checked: boolean;
+
+  /**
+   * Matches consistent with one transform, against the best enrolled photo.
+   *
+   * @generated from field: int32 inliers = 2;
+   */
+  inliers: number;
+
+  /**
+   * inliers / descriptor matches that passed the ratio test, in [0, 1].
+   *
+   * @generated from field: float score = 3;
+   */
+  score: number;
+
+  /**
+   * The inliers this decision required (the model card's policy).
+   *
+   * @generated from field: int32 required_inliers = 4;
+   */
+  requiredInliers: number;
+
+  /**
+   * inliers >= required_inliers.
+   *
+   * @generated from field: bool supported = 5;
+   */
+  supported: boolean;
+
+  /**
+   * Keypoints found in the photo; few means blur, glare or too small a nose.
+   *
+   * @generated from field: int32 probe_keypoints = 6;
+   */
+  probeKeypoints: number;
+
+  /**
+   * @generated from field: string note = 7;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message nose_embedder.GeometricEvidence.
+ * Use `create(GeometricEvidenceSchema)` to create a new message.
+ */
+export const GeometricEvidenceSchema: GenMessage<GeometricEvidence> = /*@__PURE__*/
+  messageDesc(file_nose_embedder, 4);
 
 /**
  * @generated from message nose_embedder.HealthCheckRequest
@@ -177,7 +250,7 @@ export type HealthCheckRequest = Message<"nose_embedder.HealthCheckRequest"> & {
  * Use `create(HealthCheckRequestSchema)` to create a new message.
  */
 export const HealthCheckRequestSchema: GenMessage<HealthCheckRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 4);
+  messageDesc(file_nose_embedder, 5);
 
 /**
  * @generated from message nose_embedder.HealthCheckResponse
@@ -213,7 +286,7 @@ export type HealthCheckResponse = Message<"nose_embedder.HealthCheckResponse"> &
  * Use `create(HealthCheckResponseSchema)` to create a new message.
  */
 export const HealthCheckResponseSchema: GenMessage<HealthCheckResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 5);
+  messageDesc(file_nose_embedder, 6);
 
 /**
  * @generated from enum nose_embedder.HealthCheckResponse.ServingStatus
@@ -244,7 +317,7 @@ export enum HealthCheckResponse_ServingStatus {
  * Describes the enum nose_embedder.HealthCheckResponse.ServingStatus.
  */
 export const HealthCheckResponse_ServingStatusSchema: GenEnum<HealthCheckResponse_ServingStatus> = /*@__PURE__*/
-  enumDesc(file_nose_embedder, 5, 0);
+  enumDesc(file_nose_embedder, 6, 0);
 
 /**
  * A photo given either as bytes or as the key of an object already uploaded
@@ -283,7 +356,7 @@ export type NosePhoto = Message<"nose_embedder.NosePhoto"> & {
  * Use `create(NosePhotoSchema)` to create a new message.
  */
 export const NosePhotoSchema: GenMessage<NosePhoto> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 6);
+  messageDesc(file_nose_embedder, 7);
 
 /**
  * A vector the caller computed on its device with the model the server serves.
@@ -314,7 +387,7 @@ export type ClientEmbedding = Message<"nose_embedder.ClientEmbedding"> & {
  * Use `create(ClientEmbeddingSchema)` to create a new message.
  */
 export const ClientEmbeddingSchema: GenMessage<ClientEmbedding> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 7);
+  messageDesc(file_nose_embedder, 8);
 
 /**
  * @generated from message nose_embedder.RegisterPetRequest
@@ -366,7 +439,7 @@ export type RegisterPetRequest = Message<"nose_embedder.RegisterPetRequest"> & {
  * Use `create(RegisterPetRequestSchema)` to create a new message.
  */
 export const RegisterPetRequestSchema: GenMessage<RegisterPetRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 8);
+  messageDesc(file_nose_embedder, 9);
 
 /**
  * @generated from message nose_embedder.RegisterPetResponse
@@ -469,6 +542,15 @@ export type RegisterPetResponse = Message<"nose_embedder.RegisterPetResponse"> &
    * @generated from field: optional float client_agreement = 16;
    */
   clientAgreement?: number | undefined;
+
+  /**
+   * Added: RANSAC inliers of the least similar pair of photos (two photos
+   * of one shoot share many keypoints; a pair the similarity alone would
+   * refuse is accepted on strong geometry).
+   *
+   * @generated from field: optional int32 min_pair_inliers = 17;
+   */
+  minPairInliers?: number | undefined;
 };
 
 /**
@@ -476,7 +558,7 @@ export type RegisterPetResponse = Message<"nose_embedder.RegisterPetResponse"> &
  * Use `create(RegisterPetResponseSchema)` to create a new message.
  */
 export const RegisterPetResponseSchema: GenMessage<RegisterPetResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 9);
+  messageDesc(file_nose_embedder, 10);
 
 /**
  * @generated from message nose_embedder.VerifyPetRequest
@@ -510,7 +592,7 @@ export type VerifyPetRequest = Message<"nose_embedder.VerifyPetRequest"> & {
  * Use `create(VerifyPetRequestSchema)` to create a new message.
  */
 export const VerifyPetRequestSchema: GenMessage<VerifyPetRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 10);
+  messageDesc(file_nose_embedder, 11);
 
 /**
  * @generated from message nose_embedder.VerifyPetResponse
@@ -584,6 +666,13 @@ export type VerifyPetResponse = Message<"nose_embedder.VerifyPetResponse"> & {
    * @generated from field: optional float client_agreement = 13;
    */
   clientAgreement?: number | undefined;
+
+  /**
+   * Added: keypoint geometry behind the verdict.
+   *
+   * @generated from field: nose_embedder.GeometricEvidence geometry = 14;
+   */
+  geometry?: GeometricEvidence | undefined;
 };
 
 /**
@@ -591,7 +680,7 @@ export type VerifyPetResponse = Message<"nose_embedder.VerifyPetResponse"> & {
  * Use `create(VerifyPetResponseSchema)` to create a new message.
  */
 export const VerifyPetResponseSchema: GenMessage<VerifyPetResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 11);
+  messageDesc(file_nose_embedder, 12);
 
 /**
  * @generated from message nose_embedder.IdentifyPetRequest
@@ -629,7 +718,7 @@ export type IdentifyPetRequest = Message<"nose_embedder.IdentifyPetRequest"> & {
  * Use `create(IdentifyPetRequestSchema)` to create a new message.
  */
 export const IdentifyPetRequestSchema: GenMessage<IdentifyPetRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 12);
+  messageDesc(file_nose_embedder, 13);
 
 /**
  * @generated from message nose_embedder.PetMatch
@@ -659,6 +748,13 @@ export type PetMatch = Message<"nose_embedder.PetMatch"> & {
    * @generated from field: nose_embedder.Verdict verdict = 5;
    */
   verdict: Verdict;
+
+  /**
+   * Added: keypoint geometry behind the verdict (checked for the shortlist's likely matches).
+   *
+   * @generated from field: nose_embedder.GeometricEvidence geometry = 6;
+   */
+  geometry?: GeometricEvidence | undefined;
 };
 
 /**
@@ -666,7 +762,7 @@ export type PetMatch = Message<"nose_embedder.PetMatch"> & {
  * Use `create(PetMatchSchema)` to create a new message.
  */
 export const PetMatchSchema: GenMessage<PetMatch> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 13);
+  messageDesc(file_nose_embedder, 14);
 
 /**
  * @generated from message nose_embedder.IdentifyPetResponse
@@ -717,7 +813,7 @@ export type IdentifyPetResponse = Message<"nose_embedder.IdentifyPetResponse"> &
  * Use `create(IdentifyPetResponseSchema)` to create a new message.
  */
 export const IdentifyPetResponseSchema: GenMessage<IdentifyPetResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 14);
+  messageDesc(file_nose_embedder, 15);
 
 /**
  * @generated from message nose_embedder.ApproveTransferRequest
@@ -756,7 +852,7 @@ export type ApproveTransferRequest = Message<"nose_embedder.ApproveTransferReque
  * Use `create(ApproveTransferRequestSchema)` to create a new message.
  */
 export const ApproveTransferRequestSchema: GenMessage<ApproveTransferRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 15);
+  messageDesc(file_nose_embedder, 16);
 
 /**
  * @generated from message nose_embedder.ApproveTransferResponse
@@ -821,6 +917,13 @@ export type ApproveTransferResponse = Message<"nose_embedder.ApproveTransferResp
    * @generated from field: string model_version = 12;
    */
   modelVersion: string;
+
+  /**
+   * Added: keypoint geometry behind the verdict.
+   *
+   * @generated from field: nose_embedder.GeometricEvidence geometry = 13;
+   */
+  geometry?: GeometricEvidence | undefined;
 };
 
 /**
@@ -828,7 +931,7 @@ export type ApproveTransferResponse = Message<"nose_embedder.ApproveTransferResp
  * Use `create(ApproveTransferResponseSchema)` to create a new message.
  */
 export const ApproveTransferResponseSchema: GenMessage<ApproveTransferResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 16);
+  messageDesc(file_nose_embedder, 17);
 
 /**
  * @generated from message nose_embedder.SetTrainingConsentRequest
@@ -867,7 +970,7 @@ export type SetTrainingConsentRequest = Message<"nose_embedder.SetTrainingConsen
  * Use `create(SetTrainingConsentRequestSchema)` to create a new message.
  */
 export const SetTrainingConsentRequestSchema: GenMessage<SetTrainingConsentRequest> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 17);
+  messageDesc(file_nose_embedder, 18);
 
 /**
  * @generated from message nose_embedder.SetTrainingConsentResponse
@@ -911,7 +1014,7 @@ export type SetTrainingConsentResponse = Message<"nose_embedder.SetTrainingConse
  * Use `create(SetTrainingConsentResponseSchema)` to create a new message.
  */
 export const SetTrainingConsentResponseSchema: GenMessage<SetTrainingConsentResponse> = /*@__PURE__*/
-  messageDesc(file_nose_embedder, 18);
+  messageDesc(file_nose_embedder, 19);
 
 /**
  * Error codes carried in-band. The gateway maps the numbers to ML_4001..ML_4006
@@ -994,14 +1097,14 @@ export enum Verdict {
   VERDICT_UNSPECIFIED = 0,
 
   /**
-   * similarity >= 0.85
+   * similarity >= 0.85 (with keypoint geometry: see GeometricEvidence and the model card's policy)
    *
    * @generated from enum value: SAME = 1;
    */
   SAME = 1,
 
   /**
-   * similarity >= 0.70
+   * similarity >= 0.70, or strong geometry with a lower similarity
    *
    * @generated from enum value: REVIEW = 2;
    */

@@ -51,6 +51,8 @@ export interface Config {
   maxPending: number;
   /** Decode every photo at full size (Pillow-exact tensors) instead of shrinking large JPEGs while decoding. */
   exactPreprocess: boolean;
+  /** Keypoint geometry as a second factor of SAME, transfer approval and duplicate refusal (GEOMETRY, default on). */
+  geometry: boolean;
   batchWindowMs: number;
   maxBatch: number;
   maxImageBytes: number;
@@ -287,6 +289,7 @@ export function loadConfig(env: Env = process.env): Config {
     preprocessWorkers: int("PREPROCESS_WORKERS", Math.max(1, availableParallelism()), 1, 256),
     maxPending: int("MAX_PENDING_IMAGES", 64, 1, 100_000),
     exactPreprocess: bool("EXACT_PREPROCESS", false),
+    geometry: bool("GEOMETRY", true),
     batchWindowMs: int("BATCH_WINDOW_MS", 0, 0, 1000),
     maxBatch: int("MAX_BATCH", 16, 1, 256),
     maxImageBytes: int("MAX_IMAGE_BYTES", 10 * 1024 * 1024, 1024, 512 * 1024 * 1024),

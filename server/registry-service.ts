@@ -46,6 +46,9 @@ import type { ObjectStore } from "./storage/object-store.js";
 import { observeStore, type StoreOperation } from "./storage/observed-store.js";
 import { createS3Store } from "./storage/s3-store.js";
 import { inBand } from "./service.js";
+import { geometryField } from "./geometry/wire.js";
+import { createGeometryService, type GeometryService } from "./geometry/geometry-service.js";
+import { createGeometricCheck, type GeometricCheck } from "./registry/geometric-check.js";
 
 export interface RegistryHandlers {
   compareWithStoredImage(req: { imageKey: string; petDid: string }): Promise<CompareResult>;
@@ -83,6 +86,7 @@ const scoreFields = (r: MatchScores) => ({
   cosineSimilarity: r.cosineSimilarity,
   euclideanDistance: r.euclideanDistance,
   verdict: VERDICT[r.verdict],
+  ...geometryField(r.geometry),
 });
 
 function photoInput(photo: NosePhoto | undefined): PhotoInput {
@@ -243,6 +247,19 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
 
   const ready = connect(0);
 
+  // One geometry worker per detector setting (models normally share one),
+  // and one geometric check per model, which keeps its enrolled keypoints.
+  const geometryServices = new Map<string, GeometryService>();
+  const geometricCheckFor = (m: LoadedModel): GeometricCheck => {
+    const key = JSON.stringify(m.geometry.params);
+    let service = geometryServices.get(key);
+    if (!service) {
+      service = createGeometryService(m.geometry.params, config.maxImagePixels);
+      geometryServices.set(key, service);
+    }
+    return createGeometricCheck({ geometry: service, policy: m.geometry.policy, store, log: (event, fields) => log.info(event, fields) });
+  };
+
   // One Flows per loaded model: it keeps per-process state (the last
   // verify_{ms} timestamp handed out), so it must outlive a request.
   let cached: { model: LoadedModel; flows: Flows } | undefined;
@@ -258,6 +275,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
           embed,
           calibration: m.calibration,
           modelVersion: m.version,
+          ...(config.geometry ? { geometry: geometricCheckFor(m) } : {}),
           clientParityMinCosine: config.clientParityMinCosine,
           log: (event, fields) => log.info(event, fields),
         }),
@@ -328,6 +346,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
             // Not duplicate_pet_did: a client may read that field alone as "refused".
             ...(r.review ? { reviewPetDid: r.review.petDid, reviewSimilarity: r.review.similarity } : {}),
             ...agreementField(r.clientAgreement),
+            ...(r.minPairInliers === undefined ? {} : { minPairInliers: r.minPairInliers }),
           } satisfies MessageInitShape<typeof RegisterPetResponseSchema>;
         } catch (e) {
           if (e instanceof DuplicatePetError) duplicate = e;
@@ -340,6 +359,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
         ...res,
         ...(duplicate ? { duplicatePetDid: duplicate.existingPetDid, duplicateSimilarity: duplicate.similarity } : {}),
         ...(inconsistent ? { minPairSimilarity: inconsistent.similarity } : {}),
+        ...(inconsistent?.geometry ? { minPairInliers: inconsistent.geometry.inliers } : {}),
         ...agreementField(refused),
       });
     },
@@ -442,6 +462,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
       clearTimeout(sweepTimer);
       await ready;
       await db?.close();
+      await Promise.all([...geometryServices.values()].map((g) => g.close()));
     },
   };
 }

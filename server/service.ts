@@ -13,6 +13,7 @@ import { SERVICE_NAMES, type Readiness } from "./health.js";
 import type { Logger } from "./log.js";
 import type { ModelHolder } from "./model/model-holder.js";
 import type { RegistryHandlers } from "./registry-service.js";
+import { geometryField } from "./geometry/wire.js";
 
 export interface ServiceDeps {
   model: ModelHolder;
@@ -60,6 +61,7 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
           cosineSimilarity: s.cosineSimilarity,
           euclideanDistance: s.euclideanDistance,
           vectorSize: s.vectorSize,
+          ...geometryField(s.geometry),
         };
       });
       return create(CompareVectorsResponseSchema, res);

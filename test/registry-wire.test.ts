@@ -258,14 +258,16 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     assert.equal(reg.duplicate_pet_did, "");
     assert.equal(reg.review_pet_did, undefined);
 
-    // A pair under 0.70 is refused; the message and min_pair_similarity carry its score.
-    const pairBad = [photo(5, 0), (await blendScoring(photo(5, 0), photo(4, 0), (img) => sim(photo(5, 0), img), 0.5, 0.66)).img];
+    // Two noses under 0.70 without shared keypoints are refused; the message, min_pair_similarity
+    // and min_pair_inliers carry the pair's score and inliers.
+    const pairBad = [photo(5, 0), photo(4, 0)];
     const badScore = await sim(pairBad[0], pairBad[1]);
     assert.ok(badScore < 0.7, `pair scores ${badScore}`);
     const refused = await client.call("RegisterPet", { photos: pairBad.map(bytes) });
     assertError(refused, "INVALID_REQUEST", false);
-    assert.match(refused.error_message, new RegExp(`photos 1 and 2 do not show the same nose \\(similarity ${badScore.toFixed(3)} < 0\\.7\\)`));
+    assert.match(refused.error_message, new RegExp(`photos 1 and 2 do not show the same nose \\(similarity ${badScore.toFixed(3)} < 0\\.7, \\d+ keypoint inliers < 16\\)`));
     near(refused.min_pair_similarity, badScore);
+    assert.ok(refused.min_pair_inliers < 16, `inliers ${refused.min_pair_inliers}`);
 
     // Both photos match pet B at 0.95..0.97: SAME, but under the card's duplicate similarity
     // (the server's default 0.95 would have refused): registered, B named for review.
@@ -295,6 +297,15 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     assert.equal(one.success, true, one.error_message);
     assert.equal(one.review_pet_did, a);
     near(one.review_similarity, bestA[0]);
+
+    // A pair under 0.70 whose photos share one bead pattern (the second is the first blended into
+    // another nose) registers on its keypoints, and says how many it shared.
+    const pairGeo = [photo(5, 0), (await blendScoring(photo(5, 0), photo(4, 0), (img) => sim(photo(5, 0), img), 0.5, 0.66)).img];
+    const geoScore = await sim(pairGeo[0], pairGeo[1]);
+    const geo = await client.call("RegisterPet", { photos: pairGeo.map(bytes) });
+    assert.equal(geo.success, true, geo.error_message);
+    near(geo.min_pair_similarity, geoScore);
+    assert.ok(geo.min_pair_inliers >= 16, `inliers ${geo.min_pair_inliers}`);
   });
 });
 

@@ -1,10 +1,13 @@
 import { readFile } from "node:fs/promises";
 import { checkCalibration, type Calibration } from "../../shared/similarity.js";
+import { checkGeometryParams, checkGeometryPolicy, DEFAULT_GEOMETRY_PARAMS, DEFAULT_GEOMETRY_POLICY, type GeometryParams, type GeometryPolicy } from "../../shared/geometry/index.js";
 
 export interface ModelCard {
   name?: string;
   version?: string;
   calibration?: Calibration;
+  /** Keypoint detector settings and the decision policy (`geometry.params`, `geometry.policy`); defaults for what the card leaves out. */
+  geometry: { params: GeometryParams; policy: GeometryPolicy };
   /** The whole card as read, for clients (GET /model/card.json). */
   raw?: Record<string, unknown>;
 }
@@ -31,7 +34,7 @@ export async function readModelCard(file: string | undefined): Promise<ModelCard
   }
   if (typeof raw !== "object" || raw === null) throw new Error(`model card ${file} must be a JSON object`);
   const card = raw as Record<string, unknown>;
-  const out: ModelCard = { raw: card };
+  const out: ModelCard = { raw: card, geometry: { params: DEFAULT_GEOMETRY_PARAMS, policy: DEFAULT_GEOMETRY_POLICY } };
   if (typeof card.name === "string") out.name = card.name;
   if (typeof card.version === "string") out.version = card.version;
   if (card.calibration !== undefined) {
@@ -45,6 +48,18 @@ export async function readModelCard(file: string | undefined): Promise<ModelCard
           ? {}
           : { duplicateSimilarity: c.duplicate_similarity as number }),
       });
+    } catch (e) {
+      throw new Error(`model card ${file}: ${(e as Error).message}`);
+    }
+  }
+  if (card.geometry !== undefined) {
+    const g = card.geometry as { params?: Partial<GeometryParams>; policy?: Partial<GeometryPolicy> } | null;
+    try {
+      if (typeof g !== "object" || g === null) throw new Error("geometry must be an object");
+      out.geometry = {
+        params: checkGeometryParams({ ...DEFAULT_GEOMETRY_PARAMS, ...g.params }),
+        policy: checkGeometryPolicy({ ...DEFAULT_GEOMETRY_POLICY, ...g.policy }),
+      };
     } catch (e) {
       throw new Error(`model card ${file}: ${(e as Error).message}`);
     }

@@ -5,11 +5,14 @@ import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import { loadEmbedder, type Embedder, type EmbedderOptions } from "./embedder.js";
 import { readModelCard } from "./model-card.js";
+import { DEFAULT_GEOMETRY_PARAMS, DEFAULT_GEOMETRY_POLICY, type GeometryParams, type GeometryPolicy } from "../../shared/geometry/index.js";
 
 export interface LoadedModel {
   embedder: Embedder;
   version: string;
   calibration: Calibration | undefined;
+  /** Keypoint detector settings and decision policy: the card's, or the defaults. */
+  geometry: { params: GeometryParams; policy: GeometryPolicy };
   /** The card the model was loaded with, as read; undefined when it has none. */
   card: Record<string, unknown> | undefined;
 }
@@ -88,7 +91,7 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
     let model: LoadedModel;
     try {
       const [embedder, card] = await Promise.all([loadEmbedder(opts), readModelCard(opts.cardPath)]);
-      model = { embedder, version: card?.version ?? `sha256:${embedder.fingerprint}`, calibration: card?.calibration, card: card?.raw };
+      model = { embedder, version: card?.version ?? `sha256:${embedder.fingerprint}`, calibration: card?.calibration, geometry: card?.geometry ?? { params: DEFAULT_GEOMETRY_PARAMS, policy: DEFAULT_GEOMETRY_POLICY }, card: card?.raw };
     } catch (e) {
       const reason = (e as Error).message;
       if (slot) {

@@ -20,11 +20,13 @@ import { serviceUnavailable, type MLError } from "../errors.js";
  * - tensor: 8-bit RGB to the CHW float tensor;
  * - batch_wait: waiting for the micro-batch to close or for the previous batch;
  * - inference: the model's run, shared by the batch;
+ * - keypoints, geometry_match: the geometric check (keypoints of a photo, then matching them
+ *   against enrolled photos), in its own worker;
  * - storage, database: object-store and PostgreSQL calls.
  */
-export type Stage = "queue" | "handoff" | "decode" | "resize" | "tensor" | "batch_wait" | "inference" | "storage" | "database";
+export type Stage = "queue" | "handoff" | "decode" | "resize" | "tensor" | "batch_wait" | "inference" | "keypoints" | "geometry_match" | "storage" | "database";
 
-export const STAGES: readonly Stage[] = ["queue", "handoff", "decode", "resize", "tensor", "batch_wait", "inference", "storage", "database"];
+export const STAGES: readonly Stage[] = ["queue", "handoff", "decode", "resize", "tensor", "batch_wait", "inference", "keypoints", "geometry_match", "storage", "database"];
 
 export interface RequestContext {
   readonly id: string;

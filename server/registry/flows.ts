@@ -22,6 +22,8 @@ import type { ObjectStore } from "../storage/object-store.js";
 import type { AuditEntry, ConsentChange, EmbeddingRecord, PetRecord, Registry, RegistryReader } from "./registry.js";
 import { readHeader, sniffFormat } from "../image/decode.js";
 import { checkClientVectors, clientAgreement, DEFAULT_CLIENT_PARITY_MIN_COSINE, type ClientAgreement, type ClientVector } from "./client-parity.js";
+import { decideVerdict, type GeometryEvidence, type NoseFeatures } from "../../shared/geometry/index.js";
+import type { GeometricCheck } from "./geometric-check.js";
 
 /**
  * The nose-print use cases, independent of the RPC layer: plain values in,
@@ -62,6 +64,12 @@ import { checkClientVectors, clientAgreement, DEFAULT_CLIENT_PARITY_MIN_COSINE, 
 
 export type PhotoInput = { bytes: Uint8Array } | { key: string };
 
+/** A pet's reference embeddings and the enrolled photos behind them. */
+interface References {
+  vectors: Float32Array[];
+  imageKeys: string[];
+}
+
 export interface FlowDeps {
   store: ObjectStore;
   registry: Registry;
@@ -71,12 +79,20 @@ export interface FlowDeps {
   modelVersion: string;
   /** Cosine a client embedding must reach against the server's (default 0.999). */
   clientParityMinCosine?: number;
+  /**
+   * Keypoint geometry as a second factor (see geometric-check.ts): SAME,
+   * transfer approval and duplicate refusal then need its support too.
+   * Without it every decision follows the similarity alone.
+   */
+  geometry?: GeometricCheck;
   now?: () => Date;
   log?: (event: string, fields: Record<string, unknown>) => void;
 }
 
 export interface MatchScores extends Scores {
   verdict: MatchVerdict;
+  /** What keypoint geometry found, when the flows have it. */
+  geometry?: GeometryEvidence;
 }
 
 export interface CompareResult extends MatchScores {
@@ -112,6 +128,8 @@ export interface RegisterResult {
   review?: DuplicateReview;
   /** Lowest cosine of the client embeddings against the server's, when given. */
   clientAgreement?: number;
+  /** Inliers of the least similar pair of photos, when geometry is checked. */
+  minPairInliers?: number;
 }
 
 /** One new photo's best match among the enrolled pets. */
@@ -246,11 +264,15 @@ export class InconsistentPhotosError extends MLError {
     /** 1-based photo numbers. */
     readonly pair: [number, number],
     readonly similarity: number,
+    /** The pair's keypoint inliers and the count that would have accepted it, when geometry was checked. */
+    readonly geometry?: { inliers: number; required: number },
   ) {
     super(
       MLErrorCode.INVALID_REQUEST,
       `photos ${pair[0]} and ${pair[1]} do not show the same nose ` +
-        `(similarity ${similarity.toFixed(3)} < ${REGISTER_PAIR_THRESHOLD}); retake them`,
+        `(similarity ${similarity.toFixed(3)} < ${REGISTER_PAIR_THRESHOLD}` +
+        (geometry ? `, ${geometry.inliers} keypoint inliers < ${geometry.required}` : "") +
+        `); retake them`,
     );
     this.name = "InconsistentPhotosError";
   }
@@ -324,6 +346,17 @@ function contentTypeOf(bytes: Uint8Array): string {
   return format ? `image/${format}` : "application/octet-stream";
 }
 
+/** The audit detail's record of the geometric check. */
+function geometryDetail(g: GeometryEvidence | undefined) {
+  if (!g) return {};
+  return g.checked
+    ? { geometry: { inliers: g.inliers, inlierRatio: g.inlierRatio, required: g.required, supported: g.supported, probeKeypoints: g.probeKeypoints } }
+    : { geometry: { checked: false, reason: g.reason } };
+}
+
+/** 1:N: the shortlist's first candidates by cosine whose geometry is checked (two matches per candidate). */
+export const IDENTIFY_GEOMETRY_CANDIDATES = 10;
+
 function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -360,6 +393,7 @@ export async function setTrainingConsent(registry: Registry, req: ConsentRequest
 
 export function createFlows(deps: FlowDeps): Flows {
   const { store, registry, calibration, modelVersion } = deps;
+  const geometric = deps.geometry;
   const now = deps.now ?? (() => new Date());
   const log = deps.log ?? (() => {});
   const parityBound = deps.clientParityMinCosine ?? DEFAULT_CLIENT_PARITY_MIN_COSINE;
@@ -424,10 +458,6 @@ export function createFlows(deps: FlowDeps): Flows {
   }
 
   /**
-   * The pet's reference vectors: its enrolled embeddings; for pets the
-   * previous server registered, vector.npy and then the legacy JSON template.
-   */
-  /**
    * Embeddings of different model versions are not comparable: a row from an
    * earlier model is re-embedded from its stored image with the current one
    * (and saved) before use. Rows whose image is gone are left out.
@@ -472,31 +502,38 @@ export function createFlows(deps: FlowDeps): Flows {
     return { embedding, written: await registry.replaceEmbedding(petDid, imageKey, embedding, modelVersion) };
   }
 
-  async function referencesOf(petDid: string): Promise<Float32Array[]> {
+  /**
+   * The pet's reference vectors: its enrolled embeddings; for pets the
+   * previous server registered, vector.npy and then the legacy JSON template.
+   * With them, the enrolled photos their keypoints come from.
+   */
+  async function referencesOf(petDid: string): Promise<References> {
     const rows = await registry.embeddingsOf(petDid);
     const refs = await current(petDid, rows);
-    if (refs.length > 0) return refs;
+    if (refs.length > 0) return { vectors: refs, imageKeys: rows.map((r) => r.imageKey) };
     const pet = await registry.findPet(petDid);
     if (pet) {
       // The template is a mean of embeddings by the registering model: no score against another version's probe.
-      if (pet.modelVersion === modelVersion) return [pet.template];
+      if (pet.modelVersion === modelVersion) return { vectors: [pet.template], imageKeys: pet.imageKeys };
       throw vectorNotFound(
         `no nose print of pet ${petDid} by model version ${modelVersion}: it was enrolled by ${pet.modelVersion} and its photos cannot be read to re-embed them; register it again`,
       );
     }
 
+    // Pets of the previous server: its photos, where they are, under the platform's names.
+    const platformPhotos = [imageKey(petDid, 1), imageKey(petDid, 2)];
     const key = vectorKey(petDid);
     const npy = await store.get(key);
     if (npy !== undefined) {
       try {
-        return readNpy(npy, EMBEDDING_DIM).rows;
+        return { vectors: readNpy(npy, EMBEDDING_DIM).rows, imageKeys: platformPhotos };
       } catch (e) {
         if (e instanceof NpyError && e.reason === "dimension") throw vectorDimensionMismatch(`${key}: ${e.message}`);
         throw internalError(`stored vector ${key} is unreadable: ${errorMessage(e)}`, e);
       }
     }
     const legacy = await readLegacyVector(store, petDid, EMBEDDING_DIM);
-    if (legacy) return [legacy.vector];
+    if (legacy) return { vectors: [legacy.vector], imageKeys: platformPhotos };
     throw vectorNotFound(`no enrolled nose print for pet ${petDid}`);
   }
 
@@ -508,6 +545,17 @@ export function createFlows(deps: FlowDeps): Flows {
       if (!best || s.cosine > best.cosine) best = s;
     }
     return best!;
+  }
+
+  /**
+   * The match's verdict with keypoint geometry behind it: SAME needs the
+   * policy's inliers against one of the pet's enrolled photos. Without a
+   * geometric check the verdict stays the similarity's.
+   */
+  async function withGeometry(match: MatchScores, probe: NoseFeatures | undefined, imageKeys: string[]): Promise<MatchScores> {
+    if (!geometric) return match;
+    const evidence = await geometric.againstEnrolled(probe, imageKeys, geometric.policy.sameInliers);
+    return { ...match, geometry: evidence, verdict: decideVerdict(match.similarity, evidence, geometric.policy) };
   }
 
   /** verify_{ms}.jpg, unique: monotonic within this process, probed against the store across processes. */
@@ -529,14 +577,38 @@ export function createFlows(deps: FlowDeps): Flows {
   async function matchPet(petDid: string, photo: PhotoInput, client: ClientVector[] = []) {
     const refs = await referencesOf(petDid);
     const { bytes, key } = await loadPhoto(photo, "photo", petDid);
-    const probe = await embedPhoto(bytes, "photo");
+    const [probe, features] = await Promise.all([embedPhoto(bytes, "photo"), geometric?.photo(bytes)]);
     const agreement = client.length > 0 ? clientAgreement(client, [probe], ["photo"], parityBound) : undefined;
-    const match = bestOf(probe, refs);
+    const match = await withGeometry(bestOf(probe, refs.vectors), features, refs.imageKeys);
     const storedImageKey = key === undefined ? await storeVerifyShot(petDid, bytes) : "";
     return { match, imageKey: key, storedImageKey, agreement };
   }
 
   const duplicateAt = duplicateThreshold(calibration);
+
+  /** The best geometric support any new photo has against an enrolled pet (undefined without geometry). */
+  async function duplicateGeometry(petDid: string, features: Array<NoseFeatures | undefined>, memo: Map<string, GeometryEvidence>) {
+    if (!geometric) return undefined;
+    const known = memo.get(petDid);
+    if (known) return known;
+    if (features.every((f) => f === undefined)) {
+      // Nothing to compare: the similarity decides, as without geometry.
+      return { checked: false as const, reason: "no keypoints could be found in the new photos" };
+    }
+    const keys = (await registry.embeddingsOf(petDid)).map((r) => r.imageKey);
+    let best: GeometryEvidence | undefined;
+    for (const f of features) {
+      const e = await geometric.againstEnrolled(f, keys, geometric.policy.duplicateInliers);
+      if (!e.checked) {
+        best = e;
+        break;
+      }
+      if (!best || (best.checked && e.inliers > best.inliers)) best = e;
+    }
+    best ??= { checked: false, reason: "no keypoints" };
+    memo.set(petDid, best);
+    return best;
+  }
 
   async function refuseIfSuperseded(reader: RegistryReader): Promise<void> {
     const later = await reader.supersededBy(modelVersion);
@@ -544,11 +616,78 @@ export function createFlows(deps: FlowDeps): Flows {
   }
 
   /**
-   * The 1:N duplicate rule. Throws DuplicatePetError when every new photo's
-   * best match is the same enrolled pet at >= duplicateAt; otherwise returns
-   * the review to record when some photo's best match reaches SAME.
+   * Every pair of one registration's photos must reach REGISTER_PAIR_THRESHOLD,
+   * or, with geometry, share the policy's consistency inliers: two photos of
+   * one shoot share many keypoints even where the embedding falls short.
+   * Returns the least similar pair, with its inliers when geometry is checked.
    */
-  async function checkNotRegistered(reader: RegistryReader, embeddings: Float32Array[], ownDid: string): Promise<DuplicateReview | undefined> {
+  async function checkConsistent(embeddings: Float32Array[], features: Array<NoseFeatures | undefined>) {
+    let minPair = Infinity;
+    let worst: [number, number] = [1, 2];
+    const short: Array<{ pair: [number, number]; similarity: number }> = [];
+    for (let i = 0; i < embeddings.length; i++) {
+      for (let j = i + 1; j < embeddings.length; j++) {
+        const s = scored(embeddings[i], embeddings[j]).similarity;
+        if (s < minPair) {
+          minPair = s;
+          worst = [i + 1, j + 1];
+        }
+        if (s < REGISTER_PAIR_THRESHOLD) short.push({ pair: [i + 1, j + 1], similarity: s });
+      }
+    }
+    if (!geometric) {
+      if (minPair < REGISTER_PAIR_THRESHOLD) throw new InconsistentPhotosError(worst, minPair);
+      return { minPair, worst, minPairInliers: undefined };
+    }
+    const required = geometric.policy.consistencyInliers;
+    const inliersOf = ([a, b]: [number, number]) => geometric.pair(features[a - 1], features[b - 1]);
+    let minPairInliers: number | undefined;
+    for (const { pair, similarity } of short.sort((x, y) => x.similarity - y.similarity)) {
+      const inliers = await inliersOf(pair);
+      if (inliers < required) throw new InconsistentPhotosError(pair, similarity, { inliers, required });
+      if (pair === short[0].pair) minPairInliers = inliers;
+    }
+    minPairInliers ??= await inliersOf(worst);
+    return { minPair, worst, minPairInliers };
+  }
+
+  /**
+   * 1:N with geometry: the first candidates by cosine are checked against
+   * their enrolled photos and take the verdict it gives; those with
+   * geometric support come first. A 1:N SAME is never the cosine's alone.
+   */
+  async function rerankWithGeometry(shortlist: PetMatch[], probe: NoseFeatures | undefined): Promise<PetMatch[]> {
+    if (!geometric) return shortlist;
+    const checked = await Promise.all(
+      shortlist.map(async (m, i) => {
+        if (i >= IDENTIFY_GEOMETRY_CANDIDATES) {
+          // Not checked: no SAME on the cosine alone.
+          return { ...m, verdict: m.verdict === "SAME" ? ("REVIEW" as const) : m.verdict };
+        }
+        const keys = (await registry.embeddingsOf(m.petDid)).map((r) => r.imageKey);
+        const evidence = await geometric.againstEnrolled(probe, keys, geometric.policy.sameInliers);
+        return { ...m, geometry: evidence, verdict: decideVerdict(m.similarity, evidence, geometric.policy) };
+      }),
+    );
+    const supported = (m: PetMatch) => (m.geometry?.checked && m.geometry.supported ? 1 : 0);
+    return checked.sort((a, b) => supported(b) - supported(a) || b.cosine - a.cosine || (a.petDid < b.petDid ? -1 : 1));
+  }
+
+  /**
+   * The 1:N duplicate rule. Throws DuplicatePetError when every new photo's
+   * best match is the same enrolled pet at >= duplicateAt and, with
+   * geometry, some new photo shares the policy's duplicate inliers with that
+   * pet's enrolled photos; otherwise returns the review to record when some
+   * photo's best match reaches SAME. `evidence` keeps the geometry found per
+   * pet, so the check repeated under the registration lock does not redo it.
+   */
+  async function checkNotRegistered(
+    reader: RegistryReader,
+    embeddings: Float32Array[],
+    ownDid: string,
+    features: Array<NoseFeatures | undefined> = [],
+    evidence = new Map<string, GeometryEvidence>(),
+  ): Promise<DuplicateReview | undefined> {
     // The DID hashes the template; an existing row for it is the same nose even if the search missed it.
     if (await reader.findPet(ownDid)) throw new DuplicatePetError(ownDid, 1);
     const matches: PhotoMatch[] = [];
@@ -567,7 +706,10 @@ export function createFlows(deps: FlowDeps): Flows {
       matches.every((m) => m.petDid === matches[0].petDid) &&
       lowest >= duplicateAt
     ) {
-      throw new DuplicatePetError(matches[0].petDid, lowest, duplicateAt);
+      const geometry = await duplicateGeometry(matches[0].petDid, features, evidence);
+      if (!geometry?.checked || geometry.supported) throw new DuplicatePetError(matches[0].petDid, lowest, duplicateAt);
+      // The embedding says duplicate, the keypoints do not: registered, and recorded for review below.
+      log("register.duplicate_without_geometry", { candidatePetDid: matches[0].petDid, similarity: lowest, inliers: geometry.inliers, required: geometry.required });
     }
     const top = matches.reduce((a, b) => (b.similarity > a.similarity ? b : a));
     if (top.similarity < SAME_THRESHOLD) return undefined;
@@ -637,8 +779,10 @@ export function createFlows(deps: FlowDeps): Flows {
       const refs = await referencesOf(petDid);
       const bytes = await store.get(key);
       if (bytes === undefined) throw invalidRequest(`image not found: ${key}`);
-      const probe = await embedPhoto(bytes, "image");
-      return { ...bestOf(probe, refs), vectorSize: probe.length };
+      const [probe, features] = await Promise.all([embedPhoto(bytes, "image"), geometric?.photo(bytes)]);
+      // The stored image against the other enrolled photos: against itself it would match every keypoint.
+      const others = refs.imageKeys.filter((k) => k !== key);
+      return { ...(await withGeometry(bestOf(probe, refs.vectors), features, others)), vectorSize: probe.length };
     },
 
     async registerPet(req) {
@@ -671,24 +815,18 @@ export function createFlows(deps: FlowDeps): Flows {
         checkEnrolmentSize(p.bytes, `photo ${i + 1}`);
         loaded.push(p);
       }
-      // Embedded concurrently: the preprocessing pool and the micro-batcher take them together.
-      const embeddings = await Promise.all(loaded.map((p, i) => embedPhoto(p.bytes, `photo ${i + 1}`)));
+      // Embedded concurrently: the preprocessing pool and the micro-batcher take them together,
+      // while the geometry worker finds their keypoints.
+      const [embeddings, features] = await Promise.all([
+        Promise.all(loaded.map((p, i) => embedPhoto(p.bytes, `photo ${i + 1}`))),
+        Promise.all(loaded.map((p) => geometric?.photo(p.bytes))),
+      ]);
       const agreement = client.length > 0 ? clientAgreement(client, embeddings, client.map((_, i) => `photo ${i + 1}`), parityBound) : undefined;
-      let minPair = Infinity;
-      let worst: [number, number] = [1, 2];
-      for (let i = 0; i < embeddings.length; i++) {
-        for (let j = i + 1; j < embeddings.length; j++) {
-          const s = scored(embeddings[i], embeddings[j]).similarity;
-          if (s < minPair) {
-            minPair = s;
-            worst = [i + 1, j + 1];
-          }
-        }
-      }
-      if (minPair < REGISTER_PAIR_THRESHOLD) throw new InconsistentPhotosError(worst, minPair);
+      const { minPair, worst, minPairInliers } = await checkConsistent(embeddings, features);
       const tpl = template(embeddings);
       const petDid = petDidFromVector(tpl);
-      await checkNotRegistered(registry, embeddings, petDid);
+      const duplicateEvidence = new Map<string, GeometryEvidence>();
+      await checkNotRegistered(registry, embeddings, petDid, features, duplicateEvidence);
 
       // 2. Objects: photos, then the template.
       const imageKeys = loaded.map((_, i) => imageKey(petDid, i + 1));
@@ -722,7 +860,16 @@ export function createFlows(deps: FlowDeps): Flows {
         requestId,
         similarity: minPair,
         modelVersion,
-        detail: { imageKeys, vectorKey: vKey, photos: photos.length, minPairSimilarity: minPair, lowestPair: worst, trainingConsent, ...clientDetail(agreement) },
+        detail: {
+          imageKeys,
+          vectorKey: vKey,
+          photos: photos.length,
+          minPairSimilarity: minPair,
+          lowestPair: worst,
+          ...(minPairInliers === undefined ? {} : { minPairInliers }),
+          trainingConsent,
+          ...clientDetail(agreement),
+        },
       };
       // Decided again under the registration lock; that answer is the one kept.
       let review: DuplicateReview | undefined;
@@ -745,7 +892,7 @@ export function createFlows(deps: FlowDeps): Flows {
           async (tx) => {
             // Under the lock a rollout's adoption also takes: rows written here are either seen by its sweep or refused.
             await refuseIfSuperseded(tx);
-            review = await checkNotRegistered(tx, embeddings, petDid);
+            review = await checkNotRegistered(tx, embeddings, petDid, features, duplicateEvidence);
             if (review) audit.detail = { ...audit.detail, duplicateReview: { ...review, threshold: duplicateAt } };
           },
         );
@@ -773,7 +920,8 @@ export function createFlows(deps: FlowDeps): Flows {
           requestId,
         });
       }
-      log("register.done", { petDid, photos: photos.length, idempotencyKey: requestId, minPairSimilarity: minPair, clientAgreement: agreement?.agreement });
+      await geometric?.enrol(imageKeys.map((key, i) => ({ imageKey: key, features: features[i] })));
+      log("register.done", { petDid, photos: photos.length, idempotencyKey: requestId, minPairSimilarity: minPair, minPairInliers, clientAgreement: agreement?.agreement });
       return {
         petDid,
         vector: tpl,
@@ -785,6 +933,7 @@ export function createFlows(deps: FlowDeps): Flows {
         created: true,
         ...(review ? { review } : {}),
         ...(agreement ? { clientAgreement: agreement.agreement } : {}),
+        ...(minPairInliers === undefined ? {} : { minPairInliers }),
       };
     },
 
@@ -802,7 +951,7 @@ export function createFlows(deps: FlowDeps): Flows {
         cosine: match.cosine,
         verdict: match.verdict,
         modelVersion,
-        detail: { verificationId, imageKey: key ?? storedImageKey, ...clientDetail(agreement) },
+        detail: { verificationId, imageKey: key ?? storedImageKey, ...geometryDetail(match.geometry), ...clientDetail(agreement) },
       });
       return {
         ...match,
@@ -826,13 +975,14 @@ export function createFlows(deps: FlowDeps): Flows {
       const client = clientVectors(req?.clientEmbedding ? [req.clientEmbedding] : [], [""]);
       await refuseIfSuperseded(registry);
       const { bytes } = await loadPhoto(req?.photo, "photo");
-      const probe = await embedPhoto(bytes, "photo");
+      const [probe, features] = await Promise.all([embedPhoto(bytes, "photo"), geometric?.photo(bytes)]);
       const agreement = client.length > 0 ? clientAgreement(client, [probe], ["photo"], parityBound) : undefined;
       // The index picks candidates in float32; scores come from the one shared formula.
-      const matches: PetMatch[] = (await registry.nearestPets(probe, topK, modelVersion))
+      const shortlist: PetMatch[] = (await registry.nearestPets(probe, topK, modelVersion))
         .map((n) => ({ petDid: n.petDid, ...scored(probe, n.embedding) }))
         .filter((m) => m.similarity >= minSimilarity)
         .sort((a, b) => b.cosine - a.cosine || (a.petDid < b.petDid ? -1 : 1));
+      const matches = await rerankWithGeometry(shortlist, features);
       await registry.addAudit({
         kind: "identify",
         petDid: matches[0]?.petDid,
@@ -840,7 +990,12 @@ export function createFlows(deps: FlowDeps): Flows {
         cosine: matches[0]?.cosine,
         verdict: matches[0]?.verdict,
         modelVersion,
-        detail: { topK, minSimilarity, matches: matches.map((m) => ({ petDid: m.petDid, similarity: m.similarity })), ...clientDetail(agreement) },
+        detail: {
+          topK,
+          minSimilarity,
+          matches: matches.map((m) => ({ petDid: m.petDid, similarity: m.similarity, ...(m.geometry?.checked ? { inliers: m.geometry.inliers } : {}) })),
+          ...clientDetail(agreement),
+        },
       });
       return { matches, modelVersion, ...(agreement ? { clientAgreement: agreement.agreement } : {}) };
     },
@@ -883,7 +1038,7 @@ export function createFlows(deps: FlowDeps): Flows {
         cosine: match.cosine,
         verdict: match.verdict,
         modelVersion,
-        detail: { fromGuardian, toGuardian, imageKey: key ?? storedImageKey, approved: match.verdict === "SAME" },
+        detail: { fromGuardian, toGuardian, imageKey: key ?? storedImageKey, approved: match.verdict === "SAME", ...geometryDetail(match.geometry) },
       };
       if (match.verdict !== "SAME") {
         await registry.addAudit(audit);

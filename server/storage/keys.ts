@@ -8,6 +8,8 @@ import { invalidRequest } from "../errors.js";
  *   nose-print-photo/{petDID}/image_1.jpg, image_2.jpg, ...   enrolment photos
  *   nose-print-photo/{petDID}/vector.npy                      enrolment template
  *   nose-print-photo/{petDID}/verify_{ms since epoch}.jpg     verification shots
+ *   nose-print-photo/{petDID}/image_1.features, ...           keypoints of each enrolment photo
+ *                                                              (shared/geometry/feature-file.ts)
  *   pet-vectors/{petDID}.json                                 legacy template
  */
 export const PHOTO_PREFIX = "nose-print-photo";
@@ -20,6 +22,8 @@ export const petPrefix = (petDid: string) => `${PHOTO_PREFIX}/${petDid}/`;
 export const imageKey = (petDid: string, index: number) => `${petPrefix(petDid)}image_${index}.jpg`;
 export const vectorKey = (petDid: string) => `${petPrefix(petDid)}vector.npy`;
 export const verifyImageKey = (petDid: string, timestampMs: number) => `${petPrefix(petDid)}verify_${timestampMs}.jpg`;
+/** Keypoints of an enrolment photo, beside it: image_1.jpg -> image_1.features. */
+export const featuresKey = (photoKey: string) => `${photoKey.replace(/\.[^./]*$/, "")}.features`;
 export const legacyVectorKey = (petDid: string) => `${LEGACY_VECTOR_PREFIX}/${petDid}.json`;
 
 // C0 and C1 control characters, DEL included.

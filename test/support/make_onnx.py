@@ -11,6 +11,9 @@ pattern: the mean-centred 8x8 grey thumbnail, zero-padded to 512. Crude but
   synthetic noses stay below 0.75, so registry flows can be tested with known
   verdicts. --card writes OUT.json with a calibration for it (duplicate
   refusal from similarity 0.97).
+constant: one fixed unit vector nudged by 1e-3 of the pattern thumbnail:
+  distinct photos get distinct embeddings, yet every pair scores cosine
+  > 0.9999, so only keypoint geometry can tell two noses apart.
 """
 import argparse
 import json
@@ -26,7 +29,7 @@ p.add_argument("--dim", type=int, default=512)
 p.add_argument("--batch", default="dynamic")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--nan", action="store_true", help="emit NaN embeddings (sqrt of a negative)")
-p.add_argument("--kind", choices=["projection", "pattern"], default="projection")
+p.add_argument("--kind", choices=["projection", "pattern", "constant"], default="projection")
 p.add_argument("--card", action="store_true")
 a = p.parse_args()
 
@@ -40,6 +43,26 @@ if a.kind == "projection":
         helper.make_node("AveragePool", ["input"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "w"], ["projected" if a.nan else "embedding"]),
+    ]
+elif a.kind == "constant":
+    unit = np.zeros((1, a.dim), np.float32)
+    unit[0, a.dim - 1] = 1.0
+    inits += [
+        numpy_helper.from_array(np.array([0, 0, 0, a.dim - 64], dtype=np.int64), "pads"),
+        numpy_helper.from_array(unit, "unit"),
+        numpy_helper.from_array(np.array(1e-3, np.float32), "eps"),
+    ]
+    nodes = [
+        # The pattern thumbnail scaled down to a nudge on one fixed vector: distinct photos get
+        # distinct embeddings (and pets distinct DIDs), yet every pair scores cosine > 0.9999.
+        helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node("AveragePool", ["grey"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["flat", "mean"], ["centred"]),
+        helper.make_node("Pad", ["centred", "pads"], ["padded"]),
+        helper.make_node("Mul", ["padded", "eps"], ["nudge"]),
+        helper.make_node("Add", ["nudge", "unit"], ["projected" if a.nan else "embedding"]),
     ]
 else:
     inits.append(numpy_helper.from_array(np.array([0, 0, 0, a.dim - 64], dtype=np.int64), "pads"))
