@@ -14,6 +14,7 @@ import { startS3, type TestS3 } from "./support/s3.js";
 import { startTcpProxy, type TcpProxy } from "./support/tcp-proxy.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
 import { nosePhotos } from "./support/nose-photos.js";
+import { DEFAULT_GEOMETRY_POLICY } from "../shared/geometry/index.js";
 import { remoteRegistryEnv } from "./support/registry-env.js";
 
 /**
@@ -265,9 +266,9 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     assert.ok(badScore < 0.7, `pair scores ${badScore}`);
     const refused = await client.call("RegisterPet", { photos: pairBad.map(bytes) });
     assertError(refused, "INVALID_REQUEST", false);
-    assert.match(refused.error_message, new RegExp(`photos 1 and 2 do not show the same nose \\(similarity ${badScore.toFixed(3)} < 0\\.7, \\d+ keypoint inliers < 16\\)`));
+    assert.match(refused.error_message, new RegExp(`photos 1 and 2 do not show the same nose \\(similarity ${badScore.toFixed(3)} < 0\\.7, \\d+ keypoint inliers < ${DEFAULT_GEOMETRY_POLICY.consistencyInliers}\\)`));
     near(refused.min_pair_similarity, badScore);
-    assert.ok(refused.min_pair_inliers < 16, `inliers ${refused.min_pair_inliers}`);
+    assert.ok(refused.min_pair_inliers < DEFAULT_GEOMETRY_POLICY.consistencyInliers, `inliers ${refused.min_pair_inliers}`);
 
     // Both photos match pet B at 0.95..0.97: SAME, but under the card's duplicate similarity
     // (the server's default 0.95 would have refused): registered, B named for review.
@@ -305,7 +306,7 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     const geo = await client.call("RegisterPet", { photos: pairGeo.map(bytes) });
     assert.equal(geo.success, true, geo.error_message);
     near(geo.min_pair_similarity, geoScore);
-    assert.ok(geo.min_pair_inliers >= 16, `inliers ${geo.min_pair_inliers}`);
+    assert.ok(geo.min_pair_inliers >= DEFAULT_GEOMETRY_POLICY.consistencyInliers, `inliers ${geo.min_pair_inliers}`);
   });
 });
 

@@ -148,9 +148,16 @@ def _fur(rng, cx, cy, n, light_leather):
     return np.clip(fur, 0, 1).astype(np.float32), (0.35 * strands).astype(np.float32)
 
 
-def make_identity(rng):
-    """Draws one nose. Returns a dict of canvas maps (height, albedo, masks) for rendering."""
+def make_identity(rng, bead_rng=None):
+    """Draws one nose. Returns a dict of canvas maps (height, albedo, masks) for rendering.
+
+    `bead_rng`, when given, draws the bead mosaic, the fine relief and the fur strands: noses made from
+    one `rng` and different `bead_rng`s share outline, nostrils, philtrum, leather pigment and lighting
+    and differ in the print itself and in the hair around it (look-alike families, the hardest
+    impostors). Without it, `rng` draws
+    everything, exactly as before."""
     n = CANVAS
+    brng = rng if bead_rng is None else bead_rng
     # ---- outline of the leather: a rounded, slightly flattened superellipse with its own bumps
     cx = 0.5 + rng.normal(0, 0.01)
     top = rng.uniform(0.0, 0.1)
@@ -197,21 +204,21 @@ def make_identity(rng):
     philtrum = np.exp(-(ph_dist / ph_w) ** 2) * np.clip((GY - ph_top) / 0.1, 0, 1)
 
     # ---- bead mosaic: polygonal beads, finer near the nostrils, the philtrum and the edge
-    c0 = rng.uniform(0.016, 0.03)             # bead diameter on the planum (leather widths)
-    fine = rng.uniform(0.4, 0.6)
+    c0 = brng.uniform(0.016, 0.03)             # bead diameter on the planum (leather widths)
+    fine = brng.uniform(0.4, 0.6)
     near_n = np.exp(-np.clip(nostril_dist - 1, 0, None) / 0.5)
     near_p = np.exp(-ph_dist / 0.05) * np.clip((GY - ph_top + 0.1) / 0.1, 0, 1)
     near_e = np.clip(-nose_d / 0.1, 0, 1)
     size = c0 * (1 - (1 - fine) * np.maximum(near_n, near_p))
     size *= 0.7 + 0.3 * near_e
-    size *= 1 + 0.15 * smooth_noise(rng, n, n / 4)
+    size *= 1 + 0.15 * smooth_noise(brng, n, n / 4)
     dens = (1.0 / size ** 2) * (nose > 0.01)
     expected = float(dens.sum() * PIX * PIX * 1.05)
     npts = max(16, int(expected))
-    cand = rng.uniform(LO, HI, (npts * 6, 2)).astype(np.float32)
+    cand = brng.uniform(LO, HI, (npts * 6, 2)).astype(np.float32)
     ci = np.clip(((cand - LO) / PIX).astype(int), 0, n - 1)
     p = dens[ci[:, 1], ci[:, 0]] / dens.max()
-    pts = cand[rng.random(len(cand)) < p][:npts]
+    pts = cand[brng.random(len(cand)) < p][:npts]
     grid = np.stack([GX.ravel(), GY.ravel()], 1)
     coarse = np.stack([GX[::2, ::2].ravel(), GY[::2, ::2].ravel()], 1)
     for _ in range(2):  # Lloyd relaxation: evenly packed polygonal beads
@@ -227,16 +234,16 @@ def make_identity(rng):
     lab0 = lab[:, 0].reshape(n, n)
     edge = (d[..., 1] - d[..., 0]) / 2
     rel = np.clip(edge / (0.5 * size), 0, 1)
-    groove_w = rng.uniform(0.15, 0.3)
-    bead_h = np.clip((rel - groove_w * 0.5) / (1 - groove_w * 0.5), 0, 1) ** rng.uniform(0.4, 0.6)
-    per_bead = rng.uniform(0.75, 1.2, len(pts)).astype(np.float32)
-    bead_tone = rng.normal(0, 1, len(pts)).astype(np.float32)
+    groove_w = brng.uniform(0.15, 0.3)
+    bead_h = np.clip((rel - groove_w * 0.5) / (1 - groove_w * 0.5), 0, 1) ** brng.uniform(0.4, 0.6)
+    per_bead = brng.uniform(0.75, 1.2, len(pts)).astype(np.float32)
+    bead_tone = brng.normal(0, 1, len(pts)).astype(np.float32)
     groove = np.clip(1 - rel / groove_w, 0, 1)
     inside = nose * (1 - nostril)
     # height in leather widths x 100: beads are low domes on a rounded nose
     dome = 1 - (1 - np.clip(1 - sup, 0, 1)) ** 2     # rounded top, finite slope at the edge
     height = 0.5 * bead_h * per_bead[lab0] * inside + 3.0 * dome * nose
-    height += 0.05 * smooth_noise(rng, n, 4)
+    height += 0.05 * smooth_noise(brng, n, 4)
     height += 0.8 * rim * nose
     height -= 0.7 * philtrum * nose
     height -= 2.0 * nostril
@@ -272,7 +279,8 @@ def make_identity(rng):
     alb = alb * (1 - nostril[..., None]) + nos_col.astype(np.float32) * nostril[..., None]
     alb = alb * (1 - 0.35 * philtrum[..., None])
 
-    fur, fur_h = _fur(rng, cx, cy, n, light_leather=bool(k >= 3 or kind > 0.85))
+    # Fur strands are drawn with the print: two dogs never share them hair for hair.
+    fur, fur_h = _fur(brng, cx, cy, n, light_leather=bool(k >= 3 or kind > 0.85))
     # the lip below the philtrum: the groove continues through the fur
     lip = np.exp(-(ph_dist / (ph_w * 2)) ** 2) * np.clip(1 - (GY - bottom) / 0.3, 0, 1) * (GY > bottom)
     fur = fur * (1 - 0.5 * lip[..., None])

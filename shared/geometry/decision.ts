@@ -29,10 +29,10 @@ export interface GeometryPolicy {
  */
 export const DEFAULT_GEOMETRY_POLICY: GeometryPolicy = {
   sameSimilarity: 0.7,
-  sameInliers: 16,
-  duplicateInliers: 16,
-  consistencyInliers: 16,
-  minKeypoints: 32,
+  sameInliers: 25,
+  duplicateInliers: 35,
+  consistencyInliers: 25,
+  minKeypoints: 50,
 };
 
 /** What the geometric check found for one decision, or why it could not run. */
