@@ -21,7 +21,8 @@ import {
 } from "../gen/nose_embedder_pb.js";
 import type { MatchVerdict } from "../shared/similarity.js";
 import type { Config } from "./config.js";
-import { openDatabase, type Database, type DatabaseConfig } from "./db/database.js";
+import { openDatabase, type Database } from "./db/database.js";
+import { databaseConfig } from "./db/open.js";
 import { observeDatabase, type DatabaseOperation } from "./db/observed-database.js";
 import { migrate } from "./db/migrations.js";
 import type { EmbedImage } from "./embed-image.js";
@@ -41,10 +42,8 @@ import {
 } from "./registry/flows.js";
 import { ClientDisagreementError, type ClientVector } from "./registry/client-parity.js";
 import { createRegistry, type Registry } from "./registry/registry.js";
-import { createFolderStore } from "./storage/folder-store.js";
-import type { ObjectStore } from "./storage/object-store.js";
 import { observeStore, type StoreOperation } from "./storage/observed-store.js";
-import { createS3Store } from "./storage/s3-store.js";
+import { openObjectStore } from "./storage/open.js";
 import { inBand } from "./service.js";
 import { geometryField } from "./geometry/wire.js";
 import { createGeometryService, type GeometryService } from "./geometry/geometry-service.js";
@@ -109,37 +108,6 @@ const agreementField = (value: number | undefined) => (value === undefined ? {} 
 
 /** A refusal because a client embedding disagreed still reports the measured agreement. */
 const refusedAgreement = (e: unknown) => (e instanceof ClientDisagreementError ? e.agreement : undefined);
-
-/** The object store the configuration names: S3 when NCP_ENDPOINT is set, else the local folder. */
-export function openObjectStore(config: Config): ObjectStore {
-  return config.s3
-    ? createS3Store({
-        ...config.s3,
-        operationTimeoutMs: config.storageTimeoutMs,
-        connectTimeoutMs: config.storageConnectTimeoutMs,
-        maxAttempts: config.storageMaxAttempts,
-      })
-    : createFolderStore({ root: config.objectDir });
-}
-
-/** The database the configuration names: PostgreSQL when DB_HOST is set, else PGlite in its folder. */
-export function databaseConfig(config: Config, onError?: (e: Error) => void): DatabaseConfig {
-  return config.pg
-    ? {
-        kind: "postgres",
-        host: config.pg.host,
-        port: config.pg.port,
-        username: config.pg.user,
-        password: config.pg.password,
-        database: config.pg.database,
-        max: config.dbPoolMax,
-        connectTimeoutMs: config.dbConnectTimeoutMs,
-        queryTimeoutMs: config.dbTimeoutMs,
-        idleTimeoutMs: config.dbIdleTimeoutMs,
-        onError,
-      }
-    : { kind: "pglite", dataDir: config.pgliteDir };
-}
 
 /**
  * Opens the object store and the database and serves the registry RPCs on

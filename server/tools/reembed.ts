@@ -9,7 +9,8 @@ import { createLogger } from "../log.js";
 import { modelHolderFromConfig, type ModelHolder } from "../model/model-holder.js";
 import { createFlows, type ReembedReport } from "../registry/flows.js";
 import { createRegistry } from "../registry/registry.js";
-import { databaseConfig, openObjectStore } from "../registry-service.js";
+import { databaseConfig } from "../db/open.js";
+import { openObjectStore } from "../storage/open.js";
 
 /**
  * Moves every enrolled embedding to the model the server's environment names:

@@ -7,7 +7,8 @@ import { ConfigError, loadConfig, type Config } from "../config.js";
 import { openDatabase, type Database } from "../db/database.js";
 import { MIGRATIONS } from "../db/migrations.js";
 import { createRegistry, type AuditRecord, type PetRecord, type Registry } from "../registry/registry.js";
-import { databaseConfig, openObjectStore } from "../registry-service.js";
+import { databaseConfig } from "../db/open.js";
+import { openObjectStore } from "../storage/open.js";
 import { petPrefix } from "../storage/keys.js";
 import type { ObjectStore } from "../storage/object-store.js";
 
