@@ -109,18 +109,18 @@ const agreementField = (value: number | undefined) => (value === undefined ? {} 
 /** A refusal because a client embedding disagreed still reports the measured agreement. */
 const refusedAgreement = (e: unknown) => (e instanceof ClientDisagreementError ? e.agreement : undefined);
 
-/**
- * Opens the object store and the database and serves the registry RPCs on
- * them. The database may be down when the server starts: it is then retried
- * in the background while these RPCs answer SERVICE_UNAVAILABLE (retryable),
- * and ExtractNoseVector keeps working.
- */
 /** Told of every failed object-store operation and database query (for metrics). */
 export interface RegistryFailureHooks {
   storageError?(op: StoreOperation, err: unknown): void;
   databaseError?(op: DatabaseOperation, err: unknown): void;
 }
 
+/**
+ * Opens the object store and the database and serves the registry RPCs on
+ * them. The database may be down when the server starts: it is then retried
+ * in the background while these RPCs answer SERVICE_UNAVAILABLE (retryable),
+ * and ExtractNoseVector keeps working.
+ */
 export function openRegistry(config: Config, model: ModelHolder, embed: EmbedImage, log: Logger, hooks: RegistryFailureHooks = {}): RegistryHandlers {
   // Observed: time booked to the calls' storage / database stages, failures to the hooks.
   const store = observeStore(openObjectStore(config), hooks.storageError);
