@@ -49,6 +49,11 @@ export class ClientDisagreementError extends MLError {
     );
     this.name = "ClientDisagreementError";
   }
+
+  /** A refusal because a client embedding disagreed still reports the measured agreement. */
+  responseFields() {
+    return { clientAgreement: this.agreement };
+  }
 }
 
 /** The cosine with as few decimals as show it under the bound (0.998, not a rounded 0.999). */

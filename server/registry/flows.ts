@@ -256,6 +256,11 @@ export class DuplicatePetError extends MLError {
     );
     this.name = "DuplicatePetError";
   }
+
+  /** The response's duplicate fields: the enrolled pet and the score that refused the registration. */
+  responseFields() {
+    return { duplicatePetDid: this.existingPetDid, duplicateSimilarity: this.similarity };
+  }
 }
 
 /** Two of the registration photos do not show one nose: INVALID_REQUEST with the pair's score. */
@@ -275,6 +280,11 @@ export class InconsistentPhotosError extends MLError {
         `); retake them`,
     );
     this.name = "InconsistentPhotosError";
+  }
+
+  /** The response's pair fields: the refused pair's score, and its inliers when geometry was checked. */
+  responseFields() {
+    return { minPairSimilarity: this.similarity, ...(this.geometry ? { minPairInliers: this.geometry.inliers } : {}) };
   }
 }
 
