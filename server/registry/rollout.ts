@@ -1,7 +1,7 @@
 import type { Logger } from "../log.js";
 import type { LoadedModel, ModelHolder } from "../model/model-holder.js";
 import type { Registry } from "./registry.js";
-import type { Flows, ReembedReport } from "./flows.js";
+import type { Flows, ReembedReport } from "./types.js";
 
 /** When another replica holds the re-embedding lock, look again after this long (it may die halfway). */
 const SWEEP_RETRY_MS = 5000;

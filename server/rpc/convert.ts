@@ -4,7 +4,7 @@ import type { GeometryEvidence } from "../../shared/geometry/index.js";
 import type { MatchVerdict } from "../../shared/similarity.js";
 import { invalidRequest } from "../errors.js";
 import type { ClientVector } from "../registry/client-parity.js";
-import type { MatchScores, PhotoInput } from "../registry/flows.js";
+import type { MatchScores, PhotoInput } from "../registry/types.js";
 
 const VERDICT: Record<MatchVerdict, Verdict> = { SAME: Verdict.SAME, REVIEW: Verdict.REVIEW, DIFFERENT: Verdict.DIFFERENT };
 

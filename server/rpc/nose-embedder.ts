@@ -16,7 +16,7 @@ import type { EmbedImage } from "../embed-image.js";
 import { SERVICE_NAMES, type Readiness } from "../health.js";
 import type { Logger } from "../log.js";
 import type { ModelHolder } from "../model/model-holder.js";
-import { setTrainingConsent } from "../registry/flows.js";
+import { setTrainingConsent } from "../registry/consent.js";
 import type { RegistryHost } from "../registry/host.js";
 import { agreementField, clientVector, geometryField, photoInput, scoreFields } from "./convert.js";
 import { inBand } from "./in-band.js";
