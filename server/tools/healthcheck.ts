@@ -1,8 +1,7 @@
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, readArgs, runIfEntryPoint, stdio, UsageError, type Io } from "./cli.js";
 
 /**
  * Container health check through the standard gRPC health service, the same
@@ -37,45 +36,36 @@ export async function checkHealth(address: string, service = "", timeoutMs = 300
   }
 }
 
-class UsageError extends Error {}
+const USAGE = "usage: healthcheck [host:port] [--service NAME] [--timeout-ms N]";
 
-function parseArgs(argv: string[], env: Record<string, string | undefined>) {
-  let address = `127.0.0.1:${env.GRPC_PORT?.trim() || "50052"}`;
-  let service = "";
-  let timeoutMs = 3000;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--service" && i + 1 < argv.length) service = argv[++i];
-    else if (a === "--timeout-ms" && i + 1 < argv.length) {
-      timeoutMs = Number(argv[++i]);
-      if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`--timeout-ms must be a positive integer`);
-    } else if (!a.startsWith("--")) address = a;
-    else throw new UsageError(`unknown argument ${a}`);
-  }
-  return { address, service, timeoutMs };
+function options(argv: string[], env: Record<string, string | undefined>) {
+  const { values, positionals } = readArgs(argv, {
+    options: { service: { type: "string" }, "timeout-ms": { type: "string" } },
+    unknown: (arg) => `unknown argument ${arg}`,
+    missingValue: (option) => `unknown argument ${option}`,
+  });
+  const timeoutMs = values["timeout-ms"] === undefined ? 3000 : Number(values["timeout-ms"]);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`--timeout-ms must be a positive integer`);
+  return {
+    address: positionals.at(-1) ?? `127.0.0.1:${env.GRPC_PORT?.trim() || "50052"}`,
+    service: (values.service as string | undefined) ?? "",
+    timeoutMs,
+  };
 }
 
-export async function main(argv = process.argv.slice(2), env = process.env): Promise<number> {
+export async function main(argv = process.argv.slice(2), env: Record<string, string | undefined> = process.env, io: Io = stdio): Promise<number> {
   let args;
   try {
-    args = parseArgs(argv, env);
+    args = options(argv, env);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`healthcheck: ${e.message}\nusage: healthcheck [host:port] [--service NAME] [--timeout-ms N]\n`);
-    return 2;
+    io.err(`healthcheck: ${e.message}`);
+    io.err(USAGE);
+    return EXIT_USAGE;
   }
   const answer = await checkHealth(args.address, args.service, args.timeoutMs);
-  process.stdout.write(`${answer.detail}\n`);
-  return answer.healthy ? 0 : 1;
+  io.out(answer.detail);
+  return answer.healthy ? EXIT_OK : EXIT_FAILED;
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  // Exit explicitly: the HTTP/2 session would keep the process alive a while.
-  main().then(
-    (code) => process.exit(code),
-    (e) => {
-      process.stderr.write(`healthcheck: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfEntryPoint(import.meta.url, "healthcheck", () => main());

@@ -1,5 +1,3 @@
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { ConfigError, loadConfig, type Config } from "../config.js";
 import { openDatabase, type Database } from "../db/database.js";
 import { migrate } from "../db/migrations.js";
@@ -12,6 +10,7 @@ import type { ReembedReport } from "../registry/types.js";
 import { createRegistry } from "../registry/registry.js";
 import { databaseConfig } from "../db/open.js";
 import { openObjectStore } from "../storage/open.js";
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, readArgs, runIfEntryPoint, stdio, UsageError, type Io } from "./cli.js";
 
 /**
  * Moves every enrolled embedding to the model the server's environment names:
@@ -34,11 +33,6 @@ import { openObjectStore } from "../storage/open.js";
 
 export const USAGE = "usage: npm run registry:reembed [-- --wait-seconds N]";
 
-export interface Io {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
 /** One line for the operator: what moved, from which versions, what did not. */
 export function summary(r: ReembedReport, version: string): string {
   const from = Object.entries(r.from).map(([v, n]) => `${n} from ${v}`);
@@ -49,33 +43,32 @@ export function summary(r: ReembedReport, version: string): string {
   );
 }
 
-function parseArgs(argv: string[]): { waitSeconds: number } {
-  let waitSeconds = 300;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--wait-seconds" || a.startsWith("--wait-seconds=")) {
-      const v = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
-      if (v === undefined || !/^\d+$/.test(v)) throw new Error(`--wait-seconds must be a whole number, got ${JSON.stringify(v)}`);
-      waitSeconds = Number(v);
-    } else throw new Error(`unknown argument ${JSON.stringify(a)}`);
-  }
-  return { waitSeconds };
+function options(argv: string[]): { waitSeconds: number } {
+  const { values, positionals } = readArgs(argv, {
+    options: { "wait-seconds": { type: "string" } },
+    unknown: (arg) => `unknown argument ${JSON.stringify(arg)}`,
+    missingValue: () => `--wait-seconds must be a whole number, got undefined`,
+  });
+  if (positionals.length > 0) throw new UsageError(`unknown argument ${JSON.stringify(positionals[0])}`);
+  const v = values["wait-seconds"] as string | undefined;
+  if (v !== undefined && !/^\d+$/.test(v)) throw new UsageError(`--wait-seconds must be a whole number, got ${JSON.stringify(v)}`);
+  return { waitSeconds: v === undefined ? 300 : Number(v) };
 }
 
 export async function main(
   argv: string[] = process.argv.slice(2),
   env: Record<string, string | undefined> = process.env,
-  io: Io = { out: (l) => process.stdout.write(l + "\n"), err: (l) => process.stderr.write(l + "\n") },
+  io: Io = stdio,
 ): Promise<number> {
   let opts: { waitSeconds: number };
   let config: Config;
   try {
-    opts = parseArgs(argv);
+    opts = options(argv);
     config = loadConfig(env);
   } catch (e) {
     io.err(`registry:reembed: ${(e as Error).message}`);
     if (!(e instanceof ConfigError)) io.err(USAGE);
-    return 2;
+    return EXIT_USAGE;
   }
 
   // Model logs go to stderr, the summary to stdout.
@@ -89,7 +82,7 @@ export async function main(
     const state = model.state();
     if (state.status !== "ready") {
       io.err(`registry:reembed: model ${config.modelPath} not loaded: ${state.status === "failed" ? state.reason : state.status}`);
-      return 1;
+      return EXIT_FAILED;
     }
     const m = state.model;
     db = await openDatabase(databaseConfig(config));
@@ -116,32 +109,23 @@ export async function main(
         for (const x of r.missing) io.err(`registry:reembed: not moved: ${x.imageKey} (pet ${x.petDid}): photo missing or unreadable`);
         if (r.superseded > 0) {
           io.err("registry:reembed: another model version was adopted meanwhile; its servers move the rest");
-          return 1;
+          return EXIT_FAILED;
         }
-        return r.missing.length > 0 ? 1 : 0;
+        return r.missing.length > 0 ? EXIT_FAILED : EXIT_OK;
       }
       if (Date.now() > deadline) {
         io.err(`registry:reembed: a replica's sweep still holds the lock after ${opts.waitSeconds} s; run again later`);
-        return 1;
+        return EXIT_FAILED;
       }
       if (!waited) io.err("registry:reembed: a replica is sweeping; waiting for it to finish");
       await new Promise((r) => setTimeout(r, 1000));
     }
   } catch (e) {
     io.err(`registry:reembed: ${e instanceof Error ? e.message : String(e)}`);
-    return 1;
+    return EXIT_FAILED;
   } finally {
     await Promise.allSettled([pool?.close(), model?.close(), db?.close()]);
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  // Exit explicitly: an S3 client's keep-alive sockets would hold the process open.
-  main().then(
-    (code) => process.exit(code),
-    (e) => {
-      process.stderr.write(`registry:reembed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfEntryPoint(import.meta.url, "registry:reembed", () => main());

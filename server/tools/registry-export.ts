@@ -2,7 +2,6 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { ConfigError, loadConfig, type Config } from "../config.js";
 import { openDatabase, type Database } from "../db/database.js";
 import { MIGRATIONS } from "../db/migrations.js";
@@ -11,6 +10,9 @@ import { databaseConfig } from "../db/open.js";
 import { openObjectStore } from "../storage/open.js";
 import { petPrefix } from "../storage/keys.js";
 import type { ObjectStore } from "../storage/object-store.js";
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, readArgs, runIfEntryPoint, stdio, UsageError, type Io } from "./cli.js";
+
+export { UsageError };
 
 /**
  * Training data from the registry:
@@ -97,8 +99,6 @@ export interface Manifest {
 
 export const USAGE = "usage: npm run registry:export -- <out> [--since YYYY-MM-DD] [--min-photos N] [--with-verifications]";
 
-export class UsageError extends Error {}
-
 /** Raised for failures that stop the export; `exitCode` says which kind. */
 export class ExportError extends Error {
   constructor(
@@ -111,44 +111,36 @@ export class ExportError extends Error {
 }
 
 export function parseArgs(argv: string[]): ExportOptions {
-  let out: string | undefined;
+  const { values, positionals } = readArgs(argv, {
+    options: {
+      since: { type: "string" },
+      "min-photos": { type: "string" },
+      "with-verifications": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    unknown: (arg) => `unknown option ${arg}`,
+    missingValue: (option) => `${option} needs a value`,
+  });
+  if (values.help) throw new UsageError("");
   let since: Date | undefined;
-  let minPhotos = 2;
-  let withVerifications = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = (name: string) => {
-      const eq = a.indexOf("=");
-      if (eq >= 0) return a.slice(eq + 1);
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${name} needs a value`);
-      return v;
-    };
-    if (a === "--since" || a.startsWith("--since=")) {
-      const v = value("--since");
-      const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v);
-      const d = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : undefined;
-      if (!d || d.toISOString().slice(0, 10) !== v) throw new UsageError(`--since must be a date YYYY-MM-DD, got ${JSON.stringify(v)}`);
-      since = d;
-    } else if (a === "--min-photos" || a.startsWith("--min-photos=")) {
-      const v = value("--min-photos");
-      const n = Number(v);
-      if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--min-photos must be a whole number >= 1, got ${JSON.stringify(v)}`);
-      minPhotos = n;
-    } else if (a === "--with-verifications") {
-      withVerifications = true;
-    } else if (a === "--help" || a === "-h") {
-      throw new UsageError("");
-    } else if (a.startsWith("-")) {
-      throw new UsageError(`unknown option ${a}`);
-    } else if (out === undefined) {
-      out = a;
-    } else {
-      throw new UsageError(`more than one output folder: ${out}, ${a}`);
-    }
+  if (values.since !== undefined) {
+    const v = values.since as string;
+    const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v);
+    const d = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : undefined;
+    if (!d || d.toISOString().slice(0, 10) !== v) throw new UsageError(`--since must be a date YYYY-MM-DD, got ${JSON.stringify(v)}`);
+    since = d;
   }
+  let minPhotos = 2;
+  if (values["min-photos"] !== undefined) {
+    const v = values["min-photos"] as string;
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--min-photos must be a whole number >= 1, got ${JSON.stringify(v)}`);
+    minPhotos = n;
+  }
+  if (positionals.length > 1) throw new UsageError(`more than one output folder: ${positionals[0]}, ${positionals[1]}`);
+  const out = positionals[0];
   if (out === undefined || out.trim() === "") throw new UsageError("the output folder is required");
-  return { out: path.resolve(out), since, minPhotos, withVerifications };
+  return { out: path.resolve(out), since, minPhotos, withVerifications: values["with-verifications"] === true };
 }
 
 /** A folder name for a pet: the hex part of `did:ethr:besu:0x...`, `pet_NAME` for `did:pet:NAME`. */
@@ -440,16 +432,11 @@ export async function exportRegistry(config: Config, opts: ExportOptions, report
   }
 }
 
-export interface Io {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
-
 /** The command line: returns the exit code (0 done, 1 connection or output failure, 2 usage or configuration). */
 export async function main(
   argv: string[] = process.argv.slice(2),
   env: Record<string, string | undefined> = process.env,
-  io: Io = { out: (l) => process.stdout.write(l + "\n"), err: (l) => process.stderr.write(l + "\n") },
+  io: Io = stdio,
 ): Promise<number> {
   let opts: ExportOptions;
   try {
@@ -458,7 +445,7 @@ export async function main(
     if (!(e instanceof UsageError)) throw e;
     if (e.message) io.err(`registry:export: ${e.message}`);
     io.err(USAGE);
-    return e.message ? 2 : 0;
+    return e.message ? EXIT_USAGE : EXIT_OK;
   }
   let config: Config;
   try {
@@ -466,7 +453,7 @@ export async function main(
   } catch (e) {
     if (e instanceof ConfigError) {
       io.err(`registry:export: ${e.message}`);
-      return 2;
+      return EXIT_USAGE;
     }
     throw e;
   }
@@ -478,24 +465,15 @@ export async function main(
         `skipped ${m.totals.skipped}` +
         (m.totals.skipped ? ` (see "skipped" in ${path.join(opts.out, "manifest.json")})` : ""),
     );
-    return 0;
+    return EXIT_OK;
   } catch (e) {
     if (e instanceof ExportError) {
       io.err(`registry:export: ${e.message}`);
       return e.exitCode;
     }
     io.err(`registry:export: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    return 1;
+    return EXIT_FAILED;
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  // Exit explicitly: an S3 client's keep-alive sockets would hold the process open.
-  main().then(
-    (code) => process.exit(code),
-    (e) => {
-      process.stderr.write(`registry:export: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfEntryPoint(import.meta.url, "registry:export", () => main());
