@@ -1,18 +1,19 @@
-import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { ConfigError, loadConfig, type Config } from "../config.js";
 import { openDatabase, type Database } from "../db/database.js";
 import { MIGRATIONS } from "../db/migrations.js";
-import { createRegistry, type AuditRecord, type PetRecord, type Registry } from "../registry/registry.js";
+import { createRegistry } from "../registry/registry.js";
 import { databaseConfig } from "../db/open.js";
 import { openObjectStore } from "../storage/open.js";
-import { petPrefix } from "../storage/keys.js";
-import type { ObjectStore } from "../storage/object-store.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, readArgs, runIfEntryPoint, stdio, UsageError, type Io } from "./cli.js";
 
+import { errorText, writeExport, type ExportOptions, type ExportSource, type Manifest } from "./export-writer.js";
+
 export { UsageError };
+export { folderOf, writeExport } from "./export-writer.js";
+export type { ExportOptions, ExportSource, Manifest, ManifestPet, ManifestPhoto, SkippedEntry } from "./export-writer.js";
 
 /**
  * Training data from the registry:
@@ -41,61 +42,6 @@ export { UsageError };
  * With PGlite (no DB_HOST) the data folder must not be open in a running
  * server: stop it first, or export from a copy of the folder.
  */
-
-export interface ExportOptions {
-  out: string;
-  /** Pets registered before this instant (UTC midnight of --since) are left out. */
-  since?: Date;
-  /** Pets with fewer photos to write are left out. Default 2. */
-  minPhotos: number;
-  /** Add the stored shots of verifications answered SAME. */
-  withVerifications: boolean;
-}
-
-export interface ManifestPhoto {
-  key: string;
-  file: string;
-  source: "enrolment" | "verification";
-  bytes: number;
-  sha256: string;
-  /** Enrolment photos: the model version of the stored embedding. */
-  modelVersion?: string;
-  /** Verification photos: the audit row's kind, time and score. */
-  audit?: "verify" | "transfer";
-  verdict?: string;
-  similarity?: number;
-  verifiedAt?: string;
-}
-
-export interface ManifestPet {
-  petDid: string;
-  folder: string;
-  registeredAt: string;
-  /** Model version of the pet's enrolled embeddings ("mixed" while a re-embedding is unfinished). */
-  modelVersion: string;
-  status: string;
-  trainingConsent: true;
-  /** When consent was last granted: the consent change, else the registration. */
-  consentRecordedAt: string;
-  photos: ManifestPhoto[];
-}
-
-export interface SkippedEntry {
-  petDid: string;
-  /** Set for a photo; absent when the whole pet was left out. */
-  key?: string;
-  reason: string;
-}
-
-export interface Manifest {
-  format: "nosepaw-registry-export/1";
-  exportedAt: string;
-  options: { since: string | null; minPhotos: number; withVerifications: boolean };
-  source: { database: string; objectStore: string };
-  pets: ManifestPet[];
-  skipped: SkippedEntry[];
-  totals: { pets: number; photos: number; enrolmentPhotos: number; verificationPhotos: number; skipped: number };
-}
 
 export const USAGE = "usage: npm run registry:export -- <out> [--since YYYY-MM-DD] [--min-photos N] [--with-verifications]";
 
@@ -141,195 +87,6 @@ export function parseArgs(argv: string[]): ExportOptions {
   const out = positionals[0];
   if (out === undefined || out.trim() === "") throw new UsageError("the output folder is required");
   return { out: path.resolve(out), since, minPhotos, withVerifications: values["with-verifications"] === true };
-}
-
-/** A folder name for a pet: the hex part of `did:ethr:besu:0x...`, `pet_NAME` for `did:pet:NAME`. */
-export function folderOf(petDid: string): string {
-  const ethr = /^did:ethr:besu:(0x[0-9a-fA-F]{40})$/.exec(petDid);
-  if (ethr) return ethr[1];
-  const pet = /^did:pet:([A-Za-z0-9][A-Za-z0-9._-]*)$/.exec(petDid);
-  if (pet) return `pet_${pet[1]}`;
-  return `did_${createHash("sha256").update(petDid).digest("hex").slice(0, 40)}`;
-}
-
-const SAFE_FILE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
-const VERIFY_FILE = /^verify_\d+\.jpg$/;
-
-const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
-
-/** Everything the export reads from; the tests build one over their own backends. */
-export interface ExportSource {
-  registry: Registry;
-  store: ObjectStore;
-  database: string;
-  objectStore: string;
-}
-
-interface Loaded {
-  photo: Omit<ManifestPhoto, "bytes" | "sha256">;
-  data: Uint8Array;
-}
-
-/**
- * Writes the export into `dir` (which must exist and be empty) and returns
- * its manifest. Per-photo problems are skipped and reported through `report`;
- * database or output failures throw.
- */
-export async function writeExport(src: ExportSource, opts: ExportOptions, dir: string, report: (line: string) => void = () => {}): Promise<Manifest> {
-  const { registry, store } = src;
-  const skipped: SkippedEntry[] = [];
-  const skip = (entry: SkippedEntry) => {
-    skipped.push(entry);
-    report(`skipped ${entry.key ?? entry.petDid}: ${entry.reason}`);
-  };
-
-  const read = async (petDid: string, key: string): Promise<Uint8Array | undefined> => {
-    let data: Uint8Array | undefined;
-    try {
-      data = await store.get(key);
-    } catch (e) {
-      skip({ petDid, key, reason: `unreadable: ${errorText(e)}` });
-      return undefined;
-    }
-    if (data === undefined) skip({ petDid, key, reason: "missing from the object store" });
-    else if (data.length === 0) skip({ petDid, key, reason: "empty object" });
-    else return data;
-    return undefined;
-  };
-
-  const fileOf = (petDid: string, key: string): string | undefined => {
-    const prefix = petPrefix(petDid);
-    const name = key.startsWith(prefix) ? key.slice(prefix.length) : "";
-    if (!SAFE_FILE.test(name)) {
-      skip({ petDid, key, reason: "key is not a file directly under the pet's folder" });
-      return undefined;
-    }
-    return name;
-  };
-
-  const pets = await registry.listPets({ trainingConsent: true, registeredSince: opts.since });
-  const written: ManifestPet[] = [];
-  const folders = new Set<string>();
-
-  for (const pet of pets) {
-    const embeddings = await registry.embeddingsOf(pet.petDid);
-    const audit = await registry.auditOf(pet.petDid, ["consent", "verify", "transfer"]);
-    const loaded: Loaded[] = [];
-    const files = new Set<string>();
-
-    const versionOf = new Map(embeddings.map((e) => [e.imageKey, e.modelVersion]));
-    const enrolled = pet.imageKeys.length > 0 ? pet.imageKeys : embeddings.map((e) => e.imageKey);
-    for (const key of enrolled) {
-      const file = fileOf(pet.petDid, key);
-      if (!file || files.has(file)) continue;
-      const data = await read(pet.petDid, key);
-      if (!data) continue;
-      files.add(file);
-      loaded.push({ photo: { key, file, source: "enrolment", ...(versionOf.has(key) ? { modelVersion: versionOf.get(key) } : {}) }, data });
-    }
-
-    if (opts.withVerifications) {
-      for (const row of verificationsOf(pet, audit)) {
-        const key = row.detail.imageKey as string;
-        const file = fileOf(pet.petDid, key);
-        if (!file || files.has(file)) continue;
-        const data = await read(pet.petDid, key);
-        if (!data) continue;
-        files.add(file);
-        loaded.push({
-          photo: {
-            key,
-            file,
-            source: "verification",
-            audit: row.kind as "verify" | "transfer",
-            verdict: row.verdict ?? undefined,
-            ...(row.similarity !== null ? { similarity: row.similarity } : {}),
-            verifiedAt: row.createdAt.toISOString(),
-          },
-          data,
-        });
-      }
-    }
-
-    if (loaded.length < opts.minPhotos) {
-      skip({ petDid: pet.petDid, reason: `${loaded.length} readable photo(s), fewer than --min-photos ${opts.minPhotos}` });
-      continue;
-    }
-
-    let folder = folderOf(pet.petDid);
-    // Case-insensitive file systems could fold two DIDs differing only in case together.
-    if (folders.has(folder.toLowerCase())) folder = `${folder}_${createHash("sha256").update(pet.petDid).digest("hex").slice(0, 8)}`;
-    folders.add(folder.toLowerCase());
-    await mkdir(path.join(dir, folder));
-    const photos: ManifestPhoto[] = [];
-    for (const l of loaded) {
-      await writeFile(path.join(dir, folder, l.photo.file), l.data);
-      photos.push({ ...l.photo, bytes: l.data.length, sha256: createHash("sha256").update(l.data).digest("hex") });
-    }
-    const versions = [...new Set(embeddings.map((e) => e.modelVersion))];
-    written.push({
-      petDid: pet.petDid,
-      folder,
-      registeredAt: pet.createdAt.toISOString(),
-      modelVersion: versions.length === 0 ? pet.modelVersion : versions.length === 1 ? versions[0] : "mixed",
-      status: pet.status,
-      trainingConsent: true,
-      consentRecordedAt: consentRecordedAt(pet, audit).toISOString(),
-      photos,
-    });
-  }
-
-  // Consent withdrawn while the export ran: drop those pets before anything is published.
-  const still = new Set((await registry.listPets({ trainingConsent: true, registeredSince: opts.since })).map((p) => p.petDid));
-  const kept = [];
-  for (const p of written) {
-    if (still.has(p.petDid)) kept.push(p);
-    else {
-      await rm(path.join(dir, p.folder), { recursive: true, force: true });
-      skip({ petDid: p.petDid, reason: "consent withdrawn during the export" });
-    }
-  }
-
-  const photos = kept.flatMap((p) => p.photos);
-  const manifest: Manifest = {
-    format: "nosepaw-registry-export/1",
-    exportedAt: new Date().toISOString(),
-    options: { since: opts.since ? opts.since.toISOString().slice(0, 10) : null, minPhotos: opts.minPhotos, withVerifications: opts.withVerifications },
-    source: { database: src.database, objectStore: src.objectStore },
-    pets: kept,
-    skipped,
-    totals: {
-      pets: kept.length,
-      photos: photos.length,
-      enrolmentPhotos: photos.filter((p) => p.source === "enrolment").length,
-      verificationPhotos: photos.filter((p) => p.source === "verification").length,
-      skipped: skipped.length,
-    },
-  };
-  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
-  return manifest;
-}
-
-/**
- * Verify and transfer rows answered SAME whose photo was a verification shot
- * of this pet (verify_{ms}.jpg under its folder); a check run on an enrolment
- * photo's key is not a new photo. Each key once.
- */
-function verificationsOf(pet: PetRecord, audit: AuditRecord[]): AuditRecord[] {
-  const prefix = petPrefix(pet.petDid);
-  const seen = new Set<string>();
-  return audit.filter((r) => {
-    if ((r.kind !== "verify" && r.kind !== "transfer") || r.verdict !== "SAME") return false;
-    const key = r.detail?.imageKey;
-    if (typeof key !== "string" || !key.startsWith(prefix) || !VERIFY_FILE.test(key.slice(prefix.length)) || seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
-}
-
-function consentRecordedAt(pet: PetRecord, audit: AuditRecord[]): Date {
-  const granted = audit.filter((r) => r.kind === "consent" && r.detail?.trainingConsent === true);
-  return granted.length ? granted[granted.length - 1].createdAt : pet.createdAt;
 }
 
 /** Checks <out> before anything is opened: missing, empty, or an earlier export. */
