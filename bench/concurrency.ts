@@ -3,13 +3,13 @@
  * (MAX_BATCH=16) and off (MAX_BATCH=1), against the server run as its own
  * process (`node --import tsx server/main.ts`), so its peak memory is its own.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { gatewayClient } from "../test/support/grpc-client.js";
 import { freePort } from "../test/support/s3.js";
-import { ROOT } from "../test/support/server.js";
+import { procStatusKiB, spawnServer } from "../test/support/server-process.js";
 import { extractNoseVector, waitServing } from "./grpc-call.js";
 import { summarize, type Summary } from "./stats.js";
 
@@ -54,21 +54,20 @@ interface BatchStats {
   maxSize: number;
 }
 
-function statusKiB(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) : NaN;
+function statusKiB(pid: number, field: "VmHWM" | "VmRSS"): number {
+  return procStatusKiB(pid, field) ?? NaN;
 }
 
 async function startChild(env: Record<string, string>): Promise<{ proc: ChildProcess; stop(): Promise<void>; batchStats(): Promise<BatchStats> }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", "--import", "./bench/server-probe.ts", "server/main.ts"], {
-    cwd: ROOT,
+  const server = spawnServer({
+    command: process.execPath,
+    args: ["--import", "tsx", "--import", "./bench/server-probe.ts", "server/main.ts"],
     env: { ...process.env, ...env },
-    stdio: ["ignore", "ignore", "pipe", "ipc"],
+    readLogs: false,
+    ipc: true,
   });
-  let stderr = "";
-  proc.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  proc.once("exit", (code) => code && code !== 0 && console.error(`server (MAX_BATCH=${env.MAX_BATCH}) exited ${code}: ${stderr.slice(-2000)}`));
+  const { proc } = server;
+  proc.once("exit", (code) => code && code !== 0 && console.error(`server (MAX_BATCH=${env.MAX_BATCH}) exited ${code}: ${server.stderr().slice(-2000)}`));
   return {
     proc,
     batchStats: () =>
@@ -78,10 +77,8 @@ async function startChild(env: Record<string, string>): Promise<{ proc: ChildPro
         proc.send("batch-stats");
       }),
     async stop() {
-      proc.kill("SIGTERM");
-      const late = setTimeout(() => proc.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(late);
+      await server.stop({ killAfterMs: 20_000 });
+      await server.exited;
     },
   };
 }

@@ -1,10 +1,11 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { gatewayClient } from "./grpc-client.js";
 import { freePort } from "./s3.js";
-import { ROOT } from "./server.js";
+import { spawnServer, waitForServing, type ServerProcess } from "./server-process.js";
+
+export { procStatusKiB, waitForServing } from "./server-process.js";
 
 /**
  * A server process started as the Dockerfile starts it (`node --import tsx
@@ -46,108 +47,52 @@ const LOG_LINES_KEPT = 200;
 const live = new Set<ChildProcess>();
 process.once("exit", () => live.forEach((c) => c.kill("SIGKILL")));
 
-/** Reads a `Vm*` field of /proc/<pid>/status in KiB; undefined where there is no such file. */
-export function procStatusKiB(pid: number, field: "VmHWM" | "VmRSS"): number | undefined {
-  try {
-    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Polls grpc.health.v1.Health/Check for the whole server ("") until it
- * answers SERVING. Connection refusals and NOT_SERVING are waited out;
- * `exited` rejects early when the process dies meanwhile.
- */
-export async function waitForServing(address: string, timeoutMs: number, exited?: Promise<unknown>): Promise<void> {
-  const health = gatewayClient(address, "grpc/health/v1/health.proto", "grpc.health.v1.Health");
-  let died = false;
-  let last = "no answer";
-  void exited?.then(() => (died = true));
-  const deadline = Date.now() + timeoutMs;
-  try {
-    while (Date.now() < deadline && !died) {
-      try {
-        const res = await health.call("Check", { service: "" }, 1000);
-        if (res.status === "SERVING") return;
-        last = String(res.status);
-      } catch (e) {
-        last = (e as Error).message;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } finally {
-    health.close();
-  }
-  throw new Error(died ? `server at ${address} exited before SERVING (last answer: ${last})` : `server at ${address} not SERVING within ${timeoutMs} ms (last answer: ${last})`);
-}
-
 export async function startReplica(options: ReplicaOptions = {}): Promise<Replica> {
   const port = await freePort();
   const ownDataDir = options.env?.DATA_DIR === undefined;
   const dataDir = options.env?.DATA_DIR ?? mkdtempSync(path.join(tmpdir(), "nosepaw-replica-"));
   const logs: unknown[] = [];
-  let proc: ChildProcess | undefined;
+  let server: ServerProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
-  let stderr = "";
-
-  const keep = (line: unknown) => {
-    logs.push(line);
-    if (logs.length > LOG_LINES_KEPT) logs.splice(0, logs.length - LOG_LINES_KEPT);
-  };
 
   const start = async () => {
-    if (proc) return;
-    const child = spawn(process.execPath, ["--import", "tsx", "server/main.ts"], {
-      cwd: ROOT,
+    if (server) return;
+    const child = spawnServer({
+      command: process.execPath,
+      args: ["--import", "tsx", "server/main.ts"],
       env: { ...process.env, LOG_LEVEL: "info", ...options.env, GRPC_PORT: String(port), GRPC_HOST: "127.0.0.1", DATA_DIR: dataDir },
-      stdio: ["ignore", "pipe", "pipe"],
+      logs,
+      maxLogLines: LOG_LINES_KEPT,
+      maxStderr: 4000,
+      raw: "text",
     });
-    proc = child;
-    live.add(child);
-    let buf = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      buf += chunk.toString();
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          keep(JSON.parse(line));
-        } catch {
-          keep(line);
-        }
-      }
-    });
-    child.stderr!.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+    server = child;
+    live.add(child.proc);
     exited = new Promise<void>((resolve) =>
-      child.once("exit", (code, signal) => {
-        keep({ exited: code ?? signal });
-        live.delete(child);
-        if (proc === child) proc = undefined;
+      child.proc.once("exit", (code, signal) => {
+        logs.push({ exited: code ?? signal });
+        if (logs.length > LOG_LINES_KEPT) logs.splice(0, logs.length - LOG_LINES_KEPT);
+        live.delete(child.proc);
+        if (server === child) server = undefined;
         resolve();
       }),
     );
     try {
       await waitForServing(`127.0.0.1:${port}`, options.readyTimeoutMs ?? 60_000, exited);
     } catch (e) {
-      child.kill("SIGKILL");
+      child.proc.kill("SIGKILL");
       await exited;
-      throw new Error(`${(e as Error).message}; stderr: ${stderr.slice(-1500)}; logs: ${JSON.stringify(logs.slice(-10))}`);
+      throw new Error(`${(e as Error).message}; stderr: ${child.stderr().slice(-1500)}; logs: ${JSON.stringify(logs.slice(-10))}`);
     }
   };
 
   const signal = async (sig: NodeJS.Signals) => {
-    const child = proc;
+    const child = server;
     if (!child) return;
     const gone = exited;
-    child.kill(sig);
     // A graceful stop waits for in-flight calls (SHUTDOWN_TIMEOUT_MS); past that, a crash.
-    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    await child.stop({ signal: sig, killAfterMs: 30_000, done: gone });
     await gone;
-    clearTimeout(timer);
   };
 
   try {
@@ -160,16 +105,16 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
     port,
     address: `127.0.0.1:${port}`,
     get pid() {
-      return proc?.pid;
+      return server?.proc.pid;
     },
     get running() {
-      return proc !== undefined;
+      return server !== undefined;
     },
     logs,
     start,
     stop: () => signal("SIGTERM"),
     kill: () => signal("SIGKILL"),
-    peakRssKiB: () => (proc?.pid === undefined ? undefined : procStatusKiB(proc.pid, "VmHWM")),
+    peakRssKiB: () => server?.peakRssKiB(),
     async dispose() {
       await signal("SIGTERM");
       if (ownDataDir) rmSync(dataDir, { recursive: true, force: true });

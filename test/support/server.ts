@@ -1,10 +1,10 @@
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { ROOT, spawnServer } from "./server-process.js";
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export { ROOT };
 
 export interface RunningServer {
   port: number;
@@ -28,68 +28,18 @@ export async function startServer(
   timeoutMs = 60_000,
 ): Promise<RunningServer> {
   const dataDir = env.DATA_DIR ?? mkdtempSync(path.join(tmpdir(), "nosepaw-data-"));
-  const proc = spawn("npm", ["start", "--silent"], {
-    cwd: ROOT,
+  const server = spawnServer({
+    command: "npm",
+    args: ["start", "--silent"],
     env: { ...process.env, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", LOG_LEVEL: "debug", DATA_DIR: dataDir, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
-  const logs: Record<string, unknown>[] = [];
-  const waiters = new Set<() => void>();
-  let stderr = "";
-  let buf = "";
-  proc.stdout!.on("data", (chunk: Buffer) => {
-    buf += chunk.toString();
-    let i;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        logs.push(JSON.parse(line));
-      } catch {
-        logs.push({ raw: line });
-      }
-      waiters.forEach((w) => w());
-    }
-  });
-  proc.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
+  const { proc } = server;
   // npm and its shell may exit before the server does (a signal sent to the
   // whole group reaches all of them), so "exited" waits for the server's own
   // end: the last holder of the stdout pipe closing it.
-  const exited = new Promise<number | null>((resolve) => {
-    let npmCode: number | null = null;
-    let pending = 2;
-    const done = () => --pending === 0 && resolve(npmCode);
-    proc.on("exit", (code) => ((npmCode = code), done()));
-    proc.stdout!.on("close", done);
-  });
-
-  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, ms = timeoutMs) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const check = () => {
-        const hit = logs.find(pred);
-        if (hit) {
-          cleanup();
-          resolve(hit);
-        }
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`server log line not seen within ${ms} ms; logs: ${JSON.stringify(logs).slice(-2000)} stderr: ${stderr.slice(-2000)}`));
-      }, ms);
-      const onExit = () => {
-        cleanup();
-        reject(new Error(`server exited early; stderr: ${stderr.slice(-2000)} logs: ${JSON.stringify(logs).slice(-2000)}`));
-      };
-      const cleanup = () => {
-        clearTimeout(timer);
-        waiters.delete(check);
-        proc.off("exit", onExit);
-      };
-      waiters.add(check);
-      proc.once("exit", onExit);
-      check();
-    });
+  const exited = Promise.all([server.exited, server.stdoutClosed]).then(([code]) => code);
+  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, ms = timeoutMs) => server.waitForLog(pred, ms);
 
   const listening = await waitForLog((l) => l.msg === "listening");
   if (ready === "model") {
@@ -101,7 +51,7 @@ export async function startServer(
   return {
     port,
     address: `127.0.0.1:${port}`,
-    logs,
+    logs: server.logs as Record<string, unknown>[],
     proc,
     exited,
     waitForLog,
@@ -109,21 +59,9 @@ export async function startServer(
       if (proc.exitCode !== null) return proc.exitCode;
       // The signal goes to the server process itself, as an orchestrator
       // sends it to a container's main process; npm then exits with its code.
-      try {
-        process.kill(listening.pid as number, signal);
-      } catch {
-        /* already gone */
-      }
-      const code = await Promise.race([exited, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 20_000))]);
-      if (code === "timeout") {
-        try {
-          process.kill(-proc.pid!, "SIGKILL");
-        } catch {
-          /* gone */
-        }
-        return null;
-      }
-      return code;
+      // Past 20 s the whole group is killed.
+      const inTime = await server.stop({ signal, pid: listening.pid as number, killAfterMs: 20_000, done: exited });
+      return inTime ? exited : null;
     },
   };
 }
