@@ -2,7 +2,7 @@ import { duplicateThreshold, scores, verdictOf, type Calibration } from "../../s
 import type { GeometryEvidence } from "../../shared/geometry/index.js";
 import { EMBEDDING_DIM } from "../db/migrations.js";
 import { MLError, inferenceError, invalidRequest, vectorDimensionMismatch } from "../errors.js";
-import { sniffFormat } from "../image/decode.js";
+import { sniffFormat } from "../image/header.js";
 import { validateImageKey, validateUploadedPhotoKey } from "../storage/keys.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { checkClientVectors, DEFAULT_CLIENT_PARITY_MIN_COSINE, type ClientAgreement, type ClientVector } from "./client-parity.js";

@@ -1,7 +1,7 @@
 import { isValidPetDid } from "../../shared/did.js";
 import { REVIEW_THRESHOLD } from "../../shared/similarity.js";
 import { invalidRequest } from "../errors.js";
-import { readHeader, sniffFormat } from "../image/decode.js";
+import { readHeader, sniffFormat } from "../image/header.js";
 
 // The limits on a request and the checks of its caller-supplied values.
 
