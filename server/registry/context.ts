@@ -48,6 +48,7 @@ export interface FlowContext {
   shots: { lastMs: number };
 }
 
+/** The context of one set of use cases, with the defaults filled in. */
 export function createContext(deps: FlowDeps): FlowContext {
   return {
     store: deps.store,
@@ -123,6 +124,7 @@ export async function loadPhoto(ctx: FlowContext, photo: PhotoInput | undefined,
   return { bytes, key };
 }
 
+/** The Content-Type a stored photo gets: its real format, whatever its `.jpg` name says. */
 export function contentTypeOf(bytes: Uint8Array): string {
   const format = sniffFormat(bytes);
   return format ? `image/${format}` : "application/octet-stream";
@@ -148,11 +150,13 @@ export function geometryDetail(g: GeometryEvidence | undefined) {
     : { geometry: { checked: false, reason: g.reason } };
 }
 
+/** SERVICE_UNAVAILABLE when the registry has moved to a later model version than this one. */
 export async function refuseIfSuperseded(ctx: FlowContext, reader: RegistryReader): Promise<void> {
   const later = await reader.supersededBy(ctx.modelVersion);
   if (later !== undefined) throw supersededError(later, ctx.modelVersion);
 }
 
+/** The message of anything thrown, for log fields. */
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }

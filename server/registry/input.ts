@@ -33,11 +33,13 @@ export function shown(s: unknown): string {
   return JSON.stringify(t.length > 80 ? `${t.slice(0, 80)}...` : t);
 }
 
+/** A pet DID the registry can hold; INVALID_REQUEST otherwise. */
 export function checkDid(petDid: unknown): string {
   if (!isValidPetDid(petDid)) throw invalidRequest(`invalid pet DID ${shown(petDid)}`);
   return petDid;
 }
 
+/** Caller-supplied text, absent when empty; bounded and free of control characters. */
 export function optionalText(value: unknown, what: string, max: number): string | undefined {
   if (value === undefined || value === null || value === "") return undefined;
   if (typeof value !== "string" || value.length > max || CONTROL.test(value)) {
@@ -46,12 +48,14 @@ export function optionalText(value: unknown, what: string, max: number): string 
   return value;
 }
 
+/** As optionalText, but it must be given. */
 export function requiredText(value: unknown, what: string, max: number): string {
   const v = optionalText(value, what, max);
   if (v === undefined) throw invalidRequest(`${what} is required`);
   return v;
 }
 
+/** Training consent must be a boolean, not something truthy. */
 export function consentValue(value: unknown): boolean {
   if (typeof value !== "boolean") throw invalidRequest(`training consent must be true or false, got ${shown(value)}`);
   return value;
