@@ -23,7 +23,7 @@ import type { AuditEntry, ConsentChange, EmbeddingRecord, PetRecord, Registry, R
 import { readHeader, sniffFormat } from "../image/decode.js";
 import { checkClientVectors, clientAgreement, DEFAULT_CLIENT_PARITY_MIN_COSINE, type ClientAgreement, type ClientVector } from "./client-parity.js";
 import { decideVerdict, type GeometryEvidence, type NoseFeatures } from "../../shared/geometry/index.js";
-import type { GeometricCheck } from "./geometric-check.js";
+import type { EnrolledKeypoints, GeometricCheck } from "./geometric-check.js";
 
 /**
  * The nose-print use cases, independent of the RPC layer: plain values in,
@@ -552,9 +552,9 @@ export function createFlows(deps: FlowDeps): Flows {
    * policy's inliers against one of the pet's enrolled photos. Without a
    * geometric check the verdict stays the similarity's.
    */
-  async function withGeometry(match: MatchScores, probe: NoseFeatures | undefined, imageKeys: string[]): Promise<MatchScores> {
-    if (!geometric) return match;
-    const evidence = await geometric.againstEnrolled(probe, imageKeys, geometric.policy.sameInliers);
+  async function withGeometry(match: MatchScores, probe: NoseFeatures | undefined, enrolled: Promise<EnrolledKeypoints> | undefined): Promise<MatchScores> {
+    if (!geometric || !enrolled) return match;
+    const evidence = await geometric.compare(probe, await enrolled, geometric.policy.sameInliers);
     return { ...match, geometry: evidence, verdict: decideVerdict(match.similarity, evidence, geometric.policy) };
   }
 
@@ -577,9 +577,12 @@ export function createFlows(deps: FlowDeps): Flows {
   async function matchPet(petDid: string, photo: PhotoInput, client: ClientVector[] = []) {
     const refs = await referencesOf(petDid);
     const { bytes, key } = await loadPhoto(photo, "photo", petDid);
+    // The enrolled keypoints load while the photo is embedded and its keypoints found.
+    const enrolled = geometric?.enrolledOf(refs.imageKeys);
+    enrolled?.catch(() => {}); // awaited below; a failure is reported there, not as unhandled
     const [probe, features] = await Promise.all([embedPhoto(bytes, "photo"), geometric?.photo(bytes)]);
     const agreement = client.length > 0 ? clientAgreement(client, [probe], ["photo"], parityBound) : undefined;
-    const match = await withGeometry(bestOf(probe, refs.vectors), features, refs.imageKeys);
+    const match = await withGeometry(bestOf(probe, refs.vectors), features, enrolled);
     const storedImageKey = key === undefined ? await storeVerifyShot(petDid, bytes) : "";
     return { match, imageKey: key, storedImageKey, agreement };
   }
@@ -779,10 +782,11 @@ export function createFlows(deps: FlowDeps): Flows {
       const refs = await referencesOf(petDid);
       const bytes = await store.get(key);
       if (bytes === undefined) throw invalidRequest(`image not found: ${key}`);
-      const [probe, features] = await Promise.all([embedPhoto(bytes, "image"), geometric?.photo(bytes)]);
       // The stored image against the other enrolled photos: against itself it would match every keypoint.
-      const others = refs.imageKeys.filter((k) => k !== key);
-      return { ...(await withGeometry(bestOf(probe, refs.vectors), features, others)), vectorSize: probe.length };
+      const enrolled = geometric?.enrolledOf(refs.imageKeys.filter((k) => k !== key));
+      enrolled?.catch(() => {}); // awaited below
+      const [probe, features] = await Promise.all([embedPhoto(bytes, "image"), geometric?.photo(bytes)]);
+      return { ...(await withGeometry(bestOf(probe, refs.vectors), features, enrolled)), vectorSize: probe.length };
     },
 
     async registerPet(req) {
