@@ -54,7 +54,8 @@ interface BatchStats {
   maxSize: number;
 }
 
-function statusKiB(pid: number, field: string): number {
+/** A field of /proc/PID/status in KiB (VmHWM, VmRSS). */
+export function statusKiB(pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Number(m[1]) : NaN;
 }
