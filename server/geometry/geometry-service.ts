@@ -3,6 +3,7 @@ import { featureSetId, type GeometricMatch, type GeometryParams, type NoseFeatur
 import { internalError, invalidImage } from "../errors.js";
 import { addStage, currentContext, type Stage } from "../observe/request-context.js";
 import type { GeometryReply, GeometryTask } from "./geometry-worker.js";
+import type { DecodeLimits } from "../image/decode.js";
 
 /** Keypoints and matching, in a worker thread of their own (see geometry-worker.ts). */
 export interface GeometryService {
@@ -32,7 +33,7 @@ type Pending = { resolve: (r: GeometryReply & { ok: true }) => void; reject: (e:
  * dies fails its tasks with an internal error and is replaced on the next
  * call; one that cannot start at all fails every call the same way.
  */
-export function createGeometryService(params: GeometryParams, maxPixels: number): GeometryService {
+export function createGeometryService(params: GeometryParams, limits: DecodeLimits): GeometryService {
   let worker: Worker | undefined;
   let ready: Promise<Worker> | undefined;
   const pending = new Map<number, Pending>();
@@ -102,7 +103,7 @@ export function createGeometryService(params: GeometryParams, maxPixels: number)
     params,
     featureSetId: featureSetId(params),
     async features(bytes) {
-      const r = await call<GeometryReply & { ok: true; features: NoseFeatures }>({ op: "features", bytes, params, maxPixels }, "keypoints");
+      const r = await call<GeometryReply & { ok: true; features: NoseFeatures }>({ op: "features", bytes, params, limits }, "keypoints");
       return r.features;
     },
     async match(probe, references) {
