@@ -1,4 +1,5 @@
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
+import { startWorker } from "../start-worker.js";
 import { featureSetId, type GeometricMatch, type GeometryParams, type NoseFeatures } from "../../shared/geometry/index.js";
 import { internalError, invalidImage } from "../errors.js";
 import { addStage, currentContext, type Stage } from "../observe/request-context.js";
@@ -17,13 +18,6 @@ export interface GeometryService {
   close(): Promise<void>;
 }
 
-/** Compiled, the worker is JavaScript beside this file; from sources, a bootstrap registers tsx in it first. */
-function startWorker(): Worker {
-  if (import.meta.url.endsWith(".js")) return new Worker(new URL("./geometry-worker.js", import.meta.url));
-  const url = new URL("./geometry-worker.ts", import.meta.url);
-  const boot = `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`;
-  return new Worker(boot, { eval: true });
-}
 
 type Task = GeometryTask extends infer T ? (T extends GeometryTask ? Omit<T, "id"> : never) : never;
 type Pending = { resolve: (r: GeometryReply & { ok: true }) => void; reject: (e: Error) => void };
@@ -47,7 +41,7 @@ export function createGeometryService(params: GeometryParams, limits: DecodeLimi
 
   const start = (): Promise<Worker> => {
     ready ??= new Promise<Worker>((resolve, reject) => {
-      const w = startWorker();
+      const w = startWorker(import.meta.url, "geometry-worker");
       worker = w;
       let up = false;
       w.on("message", (m: GeometryReply | "ready") => {

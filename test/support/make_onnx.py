@@ -44,36 +44,26 @@ if a.kind == "projection":
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "w"], ["projected" if a.nan else "embedding"]),
     ]
-elif a.kind == "constant":
-    unit = np.zeros((1, a.dim), np.float32)
-    unit[0, a.dim - 1] = 1.0
-    inits += [
-        numpy_helper.from_array(np.array([0, 0, 0, a.dim - 64], dtype=np.int64), "pads"),
-        numpy_helper.from_array(unit, "unit"),
-        numpy_helper.from_array(np.array(1e-3, np.float32), "eps"),
-    ]
-    nodes = [
-        # The pattern thumbnail scaled down to a nudge on one fixed vector: distinct photos get
-        # distinct embeddings (and pets distinct DIDs), yet every pair scores cosine > 0.9999.
-        helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
-        helper.make_node("AveragePool", ["grey"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
-        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-        helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
-        helper.make_node("Sub", ["flat", "mean"], ["centred"]),
-        helper.make_node("Pad", ["centred", "pads"], ["padded"]),
-        helper.make_node("Mul", ["padded", "eps"], ["nudge"]),
-        helper.make_node("Add", ["nudge", "unit"], ["projected" if a.nan else "embedding"]),
-    ]
 else:
+    out = "projected" if a.nan else "embedding"
     inits.append(numpy_helper.from_array(np.array([0, 0, 0, a.dim - 64], dtype=np.int64), "pads"))
+    # The mean-centred 8x8 grey thumbnail, zero-padded to `dim`.
+    pattern = "pattern" if a.kind == "constant" else out
     nodes = [
         helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
         helper.make_node("AveragePool", ["grey"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["flat", "mean"], ["centred"]),
-        helper.make_node("Pad", ["centred", "pads"], ["projected" if a.nan else "embedding"]),
+        helper.make_node("Pad", ["centred", "pads"], [pattern]),
     ]
+    if a.kind == "constant":
+        # The thumbnail scaled down to a nudge on one fixed vector: distinct photos get distinct
+        # embeddings (and pets distinct DIDs), yet every pair scores cosine > 0.9999.
+        unit = np.zeros((1, a.dim), np.float32)
+        unit[0, a.dim - 1] = 1.0
+        inits += [numpy_helper.from_array(unit, "unit"), numpy_helper.from_array(np.array(1e-3, np.float32), "eps")]
+        nodes += [helper.make_node("Mul", [pattern, "eps"], ["nudge"]), helper.make_node("Add", ["nudge", "unit"], [out])]
 if a.nan:
     nodes += [helper.make_node("Neg", ["projected"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["embedding"])]
 graph = helper.make_graph(
