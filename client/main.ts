@@ -9,7 +9,7 @@ import { drawGuide, openCamera } from "./camera.js";
 import { analysisFrame, assessFiles, captureFromVideo, DEFAULT_CAPTURE, toJpeg, type KeptFrame } from "./capture.js";
 import { createEmbedder, pixelsOf, type Embedder, type Provider } from "./embed.js";
 import { fetchCard, loadModel, ModelMismatchError, type LoadedModel } from "./model.js";
-import { assessFrame, type FrameAssessment } from "../shared/quality.js";
+import { assessFrame, type FrameAssessment } from "../shared/quality/index.js";
 import { toModelInput } from "../shared/preprocess.js";
 import { identifyPet, registerPet, serviceClient, verdictName, verifyPet, type ClientVector } from "./upload.js";
 

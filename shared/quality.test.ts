@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
-import { assessFrame, type Candidate, type CheckName, type FrameAssessment, type Frame, selectBest } from "./quality.js";
+import { assessFrame, type Candidate, type CheckName, type FrameAssessment, type Frame, selectBest } from "./quality/index.js";
 import { prng } from "../test/support/images.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Browser, Page } from "playwright-core";
-import { assessFrame, type FrameStats } from "../shared/quality.js";
+import { assessFrame, type FrameStats } from "../shared/quality/index.js";
 import { cosine } from "../shared/similarity.js";
 import {
   browserSkipReason,
