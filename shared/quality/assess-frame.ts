@@ -12,7 +12,7 @@
  */
 import { DEFAULT_QUALITY, INSTRUCTIONS, WEIGHTS, type QualityOptions } from "./options.js";
 import type { CheckName, CheckResult, Frame, FrameAssessment, FrameStats, NoseBox } from "./types.js";
-import { blur3, boxGrey, clipBox, sampleRegion, type Region } from "./sampling.js";
+import { blur3, boxGrey, clipBox, sampleRegion, type Grey, type Region } from "./sampling.js";
 import { detectNose } from "./nose-detect.js";
 import { exposure, glareShare, motionBetween, sharpness, thumbnail } from "./measures.js";
 
@@ -27,7 +27,7 @@ export function assessFrame(frame: Frame, previous?: FrameStats, options?: Parti
   const add = (name: CheckName, value: number, pass: boolean, quality: number, instruction: string) =>
     checks.push({ result: pass ? { name, value, pass } : { name, value, pass, instruction }, quality });
 
-  const nose = detectNose(blur3(work), o.minNostrilContrast);
+  const nose = detectNose(blur3(work), o);
   let noseBox: NoseBox | undefined;
   let region: Region;
   if (nose) {
@@ -44,21 +44,25 @@ export function assessFrame(frame: Frame, previous?: FrameStats, options?: Parti
 
   // Exposure first: a badly exposed frame makes every other measure unreliable.
   const ex = exposure(region, o);
+  const frameClipped = clippedShare(work, o.clippedLevel);
   const dark = ex.crushed > o.maxCrushed || ex.p95 < o.minHighlight;
-  const bright = ex.clipped > o.maxClipped || ex.p10 > o.maxShadow;
+  const bright = ex.clipped > o.maxClipped || ex.p10 > o.maxShadow || frameClipped > o.maxFrameClipped;
   const exQuality = Math.min(
     lowerBetter(ex.crushed, o.maxCrushed),
     lowerBetter(ex.clipped, o.maxClipped),
     higherBetter(ex.p95, o.minHighlight),
     lowerBetter(ex.p10, o.maxShadow),
+    lowerBetter(frameClipped, o.maxFrameClipped),
   );
   add("exposure", ex.mean / 255, !dark && !bright, exQuality, dark ? INSTRUCTIONS.dark : INSTRUCTIONS.bright);
 
   const contrast = nose ? nose.contrast : 0;
-  add("presence", contrast, nose !== undefined, higherBetter(contrast, o.minNostrilContrast), INSTRUCTIONS.presence);
+  add("presence", contrast, nose !== undefined, higherBetter(contrast, o.minDomeContrast), INSTRUCTIONS.presence);
 
-  const size = noseBox ? (nose!.w * factor) / frame.width : 0;
-  add("size", size, size >= o.minNoseWidth, higherBetter(size, o.minNoseWidth), INSTRUCTIONS.size);
+  // The nose's larger side: a dome cut by the fur on one side or a nose seen a
+  // little from below is still as big as its larger side says.
+  const size = noseBox ? (Math.max(nose!.w, nose!.h) * factor) / Math.min(frame.width, frame.height) : 0;
+  add("size", size, size >= o.minNoseSize, higherBetter(size, o.minNoseSize), INSTRUCTIONS.size);
 
   let offset = 1;
   if (nose) {
@@ -92,6 +96,13 @@ export function assessFrame(frame: Frame, previous?: FrameStats, options?: Parti
   if (failing) out.instruction = failing.result.instruction;
   if (noseBox) out.noseBox = noseBox;
   return out;
+}
+
+/** Share of the working image's pixels at or above `level`. */
+function clippedShare(g: Grey, level: number): number {
+  let n = 0;
+  for (let i = 0; i < g.v.length; i++) if (g.v[i] >= level) n++;
+  return n / g.v.length;
 }
 
 /** 0.5 at the threshold, towards 1 above it, towards 0 below. */

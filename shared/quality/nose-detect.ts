@@ -13,6 +13,8 @@ interface Blob {
   y0: number;
   x1: number;
   y1: number;
+  /** Share of the ellipse inscribed in the bounding box that the region covers; computed for large regions only. */
+  solidity: number;
 }
 
 export interface Nose {
@@ -20,103 +22,161 @@ export interface Nose {
   y: number;
   w: number;
   h: number;
+  /** How much the nose stands out: the leather's or the nostrils' contrast with their surroundings. */
   contrast: number;
+  /** What found it: the leather's outline (a dome) or the nostril pair alone. */
+  cue: "dome" | "nostrils";
 }
 
 /**
- * Shares of the way from the frame's darkest level to its median at which
- * dark regions are cut out. Several, because nostrils in black leather only
- * separate from it near the darkest level, while on pink leather they are
- * cleanly cut out anywhere up to half way.
+ * Shares of the way from the frame's darkest level (0.5th percentile) to its
+ * 90th percentile at which the frame is cut into dark (and, for light
+ * noses, bright) regions. A leather lit from above is brighter at the top
+ * than at the bottom, so the whole dome only separates at the cut that lies
+ * between its brightest part and the surroundings; which cut that is depends
+ * on the leather's colour and the fur's, hence several.
  */
-const CUTS = [0.06, 0.12, 0.2, 0.3, 0.42];
+const DOME_CUTS = [0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85];
+
+/** Shares of the way from the darkest level to the median at which nostrils are cut out. */
+const NOSTRIL_CUTS = [0.06, 0.12, 0.2, 0.3, 0.42];
 
 /**
- * Finds the nostrils, the most reliable landmark of a nose: two compact,
- * similar, side-by-side regions much darker than the leather around them.
- * The nose box follows from their spacing by the anatomy of the planum:
- * nostril centres are about half the leather's width apart, the leather is
- * about 0.8 times as tall as it is wide, and the nostrils sit at about 0.68 of
- * its height from the top.
+ * Finds the nose. Real close-ups show the leather as a dome that fills most
+ * of the nose crop, darker than the fur and face around it on about nine noses
+ * in ten (the real leather colours: two near-black clusters hold 65% of
+ * noses), with nostrils that are often faint. So the leather's outline is
+ * the first cue: a large, rounded region clearly darker than its
+ * surroundings, at one of several cuts. Light (pink, light-brown) leather may
+ * be lighter than the fur instead: a rounded bright region counts when it holds
+ * a nostril pair in its lower part. Failing both, the nostrils alone place the
+ * nose by anatomy: nostril centres are about 0.42 of the leather's width
+ * apart, the leather is about 0.85 times as tall as it is wide, and the
+ * nostrils sit at about 0.7 of its height from the top.
  */
-export function detectNose(g: Grey, minContrast: number): Nose | undefined {
+export function detectNose(g: Grey, o: { minDomeContrast: number; minNostrilContrast: number; minDomeSide: number }): Nose | undefined {
   const { w, h, v } = g;
   const hist = new Uint32Array(256);
   for (let i = 0; i < v.length; i++) hist[Math.min(255, Math.max(0, Math.round(v[i])))]++;
-  const lo = percentile(hist, v.length, 0.002);
+  const lo = percentile(hist, v.length, 0.005);
   const mid = percentile(hist, v.length, 0.5);
-  if (mid - lo < 4) return undefined; // flat frame: nothing to find
+  const hi = percentile(hist, v.length, 0.9);
+  const top = percentile(hist, v.length, 0.995);
+  if (top - lo < 8) return undefined; // flat frame: nothing to find
   const sat = integral(g);
   const labels = new Int32Array(w * h);
   const stack = new Int32Array(w * h);
-  let best: { score: number; a: Blob; b: Blob } | undefined;
+  const pix = new Int32Array(w * h);
+
   const nostrils: Blob[] = [];
-  const leathers: Blob[] = [];
-  for (const cut of CUTS) {
-    const t = lo + cut * (mid - lo);
-    const found = darkBlobs(g, t, sat, labels, stack, minContrast);
-    leathers.push(...found.leathers);
-    const blobs = found.nostrils;
+  let pair: { score: number; a: Blob; b: Blob } | undefined;
+  for (const cut of NOSTRIL_CUTS) {
+    const blobs = regions(g, lo + cut * (mid - lo), false, sat, labels, stack, pix).filter(
+      (b) => b.contrast >= o.minNostrilContrast && isNostril(b, w, h),
+    );
     nostrils.push(...blobs);
-    for (let i = 0; i < blobs.length; i++) {
+    for (let i = 0; i < blobs.length; i++)
       for (let j = i + 1; j < blobs.length; j++) {
         const s = pairScore(blobs[i], blobs[j], g);
-        if (s > 0 && (!best || s > best.score)) best = { score: s, a: blobs[i], b: blobs[j] };
+        if (s > 0 && (!pair || s > pair.score)) pair = { score: s, a: blobs[i], b: blobs[j] };
+      }
+  }
+
+  let dome: { score: number; b: Blob } | undefined;
+  const minSide = o.minDomeSide * Math.min(w, h);
+  for (const cut of DOME_CUTS) {
+    for (const bright of [false, true]) {
+      const t = bright ? hi - cut * (hi - lo) : lo + cut * (hi - lo);
+      for (const b of regions(g, t, bright, sat, labels, stack, pix, minSide)) {
+        const bw = b.x1 - b.x0 + 1;
+        const bh = b.y1 - b.y0 + 1;
+        const fill = b.area / (bw * bh);
+        // A dome: rounded, so it covers nearly all of the ellipse inscribed
+        // in its box (fur and shadows merged into it leave gaps); neither a
+        // streak nor a region spanning the frame from edge to edge.
+        if (bw < minSide || bh < minSide || fill < 0.55 || b.solidity < 0.8 || bw > 2 * bh || bh > 1.6 * bw) continue;
+        if (bw >= w - 1 || bh >= h - 1) continue;
+        const contrast = bright ? -b.contrast : b.contrast;
+        if (contrast < o.minDomeContrast) continue;
+        // A bright region is a nose only with a nostril pair in its lower part.
+        if (bright && !holdsNostrils(b, nostrils)) continue;
+        // A dark region holding one nostril of the best pair but not the
+        // other is that nostril (black nostrils of a pink nose are domes too).
+        if (!bright && pair && contains(b, pair.a) !== contains(b, pair.b)) continue;
+        // Larger and more contrasted wins, but above all the cleaner outline:
+        // the cut that takes in the whole leather and no fur is the one
+        // whose region is most nearly an ellipse.
+        const score = contrast * Math.sqrt(b.area) * b.solidity ** 4;
+        if (!dome || score > dome.score) dome = { score, b };
       }
     }
   }
-  // A dark leather, when there is one, outlines the nose better than the
-  // anatomy of the nostrils does; it must hold a nostril in its lower part.
-  let leather: Blob | undefined;
-  for (const l of leathers) {
-    const bh = l.y1 - l.y0 + 1;
-    const holds = nostrils.some(
-      (n) => n.area < 0.2 * l.area && n.mean < l.mean && n.cx > l.x0 && n.cx < l.x1 && n.cy > l.y0 + 0.4 * bh && n.cy < l.y1,
-    );
-    if (holds && (!leather || l.contrast * Math.sqrt(l.area) > leather.contrast * Math.sqrt(leather.area)))
-      leather = l;
+  if (dome) {
+    const b = dome.b;
+    return { x: b.x0, y: b.y0, w: b.x1 - b.x0 + 1, h: b.y1 - b.y0 + 1, contrast: Math.abs(b.contrast), cue: "dome" };
   }
-  if (leather && (!best || overlaps(leather, best.a) || overlaps(leather, best.b)))
-    return {
-      x: leather.x0,
-      y: leather.y0,
-      w: leather.x1 - leather.x0 + 1,
-      h: leather.y1 - leather.y0 + 1,
-      contrast: leather.contrast,
-    };
-  if (!best) return undefined;
-  const { a, b } = best;
+  if (!pair) return undefined;
+  const { a, b } = pair;
   const d = Math.hypot(b.cx - a.cx, b.cy - a.cy);
   const mx = (a.cx + b.cx) / 2;
   const my = (a.cy + b.cy) / 2;
-  const nw = 2 * d;
-  const nh = 0.8 * nw;
-  return { x: mx - nw / 2, y: my - 0.68 * nh, w: nw, h: nh, contrast: (a.contrast + b.contrast) / 2 };
+  const nw = d / 0.42;
+  const nh = 0.85 * nw;
+  return { x: mx - nw / 2, y: my - 0.7 * nh, w: nw, h: nh, contrast: (a.contrast + b.contrast) / 2, cue: "nostrils" };
 }
 
-function overlaps(l: Blob, n: Blob): boolean {
+/** Nostrils are rounded openings, with a tail: a box at least a third filled, not a thin streak (fur, hair shadows). */
+function isNostril(b: Blob, w: number, h: number): boolean {
+  const bw = b.x1 - b.x0 + 1;
+  const bh = b.y1 - b.y0 + 1;
+  // A nostril of a nose filling the whole frame is ~20% x 15% of it; below 4 px it is noise.
+  return b.area >= 4 && b.area <= 0.06 * w * h && b.area / (bw * bh) >= 0.3 && bw <= 4 * bh && bh <= 3 * bw;
+}
+
+function contains(l: Blob, n: Blob): boolean {
   return n.cx >= l.x0 && n.cx <= l.x1 && n.cy >= l.y0 && n.cy <= l.y1;
 }
 
-/** Connected regions (4-neighbour) at or below `t` that could be nostrils. */
-function darkBlobs(
-  g: Grey,
-  t: number,
-  sat: Float64Array,
-  labels: Int32Array,
-  stack: Int32Array,
-  minContrast: number,
-): { nostrils: Blob[]; leathers: Blob[] } {
+/** Whether two nostrils sit in the lower part of `l`, as far apart as a nose of its width has them (0.25-0.6 of it). */
+function holdsNostrils(l: Blob, nostrils: Blob[]): boolean {
+  const bw = l.x1 - l.x0 + 1;
+  const bh = l.y1 - l.y0 + 1;
+  const inside = nostrils.filter(
+    (n) => n.area < 0.1 * l.area && n.cx > l.x0 && n.cx < l.x1 && n.cy > l.y0 + 0.45 * bh && n.cy < l.y1 - 0.05 * bh,
+  );
+  for (let i = 0; i < inside.length; i++)
+    for (let j = i + 1; j < inside.length; j++) {
+      const dx = Math.abs(inside[i].cx - inside[j].cx);
+      const dy = Math.abs(inside[i].cy - inside[j].cy);
+      if (dx > 0.25 * bw && dx < 0.6 * bw && dy < 0.15 * bh && Math.abs((inside[i].cx + inside[j].cx) / 2 - (l.x0 + l.x1) / 2) < 0.15 * bw)
+        return true;
+    }
+  return false;
+}
+
+
+/**
+ * Connected regions (4-neighbour) at or below `t` (at or above it when
+ * `bright`), of 4 px or more, each with its contrast against its
+ * surroundings (the bounding box grown by half its size each way, clipped to
+ * the frame): 1 - mean / surroundings' mean, negative for bright regions.
+ */
+function regions(g: Grey, t: number, bright: boolean, sat: Float64Array, labels: Int32Array, stack: Int32Array, pix: Int32Array, solidFrom = Infinity): Blob[] {
   const { w, h, v } = g;
   labels.fill(0);
-  const nostrils: Blob[] = [];
-  const leathers: Blob[] = [];
-  // A nostril of a nose filling the whole width is ~20% x 15% of it: ~6% of a
-  // 16:9 working image at most. Below 4 px it is too small to tell from noise.
-  const maxArea = 0.06 * w * h;
+  const out: Blob[] = [];
+  let inside = bright ? (p: number) => v[p] >= t : (p: number) => v[p] <= t;
+  if (solidFrom < Infinity) {
+    // For large regions, a 3x3 opening first: hairs and their shadows (1-2 px
+    // here) no longer bridge the leather to the fur around it.
+    const mask = new Uint8Array(w * h);
+    for (let p = 0; p < w * h; p++) mask[p] = inside(p) ? 1 : 0;
+    const opened = dilate3(erode3(mask, w, h), w, h);
+    inside = (p: number) => opened[p] === 1;
+  }
   let next = 0;
   for (let start = 0; start < w * h; start++) {
-    if (labels[start] !== 0 || v[start] > t) continue;
+    if (labels[start] !== 0 || !inside(start)) continue;
     next++;
     let top = 0;
     stack[top++] = start;
@@ -131,6 +191,7 @@ function darkBlobs(
     let y1 = 0;
     while (top > 0) {
       const p = stack[--top];
+      pix[area] = p;
       const x = p % w;
       const y = (p / w) | 0;
       area++;
@@ -141,25 +202,14 @@ function darkBlobs(
       if (x > x1) x1 = x;
       if (y < y0) y0 = y;
       if (y > y1) y1 = y;
-      if (x > 0 && labels[p - 1] === 0 && v[p - 1] <= t) (labels[p - 1] = next), (stack[top++] = p - 1);
-      if (x < w - 1 && labels[p + 1] === 0 && v[p + 1] <= t) (labels[p + 1] = next), (stack[top++] = p + 1);
-      if (y > 0 && labels[p - w] === 0 && v[p - w] <= t) (labels[p - w] = next), (stack[top++] = p - w);
-      if (y < h - 1 && labels[p + w] === 0 && v[p + w] <= t) (labels[p + w] = next), (stack[top++] = p + w);
+      if (x > 0 && labels[p - 1] === 0 && inside(p - 1)) (labels[p - 1] = next), (stack[top++] = p - 1);
+      if (x < w - 1 && labels[p + 1] === 0 && inside(p + 1)) (labels[p + 1] = next), (stack[top++] = p + 1);
+      if (y > 0 && labels[p - w] === 0 && inside(p - w)) (labels[p - w] = next), (stack[top++] = p - w);
+      if (y < h - 1 && labels[p + w] === 0 && inside(p + w)) (labels[p + w] = next), (stack[top++] = p + w);
     }
     if (area < 4) continue;
     const bw = x1 - x0 + 1;
     const bh = y1 - y0 + 1;
-    const fill = area / (bw * bh);
-    // Nostrils are rounded openings, with a tail: their bounding box is at
-    // least a third filled and not a thin streak (fur, hair shadows).
-    const nostril = area <= maxArea && fill >= 0.3 && bw <= 4 * bh && bh <= 3 * bw;
-    // A dark leather: a rounded blob (a superellipse fills 80-90% of its box;
-    // fur and shadows merged into it much less), wider than tall, between a
-    // nose at ~12% of the width and one overflowing the frame.
-    const leather =
-      area >= 0.01 * w * h && area <= 0.5 * w * h && fill >= 0.55 && bw >= 0.9 * bh && bw <= 2.5 * bh && bw < w && bh < h;
-    if (!nostril && !leather) continue;
-    // The surroundings: the bounding box grown by half its size each way.
     const m = Math.max(2, Math.round(Math.max(bw, bh) / 2));
     const ex0 = Math.max(0, x0 - m);
     const ey0 = Math.max(0, y0 - m);
@@ -170,12 +220,61 @@ function darkBlobs(
     const ring = (boxSum(sat, w, ex0, ey0, ex1, ey1) - sv) / ringArea;
     const mean = sv / area;
     const contrast = ring > 0 ? 1 - mean / ring : 0;
-    if (contrast < minContrast) continue;
-    const blob = { area, cx: sx / area, cy: sy / area, mean, contrast, x0, y0, x1, y1 };
-    if (nostril) nostrils.push(blob);
-    if (leather) leathers.push(blob);
+    let solidity = 0;
+    if (bw >= solidFrom && bh >= solidFrom) {
+      const ex = (x0 + x1) / 2;
+      const ey = (y0 + y1) / 2;
+      const rx = bw / 2;
+      const ry = bh / 2;
+      let inEllipse = 0;
+      for (let k = 0; k < area; k++) {
+        const q = pix[k];
+        if (((q % w) - ex) ** 2 / (rx * rx) + (((q / w) | 0) - ey) ** 2 / (ry * ry) <= 1) inEllipse++;
+      }
+      solidity = inEllipse / ((Math.PI * bw * bh) / 4);
+    }
+    out.push({ area, cx: sx / area, cy: sy / area, mean, contrast, x0, y0, x1, y1, solidity });
   }
-  return { nostrils, leathers };
+  return out;
+}
+
+/** 3x3 erosion of a 0/1 mask; outside the frame counts as set, so regions running off the edge keep their edge. */
+function erode3(m: Uint8Array, w: number, h: number): Uint8Array {
+  const out = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      let all = 1;
+      for (let dy = -1; dy <= 1 && all; dy++)
+        for (let dx = -1; dx <= 1; dx++) {
+          const xx = x + dx;
+          const yy = y + dy;
+          if (xx >= 0 && yy >= 0 && xx < w && yy < h && m[yy * w + xx] === 0) {
+            all = 0;
+            break;
+          }
+        }
+      out[y * w + x] = all;
+    }
+  return out;
+}
+
+function dilate3(m: Uint8Array, w: number, h: number): Uint8Array {
+  const out = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      let any = 0;
+      for (let dy = -1; dy <= 1 && !any; dy++)
+        for (let dx = -1; dx <= 1; dx++) {
+          const xx = x + dx;
+          const yy = y + dy;
+          if (xx >= 0 && yy >= 0 && xx < w && yy < h && m[yy * w + xx] === 1) {
+            any = 1;
+            break;
+          }
+        }
+      out[y * w + x] = any;
+    }
+  return out;
 }
 
 /** How much two dark blobs look like a pair of nostrils; 0 if not at all. */

@@ -1,6 +1,12 @@
-/** The thresholds of the capture-quality checks, each with why it sits where it does, and their instructions. */
+/**
+ * The thresholds of the capture-quality checks, each with why it sits where
+ * it does, and their instructions. They were set against two things (see
+ * docs/capture/checks.md): the aggregate statistics of 4,000 real nose photos
+ * (a check should turn away only what the embedding cannot use, not a share
+ * of real noses), and how the shipped embedding's agreement between two
+ * captures of one rendered nose falls as one of them is blurred or darkened.
+ */
 import type { CheckName } from "./types.js";
-
 
 export interface QualityOptions {
   /**
@@ -10,20 +16,33 @@ export interface QualityOptions {
    */
   workingSize: number;
   /**
-   * presence: the nostril pair's contrast, 1 - (nostril mean / surrounding
-   * mean). 0.35: a nostril is a cavity lit only by light bouncing inside it;
+   * presence, when only the nostrils place the nose: the nostril pair's
+   * contrast, 1 - (nostril mean / surrounding mean). 0.35: a nostril is a cavity lit only by light bouncing inside it;
    * on pink and black leather alike it is several times darker than the
    * leather around it (contrast 0.6-0.9), while dark specks in fur, shadows of
    * hair and JPEG blocks reach a third of that at most.
    */
   minNostrilContrast: number;
   /**
-   * size: nose width / frame width. 0.35: below it the leather spans fewer
-   * than ~450 px of a 720p frame's 1280, and the bead pattern (beads are
-   * 1.5-3% of the leather width) falls to 7-13 px per bead before any blur,
-   * too little margin for the model's 224 px input after cropping.
+   * size: the nose's larger side / the frame's short side (so portrait and
+   * landscape frames are judged alike). 0.25: 180 px of a 720p frame, and
+   * real nose crops that made a public data set are 150-390 px on their short
+   * side (5-95%, median 223), i.e. the model's 224 px input is routinely
+   * filled from fewer pixels than that. A close-up whose nose photo spans
+   * 300-432 px of a 720p frame (nose box 0.4-0.6) passes with room to spare.
    */
-  minNoseWidth: number;
+  minNoseSize: number;
+  /**
+   * presence: least contrast, 1 - (dome mean / surroundings' mean), of the
+   * leather's dome (see `detectNose`); for a light leather lighter than the
+   * fur, the same the other way round. 0.15: the mean real nose is a dome of
+   * about 0.2 against corners of about 0.45 (contrast ~0.5); a black nose on
+   * dark fur keeps a third of that, while the slow shading of a coat stays
+   * under it.
+   */
+  minDomeContrast: number;
+  /** presence: least side of a dome, as a share of the frame's short side. 0.1: smaller than any nose worth telling to move closer. */
+  minDomeSide: number;
   /**
    * centring: largest offset of the nose centre from the frame centre, as a
    * fraction of the frame's width (horizontally) or height (vertically).
@@ -45,10 +64,14 @@ export interface QualityOptions {
    * exposure and contrast, which scale both alike. For a pattern of spatial
    * frequency f (cycles/px) it grows as (2 pi f)^2, and a Gaussian blur of
    * sigma px removes the share exp(-(2 pi f sigma)^2) of the finest detail
-   * first. Calibrated on the project's renderer: its crisp captures measure
-   * ~2, the same under a ~1.3 px blur at this scale 0.4-0.9; soft renders
-   * (optics blur, defocus) 0.35-0.65. 1.0 sits where the beads of 3-6 px
-   * start to merge.
+   * first. 0.3: on renders the embedding's agreement between two captures of
+   * one nose is 0.999 unblurred (sharpness ~0.85), 0.998 under a blur of 1 px
+   * at the model's 224 px scale (0.34) and starts to fall past it: 0.992 at
+   * 2 px (0.20), 0.95 at 4 px (0.14). Stand-ins matched to real photos
+   * measure 0.8-4.2 (5-95%), most of them upscaled from a 150-390 px crop
+   * as real photos are; the same blurred by 6 px at a 640 px close-up
+   * (2.1 px at the model's scale) 0.12-0.19. The old 1.0, fitted to
+   * renders, turned away 39% of real close-ups.
    */
   minSharpness: number;
   /**
@@ -60,22 +83,35 @@ export interface QualityOptions {
   /** exposure: level at or above which a pixel counts as clipped, in any channel. 250: the top of the tone curve. */
   clippedLevel: number;
   /**
-   * exposure: largest share of crushed pixels on the nose region. 0.45:
-   * nostrils and their shadows cover 15-25% of the nose box and are
-   * legitimately black; over ~half means the leather itself is crushed.
+   * exposure: largest share of crushed pixels on the nose region. 0.75:
+   * a third of real noses are near-black leather (mean 0.105 of the range),
+   * so half of such a nose may sit under the crushed level and still carry
+   * its beads; renders darkened until agreement falls (gain 0.12-0.18)
+   * crush 50-100%.
    */
   maxCrushed: number;
   /**
-   * exposure: largest share of clipped pixels on the nose region. 0.3: a
-   * wet nose has specular spots (a few %, see glare) and light fur round the
-   * leather may clip; past a third the leather itself is blown out.
+   * exposure: largest share of clipped pixels on the nose region. 0.1: a
+   * wet nose has specular spots (real noses: under 3.7% of the centre in 95
+   * of 100, see glare); past a tenth the leather itself is blowing out.
    */
   maxClipped: number;
   /**
+   * exposure: largest share of the whole frame (working image) that is
+   * clipped. 0.4: a close-up frame is mostly nose and fur; when far more of
+   * it is white than the speculars explain, the exposure was set for
+   * something darker than the scene, and a dark nose shown light by it
+   * (three times over-exposed, say) is indistinguishable on its own from a
+   * light-brown one.
+   */
+  maxFrameClipped: number;
+  /**
    * exposure: the 95th percentile of the nose region's grey levels must reach
-   * this. 64: a quarter of the range, two stops under a normally exposed
-   * highlight; below it the whole region lives in the bottom 6 bits, where the
-   * bead shading is mostly noise, even on pink leather that crushes nothing.
+   * this. 24: on renders darkened by a gain, agreement is 0.987 at gain 0.25
+   * (95th percentile 26-62), 0.975 at 0.18 (19-43) and 0.95 at 0.12 (12-29,
+   * the worst pair at 0.85, the match threshold); the darkest stand-ins for
+   * real black noses measure 31-32. The old 64 turned away one black nose
+   * in ten.
    */
   minHighlight: number;
   /**
@@ -98,9 +134,10 @@ export interface QualityOptions {
    */
   glareMaxSaturation: number;
   /**
-   * glare: largest share of glare pixels on the nose region. 0.04: the
-   * pinpoint speculars of a wet nose cover 1-2% and hide a handful of beads;
-   * a patch of 4% (a 20% wide disc) hides a region the size of a nostril.
+   * glare: largest share of glare pixels on the nose region. 0.06: the
+   * specular share of real noses' centres is under 0.5% for three in four
+   * and under 3.7% for 95 in 100, pinpoints that hide a handful of beads; a
+   * patch of 6% (a 25% wide disc) hides a region larger than a nostril.
    */
   maxGlare: number;
   /**
@@ -118,19 +155,22 @@ export interface QualityOptions {
 export const DEFAULT_QUALITY: QualityOptions = Object.freeze({
   workingSize: 256,
   minNostrilContrast: 0.35,
-  minNoseWidth: 0.35,
+  minNoseSize: 0.25,
+  minDomeContrast: 0.15,
+  minDomeSide: 0.1,
   maxCentreOffset: 0.15,
   sharpnessWidth: 192,
-  minSharpness: 1.0,
+  minSharpness: 0.3,
   crushedLevel: 20,
   clippedLevel: 250,
-  maxCrushed: 0.45,
-  maxClipped: 0.3,
-  minHighlight: 64,
+  maxCrushed: 0.75,
+  maxClipped: 0.1,
+  maxFrameClipped: 0.4,
+  minHighlight: 24,
   maxShadow: 200,
   glareLevel: 230,
   glareMaxSaturation: 0.2,
-  maxGlare: 0.04,
+  maxGlare: 0.06,
   maxMotion: 0.01,
 });
 
