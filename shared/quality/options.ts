@@ -41,7 +41,12 @@ export interface QualityOptions {
    * under it.
    */
   minDomeContrast: number;
-  /** presence: least side of a dome, as a share of the frame's short side. 0.1: smaller than any nose worth telling to move closer. */
+  /**
+   * presence: least side of a dome, as a share of the frame's short side.
+   * 0.16: above a nostril of a nose filling the frame's height (~0.14), whose
+   * dark opening is as rounded as a dome; well under the size check, so a
+   * nose worth telling to move closer is still found.
+   */
   minDomeSide: number;
   /**
    * centring: largest offset of the nose centre from the frame centre, as a
@@ -157,7 +162,7 @@ export const DEFAULT_QUALITY: QualityOptions = Object.freeze({
   minNostrilContrast: 0.35,
   minNoseSize: 0.25,
   minDomeContrast: 0.15,
-  minDomeSide: 0.1,
+  minDomeSide: 0.16,
   maxCentreOffset: 0.15,
   sharpnessWidth: 192,
   minSharpness: 0.3,
