@@ -46,10 +46,14 @@ export function assessFrame(frame: Frame, previous?: FrameStats, options?: Parti
   const ex = exposure(region, o);
   const frameClipped = clippedShare(work, o.clippedLevel);
   const dark = ex.crushed > o.maxCrushed || ex.p95 < o.minHighlight;
-  const bright = ex.clipped > o.maxClipped || ex.p10 > o.maxShadow || frameClipped > o.maxFrameClipped;
+  // Clipped pixels that are glare (white, compact speculars) are the glare
+  // check's business: a wet nose under a lamp is told "too much glare", not
+  // "too bright".
+  const glare = nose ? glareShare(region, o) : 0;
+  const bright = ex.clipped - glare > o.maxClipped || ex.p10 > o.maxShadow || frameClipped > o.maxFrameClipped;
   const exQuality = Math.min(
     lowerBetter(ex.crushed, o.maxCrushed),
-    lowerBetter(ex.clipped, o.maxClipped),
+    lowerBetter(Math.max(0, ex.clipped - glare), o.maxClipped),
     higherBetter(ex.p95, o.minHighlight),
     lowerBetter(ex.p10, o.maxShadow),
     lowerBetter(frameClipped, o.maxFrameClipped),
@@ -75,7 +79,6 @@ export function assessFrame(frame: Frame, previous?: FrameStats, options?: Parti
   const motion = previous ? motionBetween(previous, stats) : 0;
   add("motion", motion, motion <= o.maxMotion, lowerBetter(motion, o.maxMotion), INSTRUCTIONS.motion);
 
-  const glare = nose ? glareShare(region, o) : 0;
   add("glare", glare, glare <= o.maxGlare, lowerBetter(glare, o.maxGlare), INSTRUCTIONS.glare);
 
   const sharp = nose ? sharpness(region) : 0;

@@ -98,6 +98,19 @@ export function glareShare(r: Region, o: QualityOptions): number {
  * three beads, so the denominator is the bead pattern's own contrast and the
  * ratio is the share of it at the finest scale.
  */
+/**
+ * Share of the nose box left out on each side when measuring sharpness:
+ * the box's edges hold the leather's outline and the fur or background
+ * beyond it, sharp or soft whatever the focus on the beads.
+ */
+const INNER_MARGIN = 0.2;
+/**
+ * Contrast energy (grey levels squared) added to the denominator. 4: the
+ * 8-bit rounding and sensor noise left in a smooth, blurred region (about
+ * a level) would otherwise divide by almost nothing and read as detail.
+ */
+const CONTRAST_FLOOR = 4;
+
 export function sharpness(r: Region): number {
   const { w, h, grey: g } = r;
   const R = 4;
@@ -108,8 +121,10 @@ export function sharpness(r: Region): number {
   let sll = 0;
   let sdd = 0;
   let n = 0;
-  for (let y = R; y < h - R; y++) {
-    for (let x = R; x < w - R; x++) {
+  const mx = Math.max(R, Math.floor(INNER_MARGIN * w));
+  const my = Math.max(R, Math.floor(INNER_MARGIN * h));
+  for (let y = my; y < h - my; y++) {
+    for (let x = mx; x < w - mx; x++) {
       const i = y * w + x;
       const l = g[i - 1] + g[i + 1] + g[i - w] + g[i + w] - 4 * g[i];
       const d = g[i] - boxSum(sat, w, x - R, y - R, x + R + 1, y + R + 1) / area;
@@ -120,6 +135,5 @@ export function sharpness(r: Region): number {
     }
   }
   const varL = sll / n - (sl / n) ** 2;
-  // A grey level of contrast keeps a flat region from dividing noise by ~0.
-  return varL / (sdd / n + 1);
+  return varL / (sdd / n + CONTRAST_FLOOR);
 }

@@ -65,18 +65,20 @@ export interface QualityOptions {
   sharpnessWidth: number;
   /**
    * sharpness: variance of the Laplacian / local contrast energy (see
-   * `sharpness`), on the nose region at `sharpnessWidth`. A ratio, so blind to
-   * exposure and contrast, which scale both alike. For a pattern of spatial
-   * frequency f (cycles/px) it grows as (2 pi f)^2, and a Gaussian blur of
-   * sigma px removes the share exp(-(2 pi f sigma)^2) of the finest detail
-   * first. 0.3: on renders the embedding's agreement between two captures of
-   * one nose is 0.999 unblurred (sharpness ~0.85), 0.998 under a blur of 1 px
-   * at the model's 224 px scale (0.34) and starts to fall past it: 0.992 at
-   * 2 px (0.20), 0.95 at 4 px (0.14). Stand-ins matched to real photos
-   * measure 0.8-4.2 (5-95%), most of them upscaled from a 150-390 px crop
-   * as real photos are; the same blurred by 6 px at a 640 px close-up
-   * (2.1 px at the model's scale) 0.12-0.19. The old 1.0, fitted to
-   * renders, turned away 39% of real close-ups.
+   * `sharpness`), on the middle of the nose region at `sharpnessWidth`. A
+   * ratio, so blind to exposure and contrast, which scale both alike. For a
+   * pattern of spatial frequency f (cycles/px) it grows as (2 pi f)^2, and a
+   * Gaussian blur of sigma px removes the share exp(-(2 pi f sigma)^2) of the
+   * finest detail first. 0.25: on renders shown as 640 px close-ups, the
+   * embedding's agreement between two captures of one nose is 0.999 as
+   * rendered (median sharpness 0.50), 0.998 under a blur of 1 px at the
+   * model's 224 px scale (0.23), and falls from there: 0.992 at 2 px
+   * (0.155), 0.978 at 3 px (0.12), 0.951 at 4 px (0.105), 0.888 at 6 px
+   * (0.09, worst pair 0.77, under the 0.85 match threshold). Stand-ins
+   * matched to real photos measure 0.76-3.9 (5-95%), most of them upscaled
+   * from a 150-390 px crop as real close-ups are; the same blurred by 6 px
+   * at 640 px (2.1 px at the model's scale) 0.045-0.18. The old 1.0, fitted
+   * to renders, turned away 39% of real close-ups.
    */
   minSharpness: number;
   /**
@@ -165,7 +167,7 @@ export const DEFAULT_QUALITY: QualityOptions = Object.freeze({
   minDomeSide: 0.16,
   maxCentreOffset: 0.15,
   sharpnessWidth: 192,
-  minSharpness: 0.3,
+  minSharpness: 0.25,
   crushedLevel: 20,
   clippedLevel: 250,
   maxCrushed: 0.75,
