@@ -298,6 +298,8 @@ describe("capture app on WebGPU (SwiftShader)", { skip, timeout: 180_000 }, () =
       console.log(`webgpu (SwiftShader): ${mine.ms.toFixed(0)} ms for one image, cosine to server ${c.toFixed(6)}`);
       assert.ok(c >= 0.999, `cosine ${c}`);
       assert.deepEqual(await cspViolations(), [], "WebGPU runs under the CSP");
+      // ONNX Runtime Web writes its warnings (nodes placed on the CPU, and the like) through console.error unless told otherwise.
+      assert.deepEqual(logs.filter((l) => l.startsWith("error:") || l.startsWith("pageerror:")), [], logs.join("\n"));
     } finally {
       await browser.close();
       await server.stop();
