@@ -170,7 +170,7 @@ describe("assessFrame", () => {
   });
 
   test("a nose at a fifth of the frame's height is found and told to move closer", async () => {
-    const a = assessFrame(await frameOf({ size: 230 }));
+    const a = assessFrame(await frameOf({ size: 200 }));
     assert.ok(a.noseBox, describeAssessment(a));
     assert.equal(check(a, "presence").pass, true, describeAssessment(a));
     assert.equal(check(a, "size").pass, false);
@@ -266,7 +266,7 @@ describe("selectBest", () => {
   });
 
   test("works on real assessments", async () => {
-    const frames = [await frameOf(), await frameOf({ blur: 8 }), await frameOf({ size: 230 }), await frameOf({ dog: 3 })];
+    const frames = [await frameOf(), await frameOf({ blur: 8 }), await frameOf({ size: 200 }), await frameOf({ dog: 3 })];
     const c = frames.map((f, i) => ({ assessment: assessFrame(f), item: i }));
     const best = selectBest(c, 5);
     assert.deepEqual(best.map((x) => x.item).sort(), [0, 3]);

@@ -67,11 +67,12 @@ export function detectNose(g: Grey, o: { minDomeContrast: number; minNostrilCont
   const labels = new Int32Array(w * h);
   const stack = new Int32Array(w * h);
   const pix = new Int32Array(w * h);
+  const mask = new Uint8Array(w * h);
 
   const nostrils: Blob[] = [];
   let pair: { score: number; a: Blob; b: Blob } | undefined;
   for (const cut of NOSTRIL_CUTS) {
-    const blobs = regions(g, lo + cut * (mid - lo), false, sat, labels, stack, pix).filter(
+    const blobs = regions(g, threshold(g, lo + cut * (mid - lo), false, mask), sat, labels, stack, pix).filter(
       (b) => b.contrast >= o.minNostrilContrast && isNostril(b, w, h),
     );
     nostrils.push(...blobs);
@@ -84,10 +85,19 @@ export function detectNose(g: Grey, o: { minDomeContrast: number; minNostrilCont
 
   let dome: { score: number; b: Blob } | undefined;
   const minSide = o.minDomeSide * Math.min(w, h);
+  const g2 = half(g);
+  const sat2 = integral(g2);
+  const mask2 = new Uint8Array(g2.w * g2.h);
+  // A light leather needs two nostrils to count; without them, no bright cut.
+  const polarities = nostrils.length >= 2 ? [false, true] : [false];
   for (const cut of DOME_CUTS) {
-    for (const bright of [false, true]) {
+    for (const bright of polarities) {
       const t = bright ? hi - cut * (hi - lo) : lo + cut * (hi - lo);
-      for (const b of regions(g, t, bright, sat, labels, stack, pix, minSide)) {
+      // A 3x3 opening first (6x6 working px): hairs and their shadows no
+      // longer bridge the leather to the fur around it.
+      const opened = morph3(morph3(threshold(g2, t, bright, mask2), g2.w, g2.h, true), g2.w, g2.h, false);
+      for (const half of regions(g2, opened, sat2, labels, stack, pix, minSide / 2)) {
+        const b = doubled(half);
         const bw = b.x1 - b.x0 + 1;
         const bh = b.y1 - b.y0 + 1;
         const fill = b.area / (bw * bh);
@@ -155,28 +165,39 @@ function holdsNostrils(l: Blob, nostrils: Blob[]): boolean {
 }
 
 
+/** Pixels at or below `t` (at or above it when `bright`). */
+function threshold(g: Grey, t: number, bright: boolean, out: Uint8Array): Uint8Array {
+  const v = g.v;
+  if (bright) for (let i = 0; i < v.length; i++) out[i] = v[i] >= t ? 1 : 0;
+  else for (let i = 0; i < v.length; i++) out[i] = v[i] <= t ? 1 : 0;
+  return out;
+}
+
+/** 2x2 box average; domes are large, so they are looked for at half the working resolution. */
+function half(g: Grey): Grey {
+  const w = Math.max(1, g.w >> 1);
+  const h = Math.max(1, g.h >> 1);
+  const v = new Float32Array(w * h);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      const i = 2 * y * g.w + 2 * x;
+      v[y * w + x] = (g.v[i] + g.v[i + 1] + g.v[i + g.w] + g.v[i + g.w + 1]) / 4;
+    }
+  return { w, h, v };
+}
+
 /**
- * Connected regions (4-neighbour) at or below `t` (at or above it when
- * `bright`), of 4 px or more, each with its contrast against its
+ * Connected regions (4-neighbour) of a 0/1 mask, of 4 px or more, each with its contrast against its
  * surroundings (the bounding box grown by half its size each way, clipped to
  * the frame): 1 - mean / surroundings' mean, negative for bright regions.
  */
-function regions(g: Grey, t: number, bright: boolean, sat: Float64Array, labels: Int32Array, stack: Int32Array, pix: Int32Array, solidFrom = Infinity): Blob[] {
+function regions(g: Grey, mask: Uint8Array, sat: Float64Array, labels: Int32Array, stack: Int32Array, pix: Int32Array, solidFrom = Infinity): Blob[] {
   const { w, h, v } = g;
   labels.fill(0);
   const out: Blob[] = [];
-  let inside = bright ? (p: number) => v[p] >= t : (p: number) => v[p] <= t;
-  if (solidFrom < Infinity) {
-    // For large regions, a 3x3 opening first: hairs and their shadows (1-2 px
-    // here) no longer bridge the leather to the fur around it.
-    const mask = new Uint8Array(w * h);
-    for (let p = 0; p < w * h; p++) mask[p] = inside(p) ? 1 : 0;
-    const opened = dilate3(erode3(mask, w, h), w, h);
-    inside = (p: number) => opened[p] === 1;
-  }
   let next = 0;
   for (let start = 0; start < w * h; start++) {
-    if (labels[start] !== 0 || !inside(start)) continue;
+    if (labels[start] !== 0 || mask[start] === 0) continue;
     next++;
     let top = 0;
     stack[top++] = start;
@@ -202,10 +223,10 @@ function regions(g: Grey, t: number, bright: boolean, sat: Float64Array, labels:
       if (x > x1) x1 = x;
       if (y < y0) y0 = y;
       if (y > y1) y1 = y;
-      if (x > 0 && labels[p - 1] === 0 && inside(p - 1)) (labels[p - 1] = next), (stack[top++] = p - 1);
-      if (x < w - 1 && labels[p + 1] === 0 && inside(p + 1)) (labels[p + 1] = next), (stack[top++] = p + 1);
-      if (y > 0 && labels[p - w] === 0 && inside(p - w)) (labels[p - w] = next), (stack[top++] = p - w);
-      if (y < h - 1 && labels[p + w] === 0 && inside(p + w)) (labels[p + w] = next), (stack[top++] = p + w);
+      if (x > 0 && labels[p - 1] === 0 && mask[p - 1] === 1) (labels[p - 1] = next), (stack[top++] = p - 1);
+      if (x < w - 1 && labels[p + 1] === 0 && mask[p + 1] === 1) (labels[p + 1] = next), (stack[top++] = p + 1);
+      if (y > 0 && labels[p - w] === 0 && mask[p - w] === 1) (labels[p - w] = next), (stack[top++] = p - w);
+      if (y < h - 1 && labels[p + w] === 0 && mask[p + w] === 1) (labels[p + w] = next), (stack[top++] = p + w);
     }
     if (area < 4) continue;
     const bw = x1 - x0 + 1;
@@ -238,42 +259,38 @@ function regions(g: Grey, t: number, bright: boolean, sat: Float64Array, labels:
   return out;
 }
 
-/** 3x3 erosion of a 0/1 mask; outside the frame counts as set, so regions running off the edge keep their edge. */
-function erode3(m: Uint8Array, w: number, h: number): Uint8Array {
-  const out = new Uint8Array(w * h);
-  for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++) {
-      let all = 1;
-      for (let dy = -1; dy <= 1 && all; dy++)
-        for (let dx = -1; dx <= 1; dx++) {
-          const xx = x + dx;
-          const yy = y + dy;
-          if (xx >= 0 && yy >= 0 && xx < w && yy < h && m[yy * w + xx] === 0) {
-            all = 0;
-            break;
-          }
-        }
-      out[y * w + x] = all;
-    }
-  return out;
+/** A region found at half resolution, in working-image coordinates. */
+function doubled(b: Blob): Blob {
+  return { ...b, area: 4 * b.area, cx: 2 * b.cx + 0.5, cy: 2 * b.cy + 0.5, x0: 2 * b.x0, y0: 2 * b.y0, x1: 2 * b.x1 + 1, y1: 2 * b.y1 + 1 };
 }
 
-function dilate3(m: Uint8Array, w: number, h: number): Uint8Array {
+/**
+ * 3x3 erosion (`and`) or dilation (`or`) of a 0/1 mask, as a row pass then a
+ * column pass. Outside the frame counts as set for erosion, so regions
+ * running off the edge keep their edge, and as clear for dilation.
+ */
+function morph3(m: Uint8Array, w: number, h: number, erode: boolean): Uint8Array {
+  const tmp = new Uint8Array(w * h);
   const out = new Uint8Array(w * h);
-  for (let y = 0; y < h; y++)
+  const edge = erode ? 1 : 0;
+  for (let y = 0; y < h; y++) {
+    const r = y * w;
     for (let x = 0; x < w; x++) {
-      let any = 0;
-      for (let dy = -1; dy <= 1 && !any; dy++)
-        for (let dx = -1; dx <= 1; dx++) {
-          const xx = x + dx;
-          const yy = y + dy;
-          if (xx >= 0 && yy >= 0 && xx < w && yy < h && m[yy * w + xx] === 1) {
-            any = 1;
-            break;
-          }
-        }
-      out[y * w + x] = any;
+      const l = x > 0 ? m[r + x - 1] : edge;
+      const c = m[r + x];
+      const rt = x < w - 1 ? m[r + x + 1] : edge;
+      tmp[r + x] = erode ? l & c & rt : l | c | rt;
     }
+  }
+  for (let y = 0; y < h; y++) {
+    const r = y * w;
+    for (let x = 0; x < w; x++) {
+      const u = y > 0 ? tmp[r - w + x] : edge;
+      const c = tmp[r + x];
+      const d = y < h - 1 ? tmp[r + w + x] : edge;
+      out[r + x] = erode ? u & c & d : u | c | d;
+    }
+  }
   return out;
 }
 

@@ -43,9 +43,10 @@ export interface QualityOptions {
   minDomeContrast: number;
   /**
    * presence: least side of a dome, as a share of the frame's short side.
-   * 0.16: above a nostril of a nose filling the frame's height (~0.14), whose
-   * dark opening is as rounded as a dome; well under the size check, so a
-   * nose worth telling to move closer is still found.
+   * 0.2: above a nostril of a nose filling the frame's height (~0.14 of it,
+   * more with its shadow), whose dark opening is as rounded as a dome. Under
+   * the size check, so a nose told to move closer can still be found by its
+   * dome; smaller ones are found by their nostril pair, or not at all.
    */
   minDomeSide: number;
   /**
@@ -164,7 +165,7 @@ export const DEFAULT_QUALITY: QualityOptions = Object.freeze({
   minNostrilContrast: 0.35,
   minNoseSize: 0.25,
   minDomeContrast: 0.15,
-  minDomeSide: 0.16,
+  minDomeSide: 0.2,
   maxCentreOffset: 0.15,
   sharpnessWidth: 192,
   minSharpness: 0.25,
