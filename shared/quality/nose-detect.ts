@@ -132,6 +132,8 @@ export function detectNose(g: Grey, o: { minDomeContrast: number; minNostrilCont
   const my = (a.cy + b.cy) / 2;
   const nw = d / 0.42;
   const nh = 0.85 * nw;
+  // Nostrils that would make a nose larger than the frame are not a nose's.
+  if (nw > w || nh > h) return undefined;
   return { x: mx - nw / 2, y: my - 0.7 * nh, w: nw, h: nh, contrast: (a.contrast + b.contrast) / 2, cue: "nostrils" };
 }
 
