@@ -132,8 +132,10 @@ export function detectNose(g: Grey, o: { minDomeContrast: number; minNostrilCont
   const my = (a.cy + b.cy) / 2;
   const nw = d / 0.42;
   const nh = 0.85 * nw;
-  // Nostrils that would make a nose larger than the frame are not a nose's.
-  if (nw > w || nh > h) return undefined;
+  // Nostrils that would make a nose a quarter larger than the frame are not
+  // a nose's (a tight crop of a nose, a photo picked from files, may be
+  // slightly smaller than its leather).
+  if (nw > 1.25 * w || nh > 1.25 * h) return undefined;
   return { x: mx - nw / 2, y: my - 0.7 * nh, w: nw, h: nh, contrast: (a.contrast + b.contrast) / 2, cue: "nostrils" };
 }
 
