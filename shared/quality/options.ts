@@ -72,10 +72,11 @@ export interface QualityOptions {
    * Gaussian blur of sigma px removes the share exp(-(2 pi f sigma)^2) of the
    * finest detail first. 0.25: on renders shown as 640 px close-ups, the
    * embedding's agreement between two captures of one nose is 0.999 as
-   * rendered (median sharpness 0.50), 0.998 under a blur of 1 px at the
-   * model's 224 px scale (0.23), and falls from there: 0.992 at 2 px
-   * (0.155), 0.978 at 3 px (0.12), 0.951 at 4 px (0.105), 0.888 at 6 px
-   * (0.09, worst pair 0.77, under the 0.85 match threshold). Stand-ins
+   * rendered (median sharpness 0.58), 0.998 under a blur of 1 px at the
+   * model's 224 px scale (0.27), and falls from there: 0.996 at 1.5 px
+   * (0.20), 0.992 at 2 px (0.155), 0.978 at 3 px (0.12), 0.951 at 4 px
+   * (0.105), 0.888 at 6 px (0.09, worst pair 0.77, under the 0.85 match
+   * threshold). Stand-ins
    * matched to real photos measure 0.76-3.9 (5-95%), most of them upscaled
    * from a 150-390 px crop as real close-ups are; the same blurred by 6 px
    * at 640 px (2.1 px at the model's scale) 0.045-0.18. The old 1.0, fitted
