@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { Browser, Page } from "playwright-core";
+import { devices, type Browser, type Page } from "playwright-core";
 import { assessFrame, type FrameStats } from "../shared/quality/index.js";
 import { cosine } from "../shared/similarity.js";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -273,6 +273,24 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
     assert.equal(keyless.status, 401);
     assert.equal(keyless.body.code, "unauthenticated");
     assert.deepEqual(await cspViolations(), [], logs.join("\n"));
+  });
+
+  test("at a phone's size with touch, the live camera keeps frames of the sharp stretch and Retake answers a tap", async () => {
+    const context = await browser.newContext({ ...devices["Pixel 7"] });
+    try {
+      const phone = await context.newPage();
+      const phoneLogs = collectConsole(phone);
+      await phone.goto(`http://${server.address}/?ep=wasm#key=${API_KEY}`);
+      await waitState(phone, "captured", 120_000, phoneLogs);
+      const kept = await phone.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.kept.length);
+      assert.equal(kept, 5);
+      await screenshot(phone, "phone-live-captured");
+      await phone.tap("#retake");
+      await phone.waitForFunction(() => document.getElementById("app")!.dataset.state !== "captured", undefined, { timeout: 10_000 });
+      assert.deepEqual(phoneLogs.filter((l) => l.startsWith("error:") || l.startsWith("pageerror:")), [], phoneLogs.join("\n"));
+    } finally {
+      await context.close();
+    }
   });
 });
 
