@@ -10,6 +10,7 @@ import { createS3Store } from "../server/storage/s3-store.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { remoteRegistryEnv } from "./support/registry-env.js";
 import { startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
@@ -51,7 +52,7 @@ function reembedCli(env: Record<string, string>): Promise<{ code: number; stdout
   );
 }
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 
 describe("rollout of a new model version across replicas", { skip: pgMissing }, () => {
   let s3: TestS3;
