@@ -46,7 +46,7 @@ export const KNOWN_FLAKES: readonly Flake[] = [
 export type TestEvent =
   | { t: "file"; file: string; at?: number }
   | { t: "done"; file: string; ok: boolean; error?: string }
-  | { t: "pass" | "fail"; file: string; name: string; nesting: number; ms?: number; skip?: string; todo?: string; error?: string }
+  | { t: "pass" | "fail"; file: string; name: string; nesting: number; ms?: number; suite?: boolean; skip?: string; todo?: string; error?: string }
   | { t: "stderr" | "stdout"; file: string; msg: string };
 
 export interface FileResult {
@@ -113,7 +113,8 @@ export function judge(events: TestEvent[], flakes: readonly Flake[] = KNOWN_FLAK
       case "fail":
         if (e.skip !== undefined) r.skipped.push({ name: e.name, reason: e.skip });
         else if (e.todo !== undefined) r.todo++;
-        else if (e.t === "pass") r.passed++;
+        else if (e.t === "pass") r.passed += e.suite ? 0 : 1;
+        else if (e.suite && r.failures.length > 0) break; // a suite fails because a test in it did: counted there
         else {
           r.failed++;
           r.failures.push({ name: e.name, error: e.error ?? "" });

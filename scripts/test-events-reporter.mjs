@@ -8,7 +8,7 @@
  * stopped. Works on Node 20 and 24 (file names there are relative).
  *
  *   {"t":"file","file":"/abs/test/x.test.ts"}                 a test file began running
- *   {"t":"pass"|"fail","file","name","nesting","skip"?,"todo"?,"error"?,"ms"}
+ *   {"t":"pass"|"fail","file","name","nesting","suite"?,"skip"?,"todo"?,"error"?,"ms"}
  *   {"t":"done","file","ok"}                                 a test file ended
  *   {"t":"stderr"|"stdout","file","msg"}                     output outside the protocol (capped per file)
  */
@@ -36,6 +36,7 @@ export default async function* eventsReporter(source) {
       case "test:fail": {
         if (isFile) break; // reported once, by test:complete
         const out = { t: event.type === "test:pass" ? "pass" : "fail", file, name: d.name, nesting: d.nesting, ms: Math.round(d.details?.duration_ms ?? 0) };
+        if (d.details?.type === "suite") out.suite = true;
         if (d.skip !== undefined && d.skip !== false) out.skip = d.skip === true ? "" : String(d.skip);
         if (d.todo !== undefined && d.todo !== false) out.todo = d.todo === true ? "" : String(d.todo);
         if (event.type === "test:fail") out.error = text(d.details?.error);
