@@ -104,7 +104,12 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
   const replicas: Replica[] = [];
   try {
     const tStart = performance.now();
-    [s3, pg] = await Promise.all([startS3("nose-bucket"), startPostgres("ml_server")]);
+    // Each replica's pool holds up to DB_POOL_MAX (10) connections; a replica
+    // killed midway leaves its backends until PostgreSQL notices, while its
+    // restart opens a new pool, and the checks connect too. The test server's
+    // default of 30 is exactly three pools: "too many clients" under load.
+    const maxConnections = Math.max(30, o.replicas * 2 * 10 + 10);
+    [s3, pg] = await Promise.all([startS3("nose-bucket"), startPostgres("ml_server", [`max_connections=${maxConnections}`])]);
     const env = { ...remoteRegistryEnv(s3, pg), ...serverEnv };
     // The first replica creates the schema; the others then start together.
     replicas.push(await startReplica({ env }));
