@@ -118,6 +118,12 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
       const seen = await page
         .waitForFunction(
       ({ first, size }) => {
+        // A capture that finished after the check above (a slow machine) holds the preview
+        // on its last frame, so the clip's start would never show: take the camera live again.
+        if (document.getElementById("app")!.dataset.state === "captured") {
+          document.getElementById("retake")!.click();
+          return false;
+        }
         const v = document.getElementById("camera") as HTMLVideoElement;
         const c = document.createElement("canvas");
         c.width = v.videoWidth;
@@ -146,12 +152,15 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
     for (let s = 0; s < STRETCHES.length; s++) {
       if (STRETCHES[s] === "sharp") continue;
       let prev: FrameStats | undefined;
+      // Each bad stretch must draw an instruction of its own: a set that only grows would pass from the first one on.
+      const said = new Set<string>();
       for (const rgb of await stretchFrames(photo(1), STRETCHES[s], s, 3)) {
         const a = assessFrame({ data: rgb, width: FRAME_W, height: FRAME_H, channels: 3 }, prev);
         prev = a.stats;
-        if (a.instruction) expected.add(a.instruction);
+        if (a.instruction) said.add(a.instruction);
       }
-      assert.ok(expected.size > 0);
+      assert.ok(said.size > 0, `the checks give no instruction for the ${STRETCHES[s]} stretch (${s})`);
+      for (const i of said) expected.add(i);
     }
     const shown = await page.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.instructions.map((i) => i.text));
     for (const instruction of expected) assert.ok(shown.includes(instruction), `page never said "${instruction}"; it said ${JSON.stringify([...new Set(shown)])}`);

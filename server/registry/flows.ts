@@ -734,7 +734,7 @@ export function createFlows(deps: FlowDeps): Flows {
           fresh = await reembed(s.petDid, s.imageKey);
         } catch (e) {
           // A stored photo the model cannot take (corrupt) must not stop the sweep; outages must.
-          if (!(e instanceof MLError) || isRetryable(e.code)) throw e;
+          if (!(e instanceof MLError) || e.code > MLErrorCode.INVALID_REQUEST) throw e;
           log("reembed.unreadable_image", { petDid: s.petDid, imageKey: s.imageKey, error: e.message });
           fresh = undefined;
         }

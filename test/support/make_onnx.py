@@ -2,7 +2,7 @@
 server treats user models (no training, no torch: onnx.helper only).
 
 usage: make_onnx.py OUT [--size 224] [--dim 512] [--batch dynamic|1] [--seed 0]
-                        [--nan] [--kind projection|pattern] [--card]
+                        [--nan] [--kind projection|pattern] [--card] [--rotate SEED]
 
 projection: average-pools the image to 8x8, flattens and projects to `dim`
   with fixed random weights: deterministic, cheap, any contract.
@@ -14,6 +14,11 @@ pattern: the mean-centred 8x8 grey thumbnail, zero-padded to 512. Crude but
 constant: one fixed unit vector nudged by 1e-3 of the pattern thumbnail:
   distinct photos get distinct embeddings, yet every pair scores cosine
   > 0.9999, so only keypoint geometry can tell two noses apart.
+--rotate SEED: the output multiplied by a fixed random rotation (orthogonal
+  matrix from SEED): cosines between its own embeddings are unchanged, so it
+  scores photos exactly as the model without it, but its embeddings are
+  unrelated to that model's (cosine near 0): a new model version whose
+  vectors really differ, for rollout tests.
 """
 import argparse
 import json
@@ -31,6 +36,7 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--nan", action="store_true", help="emit NaN embeddings (sqrt of a negative)")
 p.add_argument("--kind", choices=["projection", "pattern", "constant"], default="projection")
 p.add_argument("--card", action="store_true")
+p.add_argument("--rotate", type=int, default=None, help="rotate the output by a fixed orthogonal matrix from this seed")
 a = p.parse_args()
 
 k = a.size // 8
@@ -66,6 +72,12 @@ else:
         nodes += [helper.make_node("Mul", [pattern, "eps"], ["nudge"]), helper.make_node("Add", ["nudge", "unit"], [out])]
 if a.nan:
     nodes += [helper.make_node("Neg", ["projected"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["embedding"])]
+if a.rotate is not None:
+    q, r = np.linalg.qr(np.random.default_rng(a.rotate).standard_normal((a.dim, a.dim)))
+    q = q * np.sign(np.diag(r))  # a unique orthogonal matrix for the seed
+    inits.append(numpy_helper.from_array(q.astype(np.float32), "rotation"))
+    nodes[-1].output[0] = "unrotated"
+    nodes.append(helper.make_node("MatMul", ["unrotated", "rotation"], ["embedding"]))
 graph = helper.make_graph(
     nodes,
     "test-embedder",

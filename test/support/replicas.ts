@@ -21,6 +21,8 @@ export interface Replica {
   readonly running: boolean;
   /** The last log lines (JSON parsed where possible), for failure messages. */
   readonly logs: unknown[];
+  /** Every warn and error line over the replica's lifetime, restarts included (up to 5,000), to judge after a run. */
+  readonly warnings: Array<Record<string, unknown>>;
   /** Starts the process (again) and resolves once grpc.health.v1 answers SERVING. */
   start(): Promise<void>;
   /** SIGTERM: the graceful path. Resolves when the process has exited. */
@@ -41,6 +43,7 @@ export interface ReplicaOptions {
 }
 
 const LOG_LINES_KEPT = 200;
+const WARNINGS_KEPT = 5000;
 
 /** Servers still running when this process exits (a test cancelled midway) are killed with it. */
 const live = new Set<ChildProcess>();
@@ -89,11 +92,14 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
   const ownDataDir = options.env?.DATA_DIR === undefined;
   const dataDir = options.env?.DATA_DIR ?? mkdtempSync(path.join(tmpdir(), "nosepaw-replica-"));
   const logs: unknown[] = [];
+  const warnings: Array<Record<string, unknown>> = [];
   let proc: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
   let stderr = "";
 
   const keep = (line: unknown) => {
+    const level = (line as { level?: unknown } | null)?.level;
+    if ((level === "warn" || level === "error") && warnings.length < WARNINGS_KEPT) warnings.push(line as Record<string, unknown>);
     logs.push(line);
     if (logs.length > LOG_LINES_KEPT) logs.splice(0, logs.length - LOG_LINES_KEPT);
   };
@@ -166,6 +172,7 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
       return proc !== undefined;
     },
     logs,
+    warnings,
     start,
     stop: () => signal("SIGTERM"),
     kill: () => signal("SIGKILL"),
