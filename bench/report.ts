@@ -2,6 +2,7 @@
  * Turns one run's results into the summary table (ratios first), the SVG
  * plots and BENCHMARKS.md. Pure: results in, text out; run.ts writes files.
  */
+import type { GeometryBenchResult } from "./geometry.js";
 import type { BrowserResult } from "./browser.js";
 import type { ConcurrencyResult } from "./concurrency.js";
 import type { Extrapolation } from "./extrapolate.js";
@@ -26,6 +27,7 @@ export interface Results {
   extrapolation?: Extrapolation[];
   model?: ModelResult;
   browser?: BrowserResult;
+  geometry?: GeometryBenchResult;
   /** Sections that failed or were left out, and why. */
   notes: Record<string, string>;
 }
@@ -42,6 +44,16 @@ const verdict = (met: boolean | undefined) => (met === undefined ? "" : met ? "m
 
 export function summaryRows(r: Results): SummaryRow[] {
   const rows: SummaryRow[] = [];
+  if (r.geometry) {
+    const g = r.geometry;
+    rows.push({
+      ratio: true,
+      what: "VerifyPet p50 with keypoint geometry / without (two enrolled photos)",
+      value: `${fmt(g.verifyWith.p50 / g.verifyWithout.p50)}x (${fmt(g.verifyWith.p50)} vs ${fmt(g.verifyWithout.p50)} ms, +${fmt(g.addedP50Ms)} ms)`,
+      goal: "<= +25 ms",
+      met: g.addedP50Ms <= 25,
+    });
+  }
   for (const s of r.vsOld?.sizes ?? []) {
     if (s.ratioP50 !== undefined)
       rows.push({ ratio: true, what: `ours/old p50, ExtractNoseVector ${s.label}`, value: `${fmt(s.ratioP50)}x`, goal: `<= ${s.ratioGoal}x`, met: s.ratioP50 <= s.ratioGoal });
@@ -357,6 +369,24 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
       `| embedding, WebGPU | ${b.embedWebgpuMs !== undefined ? ms(b.embedWebgpuMs) : "n/a"} | | ${b.webgpuNote ?? ""} |`,
       "",
       img("browser.svg"),
+    );
+  }
+
+  const g = r.geometry;
+  if (g) {
+    L.push("## 6. Keypoint geometry", "");
+    L.push(
+      "`VerifyPet` of a pet enrolled with two photos, one gateway client, on two servers started side by side with the bundled model: one with the geometric check (the default) and one with `GEOMETRY=false`, called alternately so both see the same moments of the machine. Then the shared module itself in the benchmark's process (OpenCV's WebAssembly build): keypoints of one 256 px grey photo, and one probe-reference match (ratio test + RANSAC homography).",
+      "",
+      "| | p50 | p95 |",
+      "| --- | --- | --- |",
+      `| VerifyPet with geometry | ${fmt(g.verifyWith.p50)} ms | ${fmt(g.verifyWith.p95)} ms |`,
+      `| VerifyPet without | ${fmt(g.verifyWithout.p50)} ms | ${fmt(g.verifyWithout.p95)} ms |`,
+      `| keypoints of one photo (${g.keypoints} kept on average) | ${fmt(g.featuresMs.p50)} ms | ${fmt(g.featuresMs.p95)} ms |`,
+      `| one match | ${fmt(g.matchMs.p50)} ms | ${fmt(g.matchMs.p95)} ms |`,
+      "",
+      `Geometry adds ${fmt(g.addedP50Ms)} ms at p50 (goal: at most 25 ms). Peak RSS: ${fmt(g.peakRssWithMiB)} MiB with it, ${fmt(g.peakRssWithoutMiB)} MiB without.`,
+      "",
     );
   }
 

@@ -10,9 +10,10 @@
  * 3. 1:N identification on PGlite and PostgreSQL (identification.ts),
  *    extrapolated to 10M pets (extrapolate.ts);
  * 4. the model: card accuracy and inference cost (model.ts);
- * 5. the capture page in Chromium (browser.ts).
+ * 5. the capture page in Chromium (browser.ts);
+ * 6. what keypoint geometry adds to VerifyPet, and its cost per photo and per pair (geometry.ts).
  *
- * usage: npm run bench [-- --quick] [--only=vs-old,concurrency,identification,model,browser] [--pets=10000,100000] [--pglite-max=N] [--ef=100,200] [--queries=N] [--seed=N]
+ * usage: npm run bench [-- --quick] [--only=vs-old,concurrency,identification,model,browser,geometry] [--pets=10000,100000] [--pglite-max=N] [--ef=100,200] [--queries=N] [--seed=N]
  * --quick: fewer repetitions, 10k pets only, no WebGPU; under 5 minutes on a quiet machine.
  * --pets: registry sizes (default 10k and 100k; --quick 10k); --pglite-max: PGlite only up to N pets.
  * --ef: query each index build at these hnsw.ef_search values, one run each (default: the registry's own).
@@ -33,8 +34,9 @@ import { modelCost } from "./model.js";
 import { benchPhotos } from "./photos.js";
 import { charts, markdown, summaryRows, summaryTable, type Results } from "./report.js";
 import { vsOldPipeline } from "./vs-old-pipeline.js";
+import { geometryBench } from "./geometry.js";
 
-const SECTIONS = ["vs-old", "concurrency", "identification", "model", "browser"] as const;
+const SECTIONS = ["vs-old", "concurrency", "identification", "model", "browser", "geometry"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const args = process.argv.slice(2);
@@ -117,6 +119,7 @@ if (results.identification?.runs.length) results.extrapolation = extrapolations(
 results.model = await section("model", () => modelCost(quick ? 10 : 30));
 results.browser = await section("browser", () => browserBench(quick));
 if (results.browser?.skipped) results.notes.browser = `skipped: ${results.browser.skipped}`;
+results.geometry = await section("geometry", () => geometryBench(quick ? 20 : 60));
 results.durationSeconds = (performance.now() - started) / 1000;
 
 const out = only ? mkdtempSync(path.join(tmpdir(), "nosepaw-bench-")) : path.join(ROOT, "bench", "results");

@@ -3,7 +3,7 @@
  * short instruction is shown; after a run of passing frames the best ones
  * (full resolution) are kept.
  */
-import { assessFrame, selectBest, type FrameAssessment } from "../shared/quality.js";
+import { assessFrame, selectBest, type FrameAssessment } from "../shared/quality/index.js";
 
 export interface KeptFrame {
   canvas: HTMLCanvasElement;

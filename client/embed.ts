@@ -28,9 +28,12 @@ export async function createEmbedder(model: Uint8Array, inputSize: number, prefe
   // Its own chunk, loaded on demand: a static import together with several
   // WASM threads makes session creation hang.
   const ort = await import("onnxruntime-web/webgpu");
+  // ONNX Runtime Web writes its warnings (node placement, unused initialisers)
+  // through console.error; only real errors should show as errors.
+  ort.env.logLevel = "error";
   ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
   const provider: Provider = prefer ?? ((await webgpuAvailable()) ? "webgpu" : "wasm");
-  const session = await ort.InferenceSession.create(model, { executionProviders: [provider], graphOptimizationLevel: "all" });
+  const session = await ort.InferenceSession.create(model, { executionProviders: [provider], graphOptimizationLevel: "all", logSeverityLevel: 3 });
   const inputName = session.inputNames[0];
   const outputName = session.outputNames[0];
   return {

@@ -9,7 +9,7 @@ import { drawGuide, openCamera } from "./camera.js";
 import { analysisFrame, assessFiles, captureFromVideo, DEFAULT_CAPTURE, toJpeg, type KeptFrame } from "./capture.js";
 import { createEmbedder, pixelsOf, type Embedder, type Provider } from "./embed.js";
 import { fetchCard, loadModel, ModelMismatchError, type LoadedModel } from "./model.js";
-import { assessFrame, type FrameAssessment } from "../shared/quality.js";
+import { assessFrame, type FrameAssessment } from "../shared/quality/index.js";
 import { toModelInput } from "../shared/preprocess.js";
 import { identifyPet, registerPet, serviceClient, verdictName, verifyPet, type ClientVector } from "./upload.js";
 
@@ -286,6 +286,16 @@ async function identify() {
     const res = await identifyPet(svc, p.jpegs[0], p.vectors?.[0]);
     page.lastResponse = res;
     const list = $("matches");
+    const r = $("result");
+    r.dataset.verdict = "";
+    // A refusal carries no matches: saying so, rather than showing an empty
+    // list, is the difference between "no such dog" and "not searched".
+    if (!res.success) {
+      list.replaceChildren();
+      r.textContent = `Not identified: ${res.errorMessage}`;
+      return;
+    }
+    r.textContent = res.matches.length ? `${res.matches.length} candidate(s)` : "No registered dog matches";
     list.replaceChildren(
       ...res.matches.map((m) => {
         const li = document.createElement("li");
@@ -293,6 +303,9 @@ async function identify() {
         return li;
       }),
     );
+  } catch (e) {
+    $("matches").replaceChildren();
+    $("result").textContent = `Error: ${(e as Error).message}`;
   } finally {
     busy(false);
   }
@@ -307,6 +320,17 @@ async function fromFiles(files: File[], mode: "register" | "verify") {
   if (mode === "verify") return verify(prepared);
   if (prepared.agreement && prepared.agreement.similarity < AGREEMENT_MIN) return instruct("Photos disagree: pick photos of one nose");
   captured(prepared);
+}
+
+/** What the user is told when the camera cannot be used; the photo pickers below work either way. */
+export function cameraProblem(e: unknown): string {
+  const name = (e as Error)?.name;
+  if (name === "NotAllowedError" || name === "SecurityError")
+    return "Camera access was refused. Pick photos of the nose below, or allow the camera in the browser's site settings and reload.";
+  if (name === "NotFoundError" || name === "OverconstrainedError" || (e as Error)?.message === "no camera API")
+    return "No camera found. Pick photos of the nose below.";
+  if (name === "NotReadableError") return "The camera is in use by another app. Pick photos of the nose below, or close that app and reload.";
+  return `The camera could not be started (${(e as Error)?.message ?? e}). Pick photos of the nose below.`;
 }
 
 async function main() {
@@ -329,7 +353,7 @@ async function main() {
     status(`camera ${video.videoWidth}x${video.videoHeight}`);
   } catch (e) {
     app.dataset.camera = "none";
-    status(`no camera (${(e as Error).message}): pick photos instead`);
+    status(cameraProblem(e));
     instruct("Pick photos of the nose");
     return;
   }

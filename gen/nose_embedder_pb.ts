@@ -1018,7 +1018,11 @@ export const SetTrainingConsentResponseSchema: GenMessage<SetTrainingConsentResp
 
 /**
  * Error codes carried in-band. The gateway maps the numbers to ML_4001..ML_4006
- * (client errors, not retryable) and ML_5001..ML_5005 (server errors, retryable).
+ * (client errors, not retryable) and ML_5001..ML_5005 (server errors). Of the
+ * server errors, unavailability is retryable (MODEL_NOT_LOADED,
+ * STORAGE_CONNECTION_ERROR, SERVICE_UNAVAILABLE); INFERENCE_ERROR and
+ * INTERNAL_SERVER_ERROR are faults a retry would only repeat: the response's
+ * `retryable` says which.
  *
  * @generated from enum nose_embedder.MLErrorCode
  */

@@ -17,6 +17,13 @@ function NoseEmbedderService(): typeof grpc.Client {
   return serviceCtor!;
 }
 
+/**
+ * In-band codes that are a fault of the server, never a state to wait out: a
+ * call answered with one fails, whatever its `retryable` flag says, so a
+ * handler that throws now and then cannot be retried into a green run.
+ */
+export const SERVER_FAULTS: ReadonlySet<string> = new Set(["INTERNAL_SERVER_ERROR", "INFERENCE_ERROR"]);
+
 /** Why a call went out again. */
 export type RetryReason = `in-band ${string}` | "transport";
 
@@ -65,8 +72,9 @@ export interface BalancerOptions {
  *
  * Retries follow the contract: an in-band error with `retryable: true` is
  * sent again after a jittered exponential backoff (to the next replica in
- * turn); a non-retryable one is the answer. Transport errors fail the call
- * unless `failover` is on.
+ * turn); a non-retryable one is the answer. INTERNAL_SERVER_ERROR and
+ * INFERENCE_ERROR fail the call (SERVER_FAULTS). Transport errors fail the
+ * call unless `failover` is on.
  */
 export interface Balancer {
   call(rpc: string, request: unknown): Promise<CallOutcome>;
@@ -115,6 +123,8 @@ export function createBalancer(addresses: string[], options: BalancerOptions, st
           retries.push("transport");
           // Every replica refused in a row: back off before going round again.
           if (++transportInARow % clients.length !== 0) continue;
+        } else if (!res.success && SERVER_FAULTS.has(res.error_code)) {
+          throw new CallFailure(`${rpc} on ${addresses[replica]} answered a server fault (${res.error_code}, retryable ${res.retryable}): ${res.error_message}`, retries);
         } else if (!res.success && res.retryable === true) {
           transportInARow = 0;
           retries.push(`in-band ${res.error_code}`);

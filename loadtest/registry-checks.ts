@@ -37,8 +37,15 @@ export interface RegistryCheckOptions {
   store: ObjectStore;
   addresses: string[];
   concurrency?: number;
-  /** The similarity from which the servers refuse duplicates; a look-alike refused below it is a fault. */
-  duplicateSimilarity?: number;
+  /** The similarity from which the servers refuse duplicates (the model card's); a look-alike refused below it is a fault. */
+  duplicateSimilarity: number;
+  /**
+   * The share of dogs that may be look-alikes (refused as another synthetic
+   * dog's pet) before the run fails: beyond it, the registry refusing new
+   * dogs is a fault, not the model's false-duplicate rate. Default 0.02,
+   * at least one dog.
+   */
+  maxLookalikeShare?: number;
 }
 
 /**
@@ -50,6 +57,9 @@ export async function checkRegistry(o: RegistryCheckOptions): Promise<RegistryCh
   const { workload } = o;
   const problems: string[] = [];
   const sent = new Set(workload.registerAnswers.map((a) => a.dog));
+  if (!Number.isFinite(o.duplicateSimilarity) || o.duplicateSimilarity <= 0 || o.duplicateSimilarity > 1) {
+    throw new Error(`duplicate similarity ${o.duplicateSimilarity} is not a similarity in (0, 1]: look-alikes cannot be judged`);
+  }
 
   // 1. Each dog is one pet in every answer, or (a look-alike) refused in favour of another dog's pet.
   const dogOf = new Map([...workload.petOf].map(([dog, did]) => [did, dog]));
@@ -67,8 +77,13 @@ export async function checkRegistry(o: RegistryCheckOptions): Promise<RegistryCh
     } else {
       const similarity = Math.min(...answers.map((a) => a.similarity ?? NaN));
       lookalikes.push({ dog, of: others[0]!, similarity });
-      if (!(similarity >= (o.duplicateSimilarity ?? 0))) problems.push(`dog ${dog} refused as dog ${others[0]} at ${similarity}, under the duplicate similarity ${o.duplicateSimilarity}`);
+      if (!(similarity >= o.duplicateSimilarity)) problems.push(`dog ${dog} refused as dog ${others[0]} at ${similarity}, under the duplicate similarity ${o.duplicateSimilarity}`);
     }
+  }
+
+  const maxLookalikes = Math.max(1, Math.floor(sent.size * (o.maxLookalikeShare ?? 0.02)));
+  if (lookalikes.length > maxLookalikes) {
+    problems.push(`${lookalikes.length} of ${sent.size} dogs were refused as another dog's pet, more than the ${maxLookalikes} allowed: ${JSON.stringify(lookalikes.slice(0, 10))}`);
   }
 
   // 2. The database holds exactly those pets, each with its embeddings, and each approval once.

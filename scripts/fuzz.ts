@@ -4,7 +4,12 @@
  * run in a child process). Seeded and deterministic: the same seed and
  * iteration count give the same inputs.
  *
- *   npm run fuzz -- --seconds 300 [--seed 1] [--iterations N] [--save DIR] [--hang-ms 10000] [--examples DIR]
+ *   npm run fuzz -- --seconds 300 [--seed 1] [--iterations N] [--save DIR] [--hang-ms 10000] [--examples DIR] [--corpus DIR]
+ *
+ * --corpus DIR writes, for every distinct outcome the run met, its first
+ * input shrunk to the fewest bytes that still give that outcome on the same
+ * decode path, with outcomes.json naming each file's outcome: the
+ * regression corpus test/fuzz-corpus/ is made so (replayCorpus checks it).
  *
  * Invariant: every input ends, within the hang bound, in a decoded image
  * (with a finite tensor of the right shape) or an MLError with a known code.
@@ -18,7 +23,7 @@
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync, inflateSync } from "node:zlib";
@@ -29,6 +34,8 @@ import type { TargetInput, TargetResult } from "./fuzz-target.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const CRASH_DIR = path.join(ROOT, "test", "fuzz-crashes");
+/** One minimised input per distinct outcome the fuzzer has found, replayed by test/fuzz.test.ts. */
+export const CORPUS_DIR = path.join(ROOT, "test", "fuzz-corpus");
 const TARGET = path.join(ROOT, "scripts", "fuzz-target.ts");
 
 /** Small limits keep one iteration cheap; the checks and code paths are the same. */
@@ -62,6 +69,8 @@ export interface FuzzReport {
   corpus: number;
   coverage: number;
   outcomes: Map<string, number>;
+  /** The first input of each outcome and the decode path it took. */
+  firstInputs: Map<string, { bytes: Buffer; shrink: boolean }>;
   failures: FuzzFailure[];
   restarts: number;
 }
@@ -469,6 +478,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const r = prng(seed);
   const corpus = opts.seeds ?? (await defaultSeeds());
   const outcomes = new Map<string, number>();
+  const firstInputs = new Map<string, { bytes: Buffer; shrink: boolean }>();
   const coverage = new Set<string>();
   const failures: FuzzFailure[] = [];
   const failedOutcomes = new Set<string>();
@@ -485,9 +495,11 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     while (iterations < maxIterations && performance.now() < deadline) {
       const input = queue.length ? queue.shift()! : mutate(r, pick(r, corpus), pick(r, corpus));
       // Every other input takes the server's default path (large JPEGs shrink while decoding).
-      const v = await target.run(input, hangMs, iterations % 2 === 1);
+      const shrink = iterations % 2 === 1;
+      const v = await target.run(input, hangMs, shrink);
       iterations++;
       const seen = outcomes.get(v.outcome) ?? 0;
+      if (seen === 0) firstInputs.set(v.outcome, { bytes: Buffer.from(input), shrink });
       outcomes.set(v.outcome, seen + 1);
       if (seen === 0 && opts.examplesDir) save(opts.examplesDir, `outcome-${String(outcomes.size).padStart(3, "0")}`, input, v.outcome);
       let fresh = seen === 0;
@@ -529,9 +541,83 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     corpus: corpus.length,
     coverage: coverage.size,
     outcomes,
+    firstInputs,
     failures,
     restarts,
   };
+}
+
+// --- the regression corpus ------------------------------------------------------------
+
+export interface CorpusEntry {
+  file: string;
+  outcome: string;
+  path: "exact" | "shrink";
+}
+
+/**
+ * The fewest bytes of `input` that still give `outcome` on the same decode
+ * path: chunks are cut out, halving their size down to single bytes, as long
+ * as the outcome holds (at most `maxRuns` tries).
+ */
+export async function minimise(input: Buffer, outcome: string, shrink: boolean, maxRuns = 400, hangMs = 10_000): Promise<Buffer> {
+  let target = await startTarget();
+  let best = input;
+  let runs = 0;
+  try {
+    for (let n = Math.max(1, best.length >> 1); runs < maxRuns; n = Math.max(1, n >> 1)) {
+      let i = 0;
+      let cut = false;
+      while (i < best.length && runs < maxRuns) {
+        const candidate = Buffer.concat([best.subarray(0, i), best.subarray(i + n)]);
+        runs++;
+        const v = await target.run(candidate, hangMs, shrink);
+        if (v.kind === "crash" || v.kind === "hang") target = (target.stop(), await startTarget());
+        if (v.outcome === outcome && candidate.length < best.length) {
+          best = candidate;
+          cut = true;
+        } else i += n;
+      }
+      if (n === 1 && !cut) break;
+    }
+  } finally {
+    target.stop();
+  }
+  return best;
+}
+
+/** Writes `NNN-<sha1>.bin` per outcome and outcomes.json (file, outcome, decode path) into `dir`, replacing what was there. */
+export async function writeCorpus(dir: string, firstInputs: FuzzReport["firstInputs"], log: (l: string) => void = () => {}): Promise<CorpusEntry[]> {
+  mkdirSync(dir, { recursive: true });
+  for (const n of readdirSync(dir)) if (/^\d{3}-[0-9a-f]{16}\.bin$/.test(n)) rmSync(path.join(dir, n));
+  const entries: CorpusEntry[] = [];
+  const sorted = [...firstInputs].sort(([a], [b]) => a.localeCompare(b));
+  for (const [outcome, { bytes, shrink }] of sorted) {
+    const small = await minimise(bytes, outcome, shrink);
+    const file = `${String(entries.length + 1).padStart(3, "0")}-${createHash("sha1").update(small).digest("hex").slice(0, 16)}.bin`;
+    writeFileSync(path.join(dir, file), small);
+    entries.push({ file, outcome, path: shrink ? "shrink" : "exact" });
+    log(`[fuzz] corpus ${file}: ${bytes.length} -> ${small.length} bytes: ${outcome}`);
+  }
+  writeFileSync(path.join(dir, "outcomes.json"), `${JSON.stringify(entries, null, 1)}\n`);
+  return entries;
+}
+
+/** Every corpus input replayed on its decode path: those whose outcome is no longer the recorded one. */
+export async function replayCorpus(dir = CORPUS_DIR, hangMs = 20_000): Promise<{ entries: number; changed: string[] }> {
+  const entries = JSON.parse(readFileSync(path.join(dir, "outcomes.json"), "utf8")) as CorpusEntry[];
+  let target = await startTarget();
+  const changed: string[] = [];
+  try {
+    for (const e of entries) {
+      const v = await target.run(readFileSync(path.join(dir, e.file)), hangMs, e.path === "shrink");
+      if (v.kind === "crash" || v.kind === "hang") target = (target.stop(), await startTarget());
+      if (v.outcome !== e.outcome) changed.push(`${e.file} (${e.path} path): was "${e.outcome}", now "${v.outcome}"${v.detail ? `: ${v.detail.slice(0, 300)}` : ""}`);
+    }
+  } finally {
+    target.stop();
+  }
+  return { entries: entries.length, changed };
 }
 
 function arg(name: string): string | undefined {
@@ -552,6 +638,10 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     examplesDir: arg("examples") ? path.resolve(arg("examples")!) : undefined,
     log: (l) => console.log(l),
   });
+  if (arg("corpus")) {
+    const entries = await writeCorpus(path.resolve(arg("corpus")!), report.firstInputs, (l) => console.log(l));
+    console.log(`[fuzz] corpus: ${entries.length} minimised inputs, one per distinct outcome, in ${arg("corpus")}`);
+  }
   console.log(
     `[fuzz] seed ${seed}: ${report.iterations} inputs in ${report.seconds.toFixed(0)} s (${(report.iterations / report.seconds).toFixed(0)}/s), ` +
       `corpus ${report.corpus}, coverage points ${report.coverage}, distinct outcomes ${report.outcomes.size}, target restarts ${report.restarts}`,

@@ -33,9 +33,18 @@ export function mlCodeName(code: MLErrorCode): string {
   return code <= MLErrorCode.INVALID_REQUEST ? `ML_${4001 + code}` : `ML_${5001 + code - MLErrorCode.MODEL_NOT_LOADED}`;
 }
 
-/** Server-side failures may pass on a retry; client errors never will. */
+/**
+ * The failures a client should send again: the server could not serve the
+ * call now but will (model still loading, object store or database out of
+ * reach, too busy: queue full, rate limited, a superseded replica). Client
+ * errors never pass on a retry, and neither do INFERENCE_ERROR and
+ * INTERNAL_SERVER_ERROR: the same input meets the same fault, so a retry only
+ * hides a bug behind the caller's backoff.
+ */
+const RETRYABLE: ReadonlySet<MLErrorCode> = new Set([MLErrorCode.MODEL_NOT_LOADED, MLErrorCode.STORAGE_CONNECTION_ERROR, MLErrorCode.SERVICE_UNAVAILABLE]);
+
 export function isRetryable(code: MLErrorCode): boolean {
-  return code >= MLErrorCode.MODEL_NOT_LOADED;
+  return RETRYABLE.has(code);
 }
 
 export interface WireError {

@@ -1,51 +1,56 @@
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gatewayClient } from "./support/grpc-client.js";
 import { jpeg } from "./support/images.js";
+import { nosePhotos } from "./support/nose-photos.js";
 import { requireSystem } from "./support/require-system.js";
 import { ROOT } from "./support/server.js";
 
 /**
- * The production shape: `npm run build` compiles the server, then it runs as
- * the image's runtime stage lays it out (package.json, build/, models/,
- * dist/client, production node_modules) from a folder outside the repository,
- * with every production dependency but tsx, so nothing can fall back to
- * running TypeScript.
+ * The production shape, installed as the Dockerfile's runtime stage installs
+ * it: package.json, package-lock.json and .npmrc in a clean folder outside
+ * the repository, `npm ci --omit=dev` there (offline, from npm's cache, which
+ * the repository's own `npm ci` filled), the compiled server (`npm run build`),
+ * the capture app and the bundled model beside it. Nothing in it points back
+ * into the repository, so a production dependency missing from
+ * `dependencies` is missing here too. The server then runs as the image runs
+ * it: `node build/server/main.js` as an unprivileged user (nobody, for the
+ * image's `USER node`) that can write only its data folder.
  */
 const APP = mkdtempSync(path.join(tmpdir(), "nosepaw-app-"));
 const MAIN = path.join(APP, "build", "server", "main.js");
 const HEALTHCHECK = path.join(APP, "build", "server", "tools", "healthcheck.js");
+/** The running Node, copied where an unprivileged user can run it (Node 24 lives under /root/.cache in CI). */
+const NODE = path.join(APP, "runtime", "node");
+const asRoot = process.getuid?.() === 0;
+const notRoot = requireSystem("root, to run the compiled server as an unprivileged user", !asRoot && "the tests do not run as root", "run the tests as root, as .ci/run does");
+const UNPRIVILEGED = { uid: 65534, gid: 65534 }; // nobody:nogroup
 
-function layOutRuntime() {
-  const run = (cmd: string, args: string[]) =>
-    new Promise<void>((resolve, reject) =>
-      execFile(cmd, args, { cwd: ROOT, timeout: 300_000 }, (err, stdout, stderr) =>
-        err ? reject(new Error(`${cmd} ${args.join(" ")} failed: ${stdout}${stderr}`)) : resolve(),
-      ),
-    );
-  copyFileSync(path.join(ROOT, "package.json"), path.join(APP, "package.json"));
+function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(cmd, args, { cwd, env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${cmd} ${args.join(" ")} failed: ${stdout}${stderr}`)) : resolve(`${stdout}${stderr}`),
+    ),
+  );
+}
+
+async function installRuntime() {
+  chmodSync(APP, 0o755);
+  for (const f of ["package.json", "package-lock.json", ".npmrc"]) copyFileSync(path.join(ROOT, f), path.join(APP, f));
+  // As the Dockerfile's runtime stage: production dependencies from the lockfile, no install scripts needed.
+  await run("npm", ["ci", "--omit=dev", "--offline", "--no-audit", "--no-fund"], APP, { ...process.env, ONNXRUNTIME_NODE_INSTALL: "skip", NODE_ENV: "production" });
+  await run("npm", ["run", "--silent", "build", "--", "--outDir", path.join(APP, "build")], ROOT);
   mkdirSync(path.join(APP, "models"));
-  for (const f of ["nose-embedder.onnx", "nose-embedder.json"]) symlinkSync(path.join(ROOT, "models", f), path.join(APP, "models", f));
-  if (existsSync(path.join(ROOT, "dist", "client"))) {
-    mkdirSync(path.join(APP, "dist"));
-    symlinkSync(path.join(ROOT, "dist", "client"), path.join(APP, "dist", "client"));
-  }
-  // What `npm ci --omit=dev` keeps: the lockfile's packages not marked dev.
-  const lock = JSON.parse(readFileSync(path.join(ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, { dev?: boolean }> };
-  for (const [key, meta] of Object.entries(lock.packages)) {
-    const name = key.replace(/^node_modules\//, "");
-    if (!key.startsWith("node_modules/") || name.includes("/node_modules/") || meta.dev || name === "tsx") continue;
-    const real = path.join(ROOT, key);
-    if (!existsSync(real)) continue; // optional packages for other platforms
-    mkdirSync(path.dirname(path.join(APP, key)), { recursive: true });
-    symlinkSync(real, path.join(APP, key));
-  }
-  return run("npm", ["run", "--silent", "build", "--", "--outDir", path.join(APP, "build")]);
+  for (const f of ["nose-embedder.onnx", "nose-embedder.json"]) copyFileSync(path.join(ROOT, "models", f), path.join(APP, "models", f));
+  if (existsSync(path.join(ROOT, "dist", "client"))) cpSync(path.join(ROOT, "dist", "client"), path.join(APP, "dist", "client"), { recursive: true });
+  mkdirSync(path.dirname(NODE), { recursive: true });
+  copyFileSync(process.execPath, NODE);
+  chmodSync(NODE, 0o755);
 }
 
 interface Compiled {
@@ -57,10 +62,13 @@ interface Compiled {
 
 /** `node build/server/main.js` in the runtime layout, waiting for the model's outcome. */
 async function startCompiled(env: Record<string, string> = {}): Promise<Compiled> {
+  // The only folder the server may write, as the image's /data.
   const dataDir = mkdtempSync(path.join(tmpdir(), "nosepaw-data-"));
-  const proc = spawn(process.execPath, [MAIN], {
+  chownSync(dataDir, UNPRIVILEGED.uid, UNPRIVILEGED.gid);
+  const proc = spawn(NODE, [MAIN], {
     cwd: APP,
-    env: { PATH: process.env.PATH, GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", LOG_LEVEL: "debug", PREPROCESS_WORKERS: "1", DATA_DIR: dataDir, ...env },
+    ...UNPRIVILEGED,
+    env: { PATH: process.env.PATH, HOME: "/nonexistent", GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", LOG_LEVEL: "debug", PREPROCESS_WORKERS: "1", DATA_DIR: dataDir, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];
@@ -125,17 +133,17 @@ async function untilServing(port: number, timeoutMs = 120_000): Promise<void> {
 
 function healthcheck(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
   return new Promise((resolve) =>
-    execFile(process.execPath, [HEALTHCHECK, ...args], { cwd: APP, env: { PATH: process.env.PATH, ...env }, timeout: 30_000 }, (err, stdout, stderr) =>
+    execFile(NODE, [HEALTHCHECK, ...args], { cwd: APP, ...UNPRIVILEGED, env: { PATH: process.env.PATH, HOME: "/nonexistent", ...env }, timeout: 30_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? Number(err.code ?? -1) : 0, out: `${stdout}${stderr}`.trim() }),
     ),
   );
 }
 
-describe("compiled server (npm run build, node build/server/main.js)", () => {
+describe("compiled server from an npm ci --omit=dev install, run as an unprivileged user (npm run build, node build/server/main.js)", { skip: notRoot, timeout: 600_000 }, () => {
   let server: Compiled;
 
   before(async () => {
-    await layOutRuntime();
+    await installRuntime();
     server = await startCompiled();
     await untilServing(server.port);
   });
@@ -144,9 +152,28 @@ describe("compiled server (npm run build, node build/server/main.js)", () => {
     rmSync(APP, { recursive: true, force: true });
   });
 
-  test("the runtime layout holds no tsx, so the server cannot be running TypeScript", () => {
+  test("the production install holds no tsx (a dev dependency), so the server cannot be running TypeScript; it runs as nobody", () => {
+    assert.equal(existsSync(path.join(APP, "node_modules", "tsx")), false, "npm ci --omit=dev installed tsx: it is a production dependency again");
     assert.throws(() => createRequire(MAIN).resolve("tsx/esm/api"), /Cannot find module/);
+    assert.ok(existsSync(path.join(APP, "node_modules", "onnxruntime-node")) && existsSync(path.join(APP, "node_modules", "sharp")));
     assert.ok(existsSync(path.join(APP, "build", "server", "image", "preprocess-worker.js")));
+    assert.match(readFileSync(`/proc/${server.proc.pid}/status`, "utf8"), /^Uid:\s+65534\s/m, "the server runs as nobody");
+  });
+
+  test("registers a pet (the embedded database and the object folder in the data folder) and verifies it", async () => {
+    const client = gatewayClient(`127.0.0.1:${server.port}`);
+    const photo = nosePhotos(1);
+    const jpg = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
+    try {
+      const reg = await client.call("RegisterPet", { photos: [jpg(photo(0, 0)), jpg(photo(0, 1))], request_id: "build-test-1" });
+      assert.equal(reg.success, true, reg.error_message);
+      assert.match(reg.pet_did, /^did:/);
+      const ver = await client.call("VerifyPet", { pet_did: reg.pet_did, photo: jpg(photo(0, 2)) });
+      assert.equal(ver.success, true, ver.error_message);
+      assert.equal(ver.verdict, "SAME");
+    } finally {
+      client.close();
+    }
   });
 
   test("answers HealthCheck SERVING with the bundled model found from build/ and embeds a photo in its compiled worker", async () => {

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { petDidFromVector } from "../shared/did.js";
-import { cosine, template } from "../shared/similarity.js";
+import sharp from "sharp";
+import { toModelInput } from "../shared/preprocess.js";
+import { cosine, l2normalize, template } from "../shared/similarity.js";
 import { openPglite } from "../server/db/database.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
@@ -19,6 +21,8 @@ import { nosePhotos } from "./support/nose-photos.js";
  */
 const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
 const VERSION = "test-pattern-1";
+/** The server's MODEL_INPUT_SIZE default, which the capture app reads from the model card. */
+const INPUT_SIZE = 224;
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
 
 function assertRefused(res: any, pattern: RegExp) {
@@ -48,7 +52,25 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
     assert.equal(r.success, true, r.error_message);
     return r.vector;
   };
-  const honest = async (img: Buffer, provider = "wasm") => ({ vector: await embed(img), execution_provider: provider, model_version: VERSION });
+  /**
+   * An honest client's vector, computed as the capture app computes it and
+   * not by the server: the photo decoded here (sharp, standing in for the
+   * browser's canvas), the client's own preprocessing (shared/preprocess
+   * toModelInput), the model run on onnxruntime-web's WASM backend, one
+   * thread. It agrees with the server's where the two pipelines agree: a
+   * change to either side's preprocessing shows here.
+   */
+  let clientSession: import("onnxruntime-web").InferenceSession | undefined;
+  const clientVector = async (img: Buffer): Promise<number[]> => {
+    const ort = await import("onnxruntime-web");
+    ort.env.wasm.numThreads = 1;
+    clientSession ??= await ort.InferenceSession.create(readFileSync(MODEL_PATH));
+    const { data, info } = await sharp(img).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const input = toModelInput({ width: info.width, height: info.height, channels: 3, data: new Uint8Array(data) }, INPUT_SIZE);
+    const out = await clientSession.run({ [clientSession.inputNames[0]]: new ort.Tensor("float32", input, [1, 3, INPUT_SIZE, INPUT_SIZE]) });
+    return Array.from(l2normalize(out[clientSession.outputNames[0]].data as Float32Array));
+  };
+  const honest = async (img: Buffer, provider = "wasm") => ({ vector: await clientVector(img), execution_provider: provider, model_version: VERSION });
   const shots = (did: string) => readdirSync(path.join(dataDir, "objects", "nose-print-photo", did)).filter((f) => f.startsWith("verify_"));
 
   before(async () => {
@@ -60,6 +82,15 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
   after(async () => {
     client?.close();
     await server?.stop();
+  });
+
+  test("an honest client's vector, computed on the capture app's path (its preprocessing, onnxruntime-web), agrees with the server's", async () => {
+    for (const [dog, shot] of [[0, 0], [1, 1], [3, 2]]) {
+      const mine = await clientVector(photo(dog, shot));
+      const server = await embed(photo(dog, shot));
+      assert.equal(mine.length, server.length);
+      assert.ok(cosine(mine, server) >= 0.999, `dog ${dog} shot ${shot}: client and server disagree, cosine ${cosine(mine, server)}`);
+    }
   });
 
   test("RegisterPet with honest client vectors: accepted, client_agreement >= 0.999; without them, as before", async () => {

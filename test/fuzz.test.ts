@@ -1,21 +1,25 @@
 /**
- * The decoder fuzzer (scripts/fuzz.ts) as a test: a fixed seed, 45 s under
- * CI (where the suite runs twice, on Node 20 and 24) and a few seconds
- * elsewhere. Any crash of the decoding
- * process, hang, or failure other than an MLError fails the test, with the
- * input saved to test/fuzz-crashes/; inputs saved there earlier are replayed
- * first and must now end in an image or an MLError.
+ * The decoder fuzzer (scripts/fuzz.ts) as a test: a fixed seed and a fixed
+ * number of inputs (6,000 under CI, where the suite runs twice, on Node 20
+ * and 24; 1,500 elsewhere), so every machine explores the same inputs
+ * however fast it is. Any crash of the decoding process, hang, or failure
+ * other than an MLError fails the test, with the input saved to
+ * test/fuzz-crashes/; inputs saved there earlier are replayed first and must
+ * now end in an image or an MLError. test/fuzz-corpus/ holds one minimised
+ * input per distinct outcome the fuzzer has found (`npm run fuzz -- --corpus
+ * test/fuzz-corpus`); each must still give its recorded outcome.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { replay, runFuzz, savedInputs } from "../scripts/fuzz.js";
+import { replay, replayCorpus, runFuzz, savedInputs } from "../scripts/fuzz.js";
 import { jpeg } from "./support/images.js";
+import { strictCI } from "./support/require-system.js";
 
 const SEED = 20240601;
-const SECONDS = process.env.CI === "true" ? 45 : 10;
+const ITERATIONS = strictCI() ? 6000 : 1500;
 
 describe("decoder fuzzing", { timeout: 300_000 }, () => {
   test("inputs saved in test/fuzz-crashes/ now end in a decoded image or an MLError", async () => {
@@ -25,6 +29,12 @@ describe("decoder fuzzing", { timeout: 300_000 }, () => {
       .map((v, i) => ({ v, file: saved[i >> 1].file, path: i % 2 ? "shrink" : "exact" }))
       .filter(({ v }) => v.kind !== "decoded" && v.kind !== "refused");
     assert.deepEqual(still.map(({ v, file, path: p }) => `${path.basename(file)} (${p} path): ${v.outcome}`), []);
+  });
+
+  test("the regression corpus: every minimised input still gives the outcome recorded for it", async () => {
+    const { entries, changed } = await replayCorpus();
+    assert.ok(entries >= 50, `${entries} inputs in test/fuzz-corpus/outcomes.json`);
+    assert.deepEqual(changed, []);
   });
 
   test("the harness catches a crash and a hang, saves each input and goes on", async () => {
@@ -51,8 +61,9 @@ describe("decoder fuzzing", { timeout: 300_000 }, () => {
     }
   });
 
-  test(`${SECONDS} s of seeded mutation: no crash, no hang, nothing but images and MLErrors`, async (t) => {
-    const report = await runFuzz({ seed: SEED, seconds: SECONDS });
+  test(`${ITERATIONS} inputs of seeded mutation: no crash, no hang, nothing but images and MLErrors`, async (t) => {
+    const report = await runFuzz({ seed: SEED, iterations: ITERATIONS });
+    assert.equal(report.iterations, ITERATIONS);
     t.diagnostic(
       `${report.iterations} inputs in ${report.seconds.toFixed(0)} s, corpus ${report.corpus}, ` +
         `coverage points ${report.coverage}, distinct outcomes ${report.outcomes.size}`,

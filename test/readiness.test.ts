@@ -8,6 +8,7 @@ import pg from "pg";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { makeTestModel, startServer } from "./support/server.js";
 
 /**
@@ -86,7 +87,7 @@ describe("readiness tells the truth from the first moment", () => {
   }
 });
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 
 describe("readiness on PostgreSQL", { skip: pgMissing }, () => {
   let pgServer: TestPostgres;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -13,8 +13,7 @@ import { createFolderStore } from "../server/storage/folder-store.js";
 import { gatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
-import { remoteRegistryEnv } from "./support/registry-env.js";
-import { startS3, type TestS3 } from "./support/s3.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
 import { seededUnit, taggedPhoto } from "./support/vectors.js";
 
@@ -88,7 +87,7 @@ function raceSuite(name: string, connections: () => Promise<Database[]>, cleanup
 
 raceSuite("registration race on PGlite (one process, concurrent calls)", async () => [await openPglite({ dataDir: "memory://" })]);
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 let pgServer: TestPostgres | undefined;
 describe("registration race on PostgreSQL", { skip: pgMissing }, () => {
   raceSuite(
@@ -100,22 +99,36 @@ describe("registration race on PostgreSQL", { skip: pgMissing }, () => {
     async () => pgServer?.dispose(),
   );
 
-  describe("through two server processes", () => {
-    let s3: TestS3;
+  // The replicas share PostgreSQL and one object folder (written atomically:
+  // a temp file renamed into place). Not s3rver: its folder store is not
+  // atomic when one key is written concurrently, which this race does on
+  // purpose, so it would test s3rver rather than the registry.
+  describe("through two server processes sharing PostgreSQL and an object folder", () => {
+    let objects: string;
     let pgs: TestPostgres;
     const servers: RunningServer[] = [];
     before(async () => {
-      [s3, pgs] = await Promise.all([startS3("race"), startPostgres("race_wire")]);
+      objects = mkdtempSync(join(tmpdir(), "nosepaw-race-objects-"));
+      pgs = await startPostgres("race_wire");
     });
     after(async () => {
       await Promise.all(servers.map((s) => s.stop()));
-      await Promise.allSettled([s3?.dispose(), pgs?.dispose()]);
+      await pgs?.dispose();
+      rmSync(objects, { recursive: true, force: true });
     });
 
     test("the same nose sent to two replicas at once: one pet; every other answer is the duplicate with the winner's DID", async () => {
       const model = makeTestModel(join(mkdtempSync(join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
       assert.ok(JSON.parse(readFileSync(model.replace(/\.onnx$/, ".json"), "utf8")).calibration);
-      const env = { ...remoteRegistryEnv(s3, pgs), MODEL_PATH: model };
+      const env = {
+        OBJECT_STORE_DIR: objects,
+        DB_HOST: pgs.config.host,
+        DB_PORT: String(pgs.config.port),
+        DB_USERNAME: pgs.config.username,
+        DB_PASSWORD: pgs.config.password,
+        DB_DATABASE: pgs.config.database,
+        MODEL_PATH: model,
+      };
       servers.push(...(await Promise.all([startServer(env), startServer(env)])));
       const clients = servers.map((s) => gatewayClient(s.address));
       const shot = nosePhotos(1);

@@ -1,15 +1,17 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { SWEEP_LOCK } from "../server/registry/registry.js";
+import { cosine } from "../shared/similarity.js";
 import { createS3Store } from "../server/storage/s3-store.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { remoteRegistryEnv } from "./support/registry-env.js";
 import { startS3, type TestS3 } from "./support/s3.js";
 import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
@@ -26,9 +28,10 @@ const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-rollout-"));
 const v1 = makeTestModel(path.join(dir, "v1.onnx"), { kind: "pattern", card: true });
 const card = JSON.parse(readFileSync(v1.replace(/\.onnx$/, ".json"), "utf8"));
 writeFileSync(v1.replace(/\.onnx$/, ".json"), JSON.stringify({ ...card, version: "test-pattern-1" }));
-// The same weights under a new version stand in for a model upgrade.
-const v2 = path.join(dir, "v2.onnx");
-copyFileSync(v1, v2);
+// The upgrade: the same model with its output rotated by a fixed orthogonal
+// matrix. It scores photos exactly as v1 does, but its vectors are unrelated
+// to v1's, so a score across the two versions would show (as DIFFERENT).
+const v2 = makeTestModel(path.join(dir, "v2.onnx"), { kind: "pattern", card: true, rotate: 2 });
 writeFileSync(v2.replace(/\.onnx$/, ".json"), JSON.stringify({ ...card, version: "test-pattern-2" }));
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
 
@@ -51,7 +54,7 @@ function reembedCli(env: Record<string, string>): Promise<{ code: number; stdout
   );
 }
 
-const pgMissing = postgresUnavailable();
+const pgMissing = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 
 describe("rollout of a new model version across replicas", { skip: pgMissing }, () => {
   let s3: TestS3;
@@ -124,8 +127,14 @@ describe("rollout of a new model version across replicas", { skip: pgMissing }, 
     assert.equal(oldVerify.model_version, "test-pattern-1");
     assert.equal(oldVerify.verdict, "SAME");
 
-    // A new replica verifies a pet the sweep has not reached by re-embedding it first.
+    // The two versions' vectors of one photo are unrelated: a cross-version score would be visible.
     await untilHealth(n1.c, "SERVING");
+    const [e1, e2] = await Promise.all([old.c, n1.c].map((c) => c.call("ExtractNoseVector", bytes(photo(1, 2)))));
+    assert.ok(e1.success && e2.success, `${e1.error_message} ${e2.error_message}`);
+    const crossCos = cosine(e1.vector, e2.vector);
+    assert.ok(Math.abs(crossCos) < 0.3, `v1 and v2 embed one photo alike (cosine ${crossCos}): the new model is not really new`);
+
+    // A new replica verifies a pet the sweep has not reached by re-embedding it first.
     const newVerify = await n1.c.call("VerifyPet", { pet_did: pets[1], photo: bytes(photo(1, 2)) });
     assert.equal(newVerify.success, true, newVerify.error_message);
     assert.equal(newVerify.model_version, "test-pattern-2");

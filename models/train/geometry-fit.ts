@@ -75,7 +75,7 @@ for (const id of Object.keys(manifest.photos).sort()) {
     const { tensor } = await preprocessPhoto(bytes, 224, limits, true);
     const out = await session.run({ [session.inputNames[0]]: new ort.Tensor("float32", tensor, [1, 3, 224, 224]) });
     const embedding = out[session.outputNames[0]].data as Float32Array;
-    const grey = await greyForGeometry(bytes, params.side, limits.maxPixels);
+    const grey = await greyForGeometry(bytes, params.side, limits);
     const t0 = performance.now();
     const features = extractFeatures(cv, grey, params);
     featureMs += performance.now() - t0;

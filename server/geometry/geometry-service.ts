@@ -1,8 +1,10 @@
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
+import { startWorker } from "../start-worker.js";
 import { featureSetId, type GeometricMatch, type GeometryParams, type NoseFeatures } from "../../shared/geometry/index.js";
 import { internalError, invalidImage } from "../errors.js";
 import { addStage, currentContext, type Stage } from "../observe/request-context.js";
 import type { GeometryReply, GeometryTask } from "./geometry-worker.js";
+import type { DecodeLimits } from "../image/decode.js";
 
 /** Keypoints and matching, in a worker thread of their own (see geometry-worker.ts). */
 export interface GeometryService {
@@ -16,13 +18,6 @@ export interface GeometryService {
   close(): Promise<void>;
 }
 
-/** Compiled, the worker is JavaScript beside this file; from sources, a bootstrap registers tsx in it first. */
-function startWorker(): Worker {
-  if (import.meta.url.endsWith(".js")) return new Worker(new URL("./geometry-worker.js", import.meta.url));
-  const url = new URL("./geometry-worker.ts", import.meta.url);
-  const boot = `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`;
-  return new Worker(boot, { eval: true });
-}
 
 type Task = GeometryTask extends infer T ? (T extends GeometryTask ? Omit<T, "id"> : never) : never;
 type Pending = { resolve: (r: GeometryReply & { ok: true }) => void; reject: (e: Error) => void };
@@ -32,7 +27,7 @@ type Pending = { resolve: (r: GeometryReply & { ok: true }) => void; reject: (e:
  * dies fails its tasks with an internal error and is replaced on the next
  * call; one that cannot start at all fails every call the same way.
  */
-export function createGeometryService(params: GeometryParams, maxPixels: number): GeometryService {
+export function createGeometryService(params: GeometryParams, limits: DecodeLimits): GeometryService {
   let worker: Worker | undefined;
   let ready: Promise<Worker> | undefined;
   const pending = new Map<number, Pending>();
@@ -46,7 +41,7 @@ export function createGeometryService(params: GeometryParams, maxPixels: number)
 
   const start = (): Promise<Worker> => {
     ready ??= new Promise<Worker>((resolve, reject) => {
-      const w = startWorker();
+      const w = startWorker(import.meta.url, "geometry-worker");
       worker = w;
       let up = false;
       w.on("message", (m: GeometryReply | "ready") => {
@@ -102,7 +97,7 @@ export function createGeometryService(params: GeometryParams, maxPixels: number)
     params,
     featureSetId: featureSetId(params),
     async features(bytes) {
-      const r = await call<GeometryReply & { ok: true; features: NoseFeatures }>({ op: "features", bytes, params, maxPixels }, "keypoints");
+      const r = await call<GeometryReply & { ok: true; features: NoseFeatures }>({ op: "features", bytes, params, limits }, "keypoints");
       return r.features;
     },
     async match(probe, references) {

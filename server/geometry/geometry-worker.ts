@@ -7,9 +7,10 @@
 import { parentPort } from "node:worker_threads";
 import { extractFeatures, loadOpenCv, matchFeatures, type GeometricMatch, type GeometryParams, type NoseFeatures } from "../../shared/geometry/index.js";
 import { greyForGeometry } from "./grey.js";
+import type { DecodeLimits } from "../image/decode.js";
 
 export type GeometryTask =
-  | { id: number; op: "features"; bytes: Uint8Array; params: GeometryParams; maxPixels: number }
+  | { id: number; op: "features"; bytes: Uint8Array; params: GeometryParams; limits: DecodeLimits }
   | { id: number; op: "match"; probe: NoseFeatures; references: NoseFeatures[]; params: GeometryParams };
 
 export type GeometryReply =
@@ -26,7 +27,7 @@ parentPort!.on("message", async (task: GeometryTask) => {
     if (task.op === "features") {
       let grey;
       try {
-        grey = await greyForGeometry(task.bytes, task.params.side, task.maxPixels);
+        grey = await greyForGeometry(task.bytes, task.params.side, task.limits);
       } catch (e) {
         reply = { id: task.id, ok: false, message: String((e as Error)?.message ?? e), decode: true };
         parentPort!.postMessage(reply);

@@ -36,7 +36,7 @@ export { readHeader, sniffFormat, type ImageFormat, type ImageHeader } from "./h
 sharp.cache(false);
 
 /** A decode that takes longer than this is abandoned (hostile or broken input). */
-const DECODE_TIMEOUT_S = 20;
+export const DECODE_TIMEOUT_S = 20;
 
 export interface DecodeLimits {
   maxBytes: number;
@@ -83,7 +83,13 @@ function layoutOf(format: ImageFormat, h: ImageHeader): Layout {
  * Decode, orient and convert like Pillow. Throws MLError only; sharp's own
  * failures become INVALID_IMAGE with its message attached.
  */
-export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, options: DecodeOptions = {}): Promise<DecodedImage> {
+/**
+ * Everything checked before a decoder sees the bytes: size, format, the
+ * declared pixel count, and the PNG chunk or JPEG marker structure. Every
+ * decode of untrusted bytes goes through it (the embedding's here, the
+ * keypoints' in server/geometry). Throws MLError.
+ */
+export function checkEncoded(bytes: Uint8Array, limits: DecodeLimits): { format: ImageFormat; header: ImageHeader } {
   if (bytes.length === 0) throw invalidRequest("image is empty");
   if (bytes.length > limits.maxBytes) {
     throw imageTooLarge(`image is ${bytes.length} bytes, the limit is ${limits.maxBytes}`);
@@ -99,6 +105,11 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, optio
   }
   if (format === "png") checkPngChunks(bytes);
   else checkJpegMarkers(bytes);
+  return { format, header };
+}
+
+export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, options: DecodeOptions = {}): Promise<DecodedImage> {
+  const { format, header } = checkEncoded(bytes, limits);
   const layout = layoutOf(format, header);
   const shrinkTo = options.shrinkFor === undefined ? undefined : shrinkTarget(format, layout, header, options.shrinkFor);
   let raw: { data: Buffer; info: OutputInfo };

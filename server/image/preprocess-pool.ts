@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import type { Config } from "../config.js";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
+import { startWorker } from "../start-worker.js";
 import { internalError, MLError, serviceUnavailable } from "../errors.js";
 import type { DecodeLimits } from "./decode.js";
 import type { PreprocessReply, PreprocessTask } from "./preprocess-worker.js";
@@ -20,18 +21,6 @@ export interface PreprocessPool {
   close(): Promise<void>;
 }
 
-/**
- * Compiled (`npm run build`), the worker is plain JavaScript beside this file
- * and starts as it is. Run from the TypeScript sources (development, tests),
- * it needs tsx, and workers do not inherit the main thread's loader hooks, so
- * a small bootstrap registers tsx in the worker before importing it.
- */
-function startWorker(): Worker {
-  if (import.meta.url.endsWith(".js")) return new Worker(new URL("./preprocess-worker.js", import.meta.url));
-  const url = new URL("./preprocess-worker.ts", import.meta.url);
-  const boot = `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`;
-  return new Worker(boot, { eval: true });
-}
 
 /**
  * A fixed set of workers, one task each at a time, so concurrent requests
@@ -69,7 +58,7 @@ export function createPreprocessPool(
   let started = 0;
 
   const spawn = () => {
-    const w = startWorker();
+    const w = startWorker(import.meta.url, "preprocess-worker");
     workers.push(w);
     w.unref();
     w.on("message", (reply: PreprocessReply | "ready") => {

@@ -1,4 +1,4 @@
-import { Worker } from "node:worker_threads";
+import { startWorker } from "../start-worker.js";
 import type * as ort from "onnxruntime-node";
 import type { InferenceReply, InferenceRequest, InferenceWorkerData, InferenceWorkerReady, TensorInfo } from "./inference-worker.js";
 
@@ -13,21 +13,12 @@ export interface InferenceSession {
   close(): Promise<void>;
 }
 
-/**
- * Compiled, the worker is plain JavaScript beside this file; from sources it
- * needs tsx, which workers do not inherit, so a bootstrap registers it first.
- */
-function startWorker(workerData: InferenceWorkerData): Worker {
-  if (import.meta.url.endsWith(".js")) return new Worker(new URL("./inference-worker.js", import.meta.url), { workerData });
-  const url = new URL("./inference-worker.ts", import.meta.url);
-  const boot = `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`;
-  return new Worker(boot, { eval: true, workerData });
-}
 
 /** Creates the session in a new worker; rejects with ONNX Runtime's message when the model cannot be loaded. */
 export function openInferenceSession(bytes: Uint8Array, options: ort.InferenceSession.SessionOptions): Promise<InferenceSession> {
   // The worker gets its own copy: the caller keeps the model's bytes (served to browsers).
-  const worker = startWorker({ bytes: new Uint8Array(bytes), options });
+  const workerData: InferenceWorkerData = { bytes: new Uint8Array(bytes), options };
+  const worker = startWorker(import.meta.url, "inference-worker", { workerData });
   const pending = new Map<number, { resolve: (r: { type: string; dims: number[]; data: Float32Array }) => void; reject: (e: Error) => void }>();
   let nextId = 1;
   let stopped: Error | undefined;

@@ -19,13 +19,20 @@ export interface GeometricCheck {
   readonly policy: GeometryPolicy;
   /** A photo's keypoints, or undefined (logged) when none can be found: then it has no geometric support. */
   photo(bytes: Uint8Array): Promise<NoseFeatures | undefined>;
-  /** The probe against the pet's enrolled photos; `required` inliers make support. */
+  /** The enrolled photos' keypoints, loaded (or made) once per decision; start it early, it overlaps the embedding. */
+  enrolledOf(imageKeys: string[]): Promise<EnrolledKeypoints>;
+  /** The probe against enrolled keypoints; `required` inliers make support. */
+  compare(probe: NoseFeatures | undefined, enrolled: EnrolledKeypoints, required: number): Promise<GeometryEvidence>;
+  /** enrolledOf + compare. */
   againstEnrolled(probe: NoseFeatures | undefined, imageKeys: string[], required: number): Promise<GeometryEvidence>;
   /** Inliers between two photos of one registration (0 when either has no keypoints). */
   pair(a: NoseFeatures | undefined, b: NoseFeatures | undefined): Promise<number>;
   /** Stores newly enrolled photos' keypoints; a failure is logged, the file is made again when next needed. */
   enrol(entries: Array<{ imageKey: string; features: NoseFeatures | undefined }>): Promise<void>;
 }
+
+/** A pet's enrolled keypoints fit for a decision, or why there are none (then the similarity decides alone). */
+export type EnrolledKeypoints = { usable: NoseFeatures[] } | { usable: []; reason: string };
 
 export interface GeometricCheckDeps {
   geometry: GeometryService;
@@ -93,39 +100,45 @@ export function createGeometricCheck(deps: GeometricCheckDeps): GeometricCheck {
     return f;
   };
 
+  const enrolledOf = async (imageKeys: string[]): Promise<EnrolledKeypoints> => {
+    if (imageKeys.length === 0) {
+      return { usable: [], reason: "the pet's enrolment photos are not on record (enrolled as a vector only); decided by similarity alone" };
+    }
+    const refs = (await Promise.all(imageKeys.map(enrolled))).filter((f): f is NoseFeatures => f !== undefined);
+    const usable = refs.filter((f) => f.count >= policy.minKeypoints);
+    if (usable.length > 0) return { usable };
+    const most = Math.max(0, ...refs.map((f) => f.count));
+    return {
+      usable: [],
+      reason:
+        refs.length === 0
+          ? "the pet's enrolment photos cannot be read; decided by similarity alone"
+          : `the pet's enrolment photos show too little detail for keypoints (at most ${most}, ${policy.minKeypoints} needed); decided by similarity alone`,
+    };
+  };
+
+  const compare = async (probe: NoseFeatures | undefined, set: EnrolledKeypoints, required: number): Promise<GeometryEvidence> => {
+    if ("reason" in set) return { checked: false, reason: set.reason };
+    const probeKeypoints = probe?.count ?? 0;
+    const matches = probe ? await geometry.match(probe, set.usable) : [];
+    const best = matches.reduce((x, y) => (y.inliers > x.inliers ? y : x), { inliers: 0, inlierRatio: 0, candidates: 0 });
+    return {
+      checked: true,
+      inliers: best.inliers,
+      inlierRatio: best.inlierRatio,
+      candidates: best.candidates,
+      probeKeypoints,
+      required,
+      supported: best.inliers >= required,
+    };
+  };
+
   return {
     policy,
     photo,
-
-    async againstEnrolled(probe, imageKeys, required) {
-      if (imageKeys.length === 0) {
-        return { checked: false, reason: "the pet's enrolment photos are not on record (enrolled as a vector only); decided by similarity alone" };
-      }
-      const refs = (await Promise.all(imageKeys.map(enrolled))).filter((f): f is NoseFeatures => f !== undefined);
-      const usable = refs.filter((f) => f.count >= policy.minKeypoints);
-      if (usable.length === 0) {
-        const most = Math.max(0, ...refs.map((f) => f.count));
-        return {
-          checked: false,
-          reason:
-            refs.length === 0
-              ? "the pet's enrolment photos cannot be read; decided by similarity alone"
-              : `the pet's enrolment photos show too little detail for keypoints (at most ${most}, ${policy.minKeypoints} needed); decided by similarity alone`,
-        };
-      }
-      const probeKeypoints = probe?.count ?? 0;
-      const matches = probe ? await geometry.match(probe, usable) : [];
-      const best = matches.reduce((a, b) => (b.inliers > a.inliers ? b : a), { inliers: 0, inlierRatio: 0, candidates: 0 });
-      return {
-        checked: true,
-        inliers: best.inliers,
-        inlierRatio: best.inlierRatio,
-        candidates: best.candidates,
-        probeKeypoints,
-        required,
-        supported: best.inliers >= required,
-      };
-    },
+    enrolledOf,
+    compare,
+    againstEnrolled: async (probe, imageKeys, required) => compare(probe, await enrolledOf(imageKeys), required),
 
     async pair(a, b) {
       if (!a || !b) return 0;

@@ -102,7 +102,7 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
     const key = JSON.stringify(m.geometry.params);
     let service = geometryServices.get(key);
     if (!service) {
-      service = createGeometryService(m.geometry.params, config.maxImagePixels);
+      service = createGeometryService(m.geometry.params, { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels });
       geometryServices.set(key, service);
     }
     return createGeometricCheck({ geometry: service, policy: m.geometry.policy, store, log: (event, fields) => log.info(event, fields) });

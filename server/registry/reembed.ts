@@ -1,4 +1,5 @@
-import { isRetryable, MLError } from "../errors.js";
+import { MLErrorCode } from "../../gen/nose_embedder_pb.js";
+import { MLError } from "../errors.js";
 import { embedPhoto, type FlowContext } from "./context.js";
 import type { EmbeddingRecord } from "./registry.js";
 import type { ReembedReport } from "./types.js";
@@ -67,7 +68,7 @@ export async function migrateStale(
         fresh = await reembedImage(ctx, s.petDid, s.imageKey);
       } catch (e) {
         // A stored photo the model cannot take (corrupt) must not stop the sweep; outages must.
-        if (!(e instanceof MLError) || isRetryable(e.code)) throw e;
+        if (!(e instanceof MLError) || e.code > MLErrorCode.INVALID_REQUEST) throw e;
         ctx.log("reembed.unreadable_image", { petDid: s.petDid, imageKey: s.imageKey, error: e.message });
         fresh = undefined;
       }

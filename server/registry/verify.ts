@@ -8,6 +8,7 @@ import { clientAgreement, type ClientVector } from "./client-parity.js";
 import { bestOf, clientDetail, clientVectors, contentTypeOf, embedPhoto, geometryDetail, loadPhoto, type FlowContext } from "./context.js";
 import { checkDid, MAX_GUARDIAN_LENGTH, optionalText } from "./input.js";
 import { referencesOf } from "./references.js";
+import type { EnrolledKeypoints } from "./geometric-check.js";
 import type { CompareResult, MatchScores, PhotoInput, VerifyRequest, VerifyResult } from "./types.js";
 
 /**
@@ -15,10 +16,15 @@ import type { CompareResult, MatchScores, PhotoInput, VerifyRequest, VerifyResul
  * policy's inliers against one of the pet's enrolled photos. Without a
  * geometric check the verdict stays the similarity's.
  */
-export async function withGeometry(ctx: FlowContext, match: MatchScores, probe: NoseFeatures | undefined, imageKeys: string[]): Promise<MatchScores> {
+export async function withGeometry(
+  ctx: FlowContext,
+  match: MatchScores,
+  probe: NoseFeatures | undefined,
+  enrolled: Promise<EnrolledKeypoints> | undefined,
+): Promise<MatchScores> {
   const geometric = ctx.geometry;
-  if (!geometric) return match;
-  const evidence = await geometric.againstEnrolled(probe, imageKeys, geometric.policy.sameInliers);
+  if (!geometric || !enrolled) return match;
+  const evidence = await geometric.compare(probe, await enrolled, geometric.policy.sameInliers);
   return { ...match, geometry: evidence, verdict: decideVerdict(match.similarity, evidence, geometric.policy) };
 }
 
@@ -41,9 +47,12 @@ async function storeVerifyShot(ctx: FlowContext, petDid: string, bytes: Uint8Arr
 export async function matchPet(ctx: FlowContext, petDid: string, photo: PhotoInput, client: ClientVector[] = []) {
   const refs = await referencesOf(ctx, petDid);
   const { bytes, key } = await loadPhoto(ctx, photo, "photo", petDid);
+  // The enrolled keypoints load while the photo is embedded and its keypoints found.
+  const enrolled = ctx.geometry?.enrolledOf(refs.imageKeys);
+  enrolled?.catch(() => {}); // awaited below; a failure is reported there, not as unhandled
   const [probe, features] = await Promise.all([embedPhoto(ctx, bytes, "photo"), ctx.geometry?.photo(bytes)]);
   const agreement = client.length > 0 ? clientAgreement(client, [probe], ["photo"], ctx.parityBound) : undefined;
-  const match = await withGeometry(ctx, bestOf(ctx, probe, refs.vectors), features, refs.imageKeys);
+  const match = await withGeometry(ctx, bestOf(ctx, probe, refs.vectors), features, enrolled);
   const storedImageKey = key === undefined ? await storeVerifyShot(ctx, petDid, bytes) : "";
   return { match, imageKey: key, storedImageKey, agreement };
 }
@@ -82,8 +91,9 @@ export async function compareWithStoredImage(ctx: FlowContext, req: { imageKey: 
   const refs = await referencesOf(ctx, petDid);
   const bytes = await ctx.store.get(key);
   if (bytes === undefined) throw invalidRequest(`image not found: ${key}`);
-  const [probe, features] = await Promise.all([embedPhoto(ctx, bytes, "image"), ctx.geometry?.photo(bytes)]);
   // The stored image against the other enrolled photos: against itself it would match every keypoint.
-  const others = refs.imageKeys.filter((k) => k !== key);
-  return { ...(await withGeometry(ctx, bestOf(ctx, probe, refs.vectors), features, others)), vectorSize: probe.length };
+  const enrolled = ctx.geometry?.enrolledOf(refs.imageKeys.filter((k) => k !== key));
+  enrolled?.catch(() => {}); // awaited below
+  const [probe, features] = await Promise.all([embedPhoto(ctx, bytes, "image"), ctx.geometry?.photo(bytes)]);
+  return { ...(await withGeometry(ctx, bestOf(ctx, probe, refs.vectors), features, enrolled)), vectorSize: probe.length };
 }

@@ -28,6 +28,7 @@ export async function inBand<T extends object>(method: string, log: Logger, body
     const wire = toWireError(e);
     const fields = { method, code: mlCodeName(wire.errorCode), error: wire.errorMessage };
     if (wire.retryable) log.warn("request failed", { ...fields, err: e });
+    else if (fields.code.startsWith("ML_5")) log.error("request failed", { ...fields, err: e });
     else log.info("request rejected", fields);
     return { ...wire, ...responseFieldsOf(e) };
   }

@@ -48,6 +48,7 @@ export function extractFeatures(cv: OpenCv, grey: GreyImage, params: GeometryPar
   try {
     clahe.apply(src, equalised);
     akaze.setThreshold(params.akazeThreshold);
+    akaze.setNOctaveLayers(params.akazeOctaveLayers);
     akaze.detect(equalised, found, mask);
     const all: CvKeyPoint[] = [];
     for (let i = 0; i < found.size(); i++) all.push(found.get(i));

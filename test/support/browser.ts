@@ -86,7 +86,7 @@ export async function rgbFrame(photo: string, kind: Stretch, index: number): Pro
     out[i * 3 + 1] = 128 + n;
     out[i * 3 + 2] = 104 + n;
   }
-  const side = kind === "far" ? 150 : 400;
+  const side = kind === "far" ? 100 : 400;
   let nose = sharp(photo).resize(side, side, { kernel: "lanczos3" });
   if (kind === "blurred") nose = sharp(await nose.png().toBuffer()).blur(9);
   const fg = await nose.removeAlpha().raw().toBuffer();

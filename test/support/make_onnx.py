@@ -2,7 +2,7 @@
 server treats user models (no training, no torch: onnx.helper only).
 
 usage: make_onnx.py OUT [--size 224] [--dim 512] [--batch dynamic|1] [--seed 0]
-                        [--nan] [--kind projection|pattern] [--card]
+                        [--nan] [--kind projection|pattern] [--card] [--rotate SEED]
 
 projection: average-pools the image to 8x8, flattens and projects to `dim`
   with fixed random weights: deterministic, cheap, any contract.
@@ -14,6 +14,11 @@ pattern: the mean-centred 8x8 grey thumbnail, zero-padded to 512. Crude but
 constant: one fixed unit vector nudged by 1e-3 of the pattern thumbnail:
   distinct photos get distinct embeddings, yet every pair scores cosine
   > 0.9999, so only keypoint geometry can tell two noses apart.
+--rotate SEED: the output multiplied by a fixed random rotation (orthogonal
+  matrix from SEED): cosines between its own embeddings are unchanged, so it
+  scores photos exactly as the model without it, but its embeddings are
+  unrelated to that model's (cosine near 0): a new model version whose
+  vectors really differ, for rollout tests.
 """
 import argparse
 import json
@@ -31,6 +36,7 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--nan", action="store_true", help="emit NaN embeddings (sqrt of a negative)")
 p.add_argument("--kind", choices=["projection", "pattern", "constant"], default="projection")
 p.add_argument("--card", action="store_true")
+p.add_argument("--rotate", type=int, default=None, help="rotate the output by a fixed orthogonal matrix from this seed")
 a = p.parse_args()
 
 k = a.size // 8
@@ -44,38 +50,34 @@ if a.kind == "projection":
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "w"], ["projected" if a.nan else "embedding"]),
     ]
-elif a.kind == "constant":
-    unit = np.zeros((1, a.dim), np.float32)
-    unit[0, a.dim - 1] = 1.0
-    inits += [
-        numpy_helper.from_array(np.array([0, 0, 0, a.dim - 64], dtype=np.int64), "pads"),
-        numpy_helper.from_array(unit, "unit"),
-        numpy_helper.from_array(np.array(1e-3, np.float32), "eps"),
-    ]
-    nodes = [
-        # The pattern thumbnail scaled down to a nudge on one fixed vector: distinct photos get
-        # distinct embeddings (and pets distinct DIDs), yet every pair scores cosine > 0.9999.
-        helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
-        helper.make_node("AveragePool", ["grey"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
-        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-        helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
-        helper.make_node("Sub", ["flat", "mean"], ["centred"]),
-        helper.make_node("Pad", ["centred", "pads"], ["padded"]),
-        helper.make_node("Mul", ["padded", "eps"], ["nudge"]),
-        helper.make_node("Add", ["nudge", "unit"], ["projected" if a.nan else "embedding"]),
-    ]
 else:
+    out = "projected" if a.nan else "embedding"
     inits.append(numpy_helper.from_array(np.array([0, 0, 0, a.dim - 64], dtype=np.int64), "pads"))
+    # The mean-centred 8x8 grey thumbnail, zero-padded to `dim`.
+    pattern = "pattern" if a.kind == "constant" else out
     nodes = [
         helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1),
         helper.make_node("AveragePool", ["grey"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["flat", "mean"], ["centred"]),
-        helper.make_node("Pad", ["centred", "pads"], ["projected" if a.nan else "embedding"]),
+        helper.make_node("Pad", ["centred", "pads"], [pattern]),
     ]
+    if a.kind == "constant":
+        # The thumbnail scaled down to a nudge on one fixed vector: distinct photos get distinct
+        # embeddings (and pets distinct DIDs), yet every pair scores cosine > 0.9999.
+        unit = np.zeros((1, a.dim), np.float32)
+        unit[0, a.dim - 1] = 1.0
+        inits += [numpy_helper.from_array(unit, "unit"), numpy_helper.from_array(np.array(1e-3, np.float32), "eps")]
+        nodes += [helper.make_node("Mul", [pattern, "eps"], ["nudge"]), helper.make_node("Add", ["nudge", "unit"], [out])]
 if a.nan:
     nodes += [helper.make_node("Neg", ["projected"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["embedding"])]
+if a.rotate is not None:
+    q, r = np.linalg.qr(np.random.default_rng(a.rotate).standard_normal((a.dim, a.dim)))
+    q = q * np.sign(np.diag(r))  # a unique orthogonal matrix for the seed
+    inits.append(numpy_helper.from_array(q.astype(np.float32), "rotation"))
+    nodes[-1].output[0] = "unrotated"
+    nodes.append(helper.make_node("MatMul", ["unrotated", "rotation"], ["embedding"]))
 graph = helper.make_graph(
     nodes,
     "test-embedder",

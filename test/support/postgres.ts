@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +19,39 @@ export function postgresUnavailable(): string | undefined {
     return "running as root but there is no 'postgres' user to run the server as";
   }
   return undefined;
+}
+
+/**
+ * Servers this process started and has not disposed of. A test process that
+ * ends without disposing (a failed `before`, a timeout, an uncaught error)
+ * stops them on exit; one that cannot run JavaScript any more (V8 abort,
+ * SIGKILL) has them stopped by a watcher process (see `watchParent`), so no
+ * server outlives the run that started it and meets the next one.
+ */
+const running = new Map<string, () => void>();
+const stopAllNow = () => {
+  for (const stop of running.values()) stop();
+  running.clear();
+};
+process.once("exit", stopAllNow);
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    stopAllNow();
+    // The default action, now that the servers are down.
+    process.kill(process.pid, sig);
+  });
+}
+
+/**
+ * A detached shell that waits for this process to end, however it ends,
+ * then stops the server (`pg_ctl stop -m immediate`) and removes its folder.
+ */
+function watchParent(stopCommand: string[], base: string): ChildProcess {
+  const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const script = `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ${stopCommand.map(quote).join(" ")} >/dev/null 2>&1; rm -rf ${quote(base)}`;
+  const watcher = spawn("sh", ["-c", script], { detached: true, stdio: "ignore" });
+  watcher.unref();
+  return watcher;
 }
 
 export interface TestPostgres {
@@ -60,18 +93,33 @@ export async function startPostgres(
 
   run("initdb", ["-D", dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]);
   const opts = `-c listen_addresses=127.0.0.1 -p ${port} -k ${sockDir} -c fsync=off -c shared_buffers=32MB -c max_connections=30${settings.map((x) => ` -c ${x}`).join("")}`;
-  let running = false;
+  let up = false;
+  const stopArgs = ["-D", dataDir, "-m", "immediate", "-w", "-t", "30", "stop"];
+  const stopCommand = asRoot ? ["runuser", "-u", "postgres", "--", join(BIN, "pg_ctl"), ...stopArgs] : [join(BIN, "pg_ctl"), ...stopArgs];
+  const watcher = watchParent(stopCommand, base);
+  // On exit: stop it synchronously (nothing asynchronous runs any more) and remove its folder.
+  running.set(base, () => {
+    if (up) spawnSync(stopCommand[0], stopCommand.slice(1), { stdio: "ignore" });
+    rmSync(base, { recursive: true, force: true });
+    watcher.kill();
+  });
   const start = async () => {
-    if (running) return;
+    if (up) return;
     run("pg_ctl", ["-D", dataDir, "-o", opts, "-l", join(base, "server.log"), "-w", "-t", "30", "start"]);
-    running = true;
+    up = true;
   };
   const stop = async () => {
-    if (!running) return;
-    run("pg_ctl", ["-D", dataDir, "-m", "immediate", "-w", "-t", "30", "stop"]);
-    running = false;
+    if (!up) return;
+    run("pg_ctl", stopArgs);
+    up = false;
   };
-  await start();
+  try {
+    await start();
+  } catch (e) {
+    running.get(base)!();
+    running.delete(base);
+    throw e;
+  }
   run("createdb", ["-h", sockDir, "-p", String(port), "-U", "postgres", database]);
 
   return {
@@ -81,6 +129,8 @@ export async function startPostgres(
     async dispose() {
       await stop().catch(() => {});
       rmSync(base, { recursive: true, force: true });
+      running.delete(base);
+      watcher.kill();
     },
   };
 }

@@ -22,6 +22,8 @@ export interface Replica {
   readonly running: boolean;
   /** The last log lines (JSON parsed where possible), for failure messages. */
   readonly logs: unknown[];
+  /** Every warn and error line over the replica's lifetime, restarts included (up to 5,000), to judge after a run. */
+  readonly warnings: Array<Record<string, unknown>>;
   /** Starts the process (again) and resolves once grpc.health.v1 answers SERVING. */
   start(): Promise<void>;
   /** SIGTERM: the graceful path. Resolves when the process has exited. */
@@ -42,6 +44,7 @@ export interface ReplicaOptions {
 }
 
 const LOG_LINES_KEPT = 200;
+const WARNINGS_KEPT = 5000;
 
 /** Servers still running when this process exits (a test cancelled midway) are killed with it. */
 const live = new Set<ChildProcess>();
@@ -54,6 +57,12 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
   const logs: unknown[] = [];
   let server: ServerProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
+  // Warnings and errors are kept apart from the rolling log: load tests read every one of them.
+  const warnings: Array<Record<string, unknown>> = [];
+  const onLine = (line: unknown) => {
+    const level = (line as { level?: unknown } | null)?.level;
+    if ((level === "warn" || level === "error") && warnings.length < WARNINGS_KEPT) warnings.push(line as Record<string, unknown>);
+  };
 
   const start = async () => {
     if (server) return;
@@ -65,6 +74,7 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
       maxLogLines: LOG_LINES_KEPT,
       maxStderr: 4000,
       raw: "text",
+      onLine,
     });
     server = child;
     live.add(child.proc);
@@ -111,6 +121,7 @@ export async function startReplica(options: ReplicaOptions = {}): Promise<Replic
       return server !== undefined;
     },
     logs,
+    warnings,
     start,
     stop: () => signal("SIGTERM"),
     kill: () => signal("SIGKILL"),

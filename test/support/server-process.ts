@@ -23,6 +23,8 @@ export interface ServerProcessOptions {
   ipc?: boolean;
   /** The array the log lines go into (one that outlives a restart); default a new one. */
   logs?: unknown[];
+  /** Called with every line read, before the rolling log may drop it. */
+  onLine?: (line: unknown) => void;
   /** Keep only this many log lines, oldest dropped (default: all). */
   maxLogLines?: number;
   /** Keep only the end of stderr (default: all). */
@@ -76,6 +78,7 @@ export function spawnServer(o: ServerProcessOptions): ServerProcess {
   const waiters = new Set<() => void>();
   let stderr = "";
   const keep = (line: unknown) => {
+    o.onLine?.(line);
     logs.push(line);
     if (o.maxLogLines !== undefined && logs.length > o.maxLogLines) logs.splice(0, logs.length - o.maxLogLines);
     waiters.forEach((w) => w());

@@ -69,7 +69,7 @@ export async function startServer(
 /** Builds a test ONNX model with the given contract via test/support/make_onnx.py. */
 export function makeTestModel(
   file: string,
-  opts: { size?: number; dim?: number; batch?: string; nan?: boolean; kind?: "projection" | "pattern" | "constant"; card?: boolean } = {},
+  opts: { size?: number; dim?: number; batch?: string; nan?: boolean; kind?: "projection" | "pattern" | "constant"; card?: boolean; rotate?: number } = {},
 ): string {
   const args = [path.join(ROOT, "test/support/make_onnx.py"), file];
   if (opts.size) args.push("--size", String(opts.size));
@@ -78,6 +78,7 @@ export function makeTestModel(
   if (opts.nan) args.push("--nan");
   if (opts.kind) args.push("--kind", opts.kind);
   if (opts.card) args.push("--card");
+  if (opts.rotate !== undefined) args.push("--rotate", String(opts.rotate));
   execFileSync("/usr/bin/python3", args, { stdio: "pipe" });
   return file;
 }

@@ -2,7 +2,7 @@
  * Choosing the frames to keep from a burst of assessed camera frames.
  * Pure and isomorphic.
  */
-import type { FrameAssessment } from "./quality.js";
+import type { FrameAssessment } from "./types.js";
 
 /** One assessed frame and whatever the caller keeps with it (pixels, a blob, an index). */
 export interface Candidate<T> {
