@@ -218,6 +218,19 @@ describe("the capture app offline in Chromium", { skip, timeout: 600_000 }, () =
     assert.ok(matches[0].startsWith(`${did}:`), matches[0]);
   });
 
+  test("a verification made offline is queued, then sent when the network returns", async () => {
+    proxy.offline = true;
+    await context.setOffline(true);
+    await page.setInputFiles("#verify-file", photo(1));
+    await page.waitForFunction(() => document.querySelectorAll('#queue-list li[data-state="waiting"]').length === 1, undefined, { timeout: 60_000 });
+    assert.equal(await page.getAttribute("#app", "data-state"), "queued");
+    proxy.offline = false;
+    await context.setOffline(false);
+    await page.waitForFunction(() => document.querySelectorAll('#queue-list li[data-state="done"], #queue-list li[data-state="failed"]').length === 2, undefined, { timeout: 60_000 });
+    const items = await page.$$eval("#queue-list li", (lis) => lis.map((li) => `${li.dataset.state} ${li.textContent}`));
+    assert.match(items[1], /^done Verification of did:\S+, quality [\d.]+–[\d.]+, embedded on this device: done: SAME, similarity /, items.join("\n"));
+  });
+
   test("the page logged no console errors beyond the refused requests made offline", () => {
     const errors = logs.filter((l) => (l.startsWith("error:") || l.startsWith("pageerror:")) && !/ERR_INTERNET_DISCONNECTED|503|Failed to load resource/.test(l));
     assert.deepEqual(errors, [], logs.join("\n"));
