@@ -12,8 +12,10 @@ import { fetchCard, loadModel, ModelMismatchError, type LoadedModel } from "./mo
 import { assessFrame, type FrameAssessment } from "../shared/quality/index.js";
 import { toModelInput } from "../shared/preprocess.js";
 import { identifyPet, registerPet, serviceClient, verdictName, verifyPet, type ClientVector } from "./upload.js";
+import { ConnectError, Code } from "@connectrpc/connect";
+import { flushQueue, listCaptures, newCapture, putCapture, type Outcome, type QueuedCapture } from "./queue.js";
 
-export type PageState = "searching" | "guiding" | "captured" | "registered" | "verified";
+export type PageState = "searching" | "guiding" | "captured" | "queued" | "registered" | "verified";
 
 /** Kept frames must agree with each other: lowest pairwise score >= this (see agreementOf). */
 export const AGREEMENT_MIN = 0.7;
@@ -46,6 +48,11 @@ const page = {
   ready: undefined as unknown as Promise<void>,
   petDid: "",
   lastResponse: undefined as unknown,
+  /** The service worker's registration once it is active (undefined where there is none). */
+  serviceWorker: undefined as unknown as Promise<ServiceWorkerRegistration | undefined>,
+  /** The offline queue as last shown, and a way to send it now. */
+  queue: [] as QueuedCapture[],
+  flush: () => flush(),
   /** Embeds an encoded image exactly as the page embeds its own photos. */
   async embedBytes(bytes: Uint8Array, type = "image/jpeg"): Promise<{ vector: number[]; ms: number; provider: Provider }> {
     await page.ready;
@@ -231,9 +238,12 @@ function captured(p: Prepared) {
 async function register() {
   const p = page.prepared;
   if (!p) return;
+  if (!navigator.onLine) return enqueue("register", p);
   busy(true);
+  // made before the first try, so that a try whose answer is lost can be queued and repeated under the same id
+  const requestId = crypto.randomUUID();
   try {
-    const res = await registerPet(svc, p.jpegs, p.vectors, "capture-app");
+    const res = await registerPet(svc, p.jpegs, p.vectors, "capture-app", requestId);
     page.lastResponse = res;
     if (!res.success) {
       $("result").dataset.verdict = "";
@@ -248,6 +258,7 @@ async function register() {
     $<HTMLButtonElement>("verify").disabled = false;
     $<HTMLButtonElement>("identify").disabled = false;
   } catch (e) {
+    if (transient(e)) return enqueue("register", p, requestId);
     $("result").textContent = `Error: ${(e as Error).message}`;
   } finally {
     busy(false);
@@ -256,6 +267,7 @@ async function register() {
 
 async function verify(p: Prepared) {
   const petDid = $<HTMLInputElement>("pet-did").value.trim();
+  if (!navigator.onLine) return enqueue("verify", p);
   busy(true);
   try {
     const res = await verifyPet(svc, petDid, p.jpegs[0], p.vectors?.[0], "capture-app");
@@ -322,6 +334,118 @@ async function fromFiles(files: File[], mode: "register" | "verify") {
   captured(prepared);
 }
 
+/** Errors after which the same request may well get through later: no network, no answer, server unavailable. */
+const TRANSIENT = new Set([Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Aborted, Code.ResourceExhausted]);
+function transient(e: unknown): boolean {
+  return !(e instanceof ConnectError) || TRANSIENT.has(e.code);
+}
+
+/** Keeps a capture for later: its JPEGs, the page's embeddings of them and the frames' quality scores. */
+async function enqueue(kind: QueuedCapture["kind"], p: Prepared, id?: string) {
+  const c = newCapture(kind, {
+    jpegs: p.jpegs,
+    vectors: p.vectors ?? [],
+    scores: p.frames.map((f) => f.assessment.score),
+    petDid: kind === "verify" ? $<HTMLInputElement>("pet-did").value.trim() : undefined,
+  });
+  if (id) c.id = id;
+  try {
+    await putCapture(c);
+  } catch (e) {
+    $("result").textContent = `Could not keep the capture for later: ${(e as Error).message}`;
+    return;
+  }
+  $("result").dataset.verdict = "";
+  $("result").textContent = `${kind === "register" ? "Registration" : "Verification"} saved on this device: it will be sent when the network returns`;
+  setState("queued");
+  await showQueue();
+  if (navigator.onLine) void flush();
+}
+
+/** One queued capture sent to the server, with its own id as the registration's request_id. */
+async function sendQueued(c: QueuedCapture): Promise<Outcome> {
+  if (!navigator.onLine) return { sent: false, message: "offline" };
+  try {
+    if (c.kind === "register") {
+      const res = await registerPet(svc, c.jpegs, c.vectors.length ? c.vectors : undefined, "capture-app", c.id);
+      if (!res.success) return res.retryable ? { sent: false, message: res.errorMessage } : { sent: true, ok: false, message: res.errorMessage };
+      if (!$<HTMLInputElement>("pet-did").value) $<HTMLInputElement>("pet-did").value = res.petDid;
+      $<HTMLButtonElement>("verify").disabled = false;
+      $<HTMLButtonElement>("identify").disabled = false;
+      return { sent: true, ok: true, message: res.petDid };
+    }
+    const res = await verifyPet(svc, c.petDid ?? "", c.jpegs[0], c.vectors[0], "capture-app");
+    if (!res.success) return res.retryable ? { sent: false, message: res.errorMessage } : { sent: true, ok: false, message: res.errorMessage };
+    return { sent: true, ok: true, message: `${verdictName(res.verdict)}, similarity ${res.similarity.toFixed(3)}` };
+  } catch (e) {
+    const message = e instanceof ConnectError ? e.rawMessage || Code[e.code] : String((e as Error)?.message ?? e);
+    return transient(e) ? { sent: false, message } : { sent: true, ok: false, message };
+  }
+}
+
+function describeCapture(c: QueuedCapture): string {
+  const what = c.kind === "register" ? `Registration, ${c.jpegs.length} photos` : `Verification of ${c.petDid || "(no pet DID)"}`;
+  const scores = c.scores.length ? `, quality ${Math.min(...c.scores).toFixed(2)}–${Math.max(...c.scores).toFixed(2)}` : "";
+  const device = c.vectors.length ? ", embedded on this device" : "";
+  const state =
+    c.state === "done" ? `done: ${c.result}` : c.state === "failed" ? `failed: ${c.message}` : c.state === "waiting" && c.message ? `waiting (last try: ${c.message})` : c.state;
+  return `${what}${scores}${device}: ${state}`;
+}
+
+async function showQueue() {
+  const all = await listCaptures().catch(() => [] as QueuedCapture[]);
+  page.queue = all;
+  $("queue").hidden = all.length === 0;
+  $("queue-list").replaceChildren(
+    ...all.map((c) => {
+      const li = document.createElement("li");
+      li.dataset.state = c.state;
+      li.dataset.id = c.id;
+      li.textContent = describeCapture(c);
+      return li;
+    }),
+  );
+}
+
+let flushing: Promise<void> | undefined;
+let again = false;
+let retryTimer: ReturnType<typeof setTimeout> | undefined;
+let backoffMs = 2000;
+
+/** Sends what is queued; while the network is up but a try fails, tries again later (2 s, doubling to 1 min). */
+function flush(): Promise<void> {
+  if (flushing) {
+    again = true;
+    return flushing;
+  }
+  clearTimeout(retryTimer);
+  flushing = (async () => {
+    let clear = true;
+    do {
+      again = false;
+      clear = await flushQueue(sendQueued, () => void showQueue()).catch(() => false);
+    } while (again);
+    await showQueue();
+    if (clear) backoffMs = 2000;
+    else if (navigator.onLine) {
+      retryTimer = setTimeout(() => void flush(), backoffMs);
+      backoffMs = Math.min(60_000, backoffMs * 2);
+    }
+  })().finally(() => (flushing = undefined));
+  return flushing;
+}
+
+/** The service worker that keeps the app shell and the ONNX runtime for offline use. */
+async function registerServiceWorker(): Promise<ServiceWorkerRegistration | undefined> {
+  if (!("serviceWorker" in navigator)) return undefined;
+  try {
+    await navigator.serviceWorker.register("./sw.js", { scope: "./" });
+    return await navigator.serviceWorker.ready;
+  } catch {
+    return undefined; // a development server has no sw.js: the page works online alone
+  }
+}
+
 /** What the user is told when the camera cannot be used; the photo pickers below work either way. */
 export function cameraProblem(e: unknown): string {
   const name = (e as Error)?.name;
@@ -335,7 +459,14 @@ export function cameraProblem(e: unknown): string {
 
 async function main() {
   setState("searching");
+  page.serviceWorker = registerServiceWorker();
   page.ready = startModel();
+  window.addEventListener("online", () => {
+    backoffMs = 2000;
+    void flush();
+  });
+  window.addEventListener("offline", () => void showQueue());
+  void showQueue().then(() => (navigator.onLine ? flush() : undefined));
   $("register").addEventListener("click", () => void register());
   $("verify").addEventListener("click", () => void capture("verify").catch(() => undefined));
   $("identify").addEventListener("click", () => void identify());

@@ -29,11 +29,30 @@ const CACHE = "nosepaw-model";
 const MODEL_URL = "/model/nose-embedder.onnx";
 const CARD_URL = "/model/card.json";
 
-export async function fetchCard(): Promise<ModelCard> {
-  const res = await fetch(CARD_URL, { cache: "no-store" });
+const CARD_ITEM = "nosepaw.modelCard";
+
+/**
+ * The server's model card. The last one seen is kept, so that a page opened
+ * offline (from the service worker) still knows which cached model to run;
+ * `offline` says the card came from there, not from the server.
+ */
+export async function fetchCard(): Promise<ModelCard & { offline?: boolean }> {
+  let res: Response;
+  try {
+    res = await fetch(CARD_URL, { cache: "no-store" });
+  } catch (e) {
+    const kept = localStorage.getItem(CARD_ITEM);
+    if (!kept) throw e;
+    return { ...(JSON.parse(kept) as ModelCard), offline: true };
+  }
   if (!res.ok) throw new Error(`model card: HTTP ${res.status}`);
   const card = (await res.json()) as ModelCard;
   if (typeof card.version !== "string" || !card.version) throw new Error("model card has no version");
+  try {
+    localStorage.setItem(CARD_ITEM, JSON.stringify(card));
+  } catch {
+    // storage full or refused: the page still works online
+  }
   return card;
 }
 

@@ -44,10 +44,14 @@ function clientEmbedding(v: ClientVector) {
   return { vector: Array.from(v.vector), executionProvider: v.executionProvider, modelVersion: v.modelVersion };
 }
 
-export async function registerPet(svc: Service, jpegs: Uint8Array[], vectors: ClientVector[] | undefined, requestedBy: string) {
+/**
+ * `requestId` is the idempotency key: the same id sent again (a retry after a
+ * lost answer) returns the pet that id registered instead of registering again.
+ */
+export async function registerPet(svc: Service, jpegs: Uint8Array[], vectors: ClientVector[] | undefined, requestedBy: string, requestId: string = crypto.randomUUID()) {
   return svc.registerPet({
     photos: jpegs.map(photo),
-    requestId: crypto.randomUUID(),
+    requestId,
     requestedBy,
     // one per photo, or none: the server refuses a partial set
     clientEmbeddings: vectors && vectors.length === jpegs.length ? vectors.map(clientEmbedding) : [],
