@@ -48,7 +48,12 @@ export interface BrowserResult {
 
 type PageApi = {
   embedBytes(b: Uint8Array, type?: string): Promise<{ vector: number[]; ms: number; provider: string }>;
-  benchAssess(w: number, h: number, n: number, from?: CanvasImageSource): { assessMedianMs: number; drawMedianMs: number; analysis: string };
+  benchAssess(
+    w: number,
+    h: number,
+    n: number,
+    from?: CanvasImageSource,
+  ): { assessMedianMs: number; drawMedianMs: number; analysis: string };
 };
 
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
@@ -129,7 +134,9 @@ export async function browserBench(quick: boolean): Promise<BrowserResult> {
       embedWasmMs: median(pageEmbed),
       embedWebgpuMs: webgpu.ms,
       webgpuProvider: webgpu.provider,
-      webgpuNote: webgpu.skipped ?? "Chromium --enable-unsafe-webgpu; without a GPU its adapter is SwiftShader (software), so this is a parity path, not a speed one",
+      webgpuNote:
+        webgpu.skipped ??
+        "Chromium --enable-unsafe-webgpu; without a GPU its adapter is SwiftShader (software), so this is a parity path, not a speed one",
       embedServerPathMs: median(nodeEmbed),
     };
   } finally {

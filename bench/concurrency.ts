@@ -58,7 +58,9 @@ function statusKiB(pid: number, field: "VmHWM" | "VmRSS"): number {
   return procStatusKiB(pid, field) ?? NaN;
 }
 
-async function startChild(env: Record<string, string>): Promise<{ proc: ChildProcess; stop(): Promise<void>; batchStats(): Promise<BatchStats> }> {
+async function startChild(
+  env: Record<string, string>,
+): Promise<{ proc: ChildProcess; stop(): Promise<void>; batchStats(): Promise<BatchStats> }> {
   const server = spawnServer({
     command: process.execPath,
     args: ["--import", "tsx", "--import", "./bench/server-probe.ts", "server/main.ts"],
@@ -67,7 +69,10 @@ async function startChild(env: Record<string, string>): Promise<{ proc: ChildPro
     ipc: true,
   });
   const { proc } = server;
-  proc.once("exit", (code) => code && code !== 0 && console.error(`server (MAX_BATCH=${env.MAX_BATCH}) exited ${code}: ${server.stderr().slice(-2000)}`));
+  proc.once(
+    "exit",
+    (code) => code && code !== 0 && console.error(`server (MAX_BATCH=${env.MAX_BATCH}) exited ${code}: ${server.stderr().slice(-2000)}`),
+  );
   return {
     proc,
     batchStats: () =>
@@ -83,12 +88,22 @@ async function startChild(env: Record<string, string>): Promise<{ proc: ChildPro
   };
 }
 
-export async function concurrency(photos: Buffer[], label: string, requestsPerClient: (clients: number) => number): Promise<ConcurrencyResult> {
+export async function concurrency(
+  photos: Buffer[],
+  label: string,
+  requestsPerClient: (clients: number) => number,
+): Promise<ConcurrencyResult> {
   const runs: ServerRun[] = [];
   let env: Record<string, string> = {};
   for (const maxBatch of [16, 1]) {
     const dataDir = mkdtempSync(path.join(tmpdir(), "nosepaw-bench-"));
-    env = { GRPC_PORT: String(await freePort()), GRPC_HOST: "127.0.0.1", DATA_DIR: dataDir, MAX_BATCH: String(maxBatch), LOG_LEVEL: "error" };
+    env = {
+      GRPC_PORT: String(await freePort()),
+      GRPC_HOST: "127.0.0.1",
+      DATA_DIR: dataDir,
+      MAX_BATCH: String(maxBatch),
+      LOG_LEVEL: "error",
+    };
     const child = await startChild(env);
     const client = gatewayClient(`127.0.0.1:${env.GRPC_PORT}`);
     try {

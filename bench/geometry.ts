@@ -55,7 +55,9 @@ export async function geometryBench(rounds: number): Promise<GeometryBenchResult
     const [peakRssWithMiB, peakRssWithoutMiB] = pids.map((pid) => (procStatusKiB(pid, "VmHWM") ?? NaN) / 1024);
 
     const cv = await loadOpenCv();
-    const greys = await Promise.all([0, 1, 2, 3].map((k) => greyForGeometry(photo(0, k), DEFAULT_GEOMETRY_PARAMS.side, { maxBytes: 50 << 20, maxPixels: 50_000_000 })));
+    const greys = await Promise.all(
+      [0, 1, 2, 3].map((k) => greyForGeometry(photo(0, k), DEFAULT_GEOMETRY_PARAMS.side, { maxBytes: 50 << 20, maxPixels: 50_000_000 })),
+    );
     const featuresMs: number[] = [];
     let feats = greys.map((g) => extractFeatures(cv, g, DEFAULT_GEOMETRY_PARAMS));
     for (let i = 0; i < rounds; i++) {

@@ -17,12 +17,17 @@ export function extractNoseVector(client: GatewayClient, jpeg: Buffer, metadata 
   return new Promise((resolve, reject) => {
     let trailers = new grpc.Metadata();
     const t = performance.now();
-    const call = client.raw.ExtractNoseVector({ image_data: jpeg, image_format: "jpeg" }, metadata, { deadline: Date.now() + 60_000 }, (err, res) => {
-      const ms = performance.now() - t;
-      if (err) return reject(err);
-      // 'status' (with the trailers) follows the callback in the same tick.
-      setImmediate(() => resolve({ res, ms, trailers }));
-    }) as unknown as grpc.ClientUnaryCall;
+    const call = client.raw.ExtractNoseVector(
+      { image_data: jpeg, image_format: "jpeg" },
+      metadata,
+      { deadline: Date.now() + 60_000 },
+      (err, res) => {
+        const ms = performance.now() - t;
+        if (err) return reject(err);
+        // 'status' (with the trailers) follows the callback in the same tick.
+        setImmediate(() => resolve({ res, ms, trailers }));
+      },
+    ) as unknown as grpc.ClientUnaryCall;
     call.on("status", (s: grpc.StatusObject) => (trailers = s.metadata));
   });
 }

@@ -70,7 +70,9 @@ function makeCorpus(pets: number, queries: number, seed: number): Corpus {
   // New photos of enrolled dogs (one in five of a twin) and of dogs never enrolled.
   const twins = Math.floor((pets - 1) / every);
   const step = Math.max(1, Math.floor(pets / queries));
-  const picked = Array.from({ length: queries }, (_, i) => (i % 5 === 0 && twins > 0 ? every * (1 + ((i / 5) % twins)) : (i * step + 7) % pets));
+  const picked = Array.from({ length: queries }, (_, i) =>
+    i % 5 === 0 && twins > 0 ? every * (1 + ((i / 5) % twins)) : (i * step + 7) % pets,
+  );
   return {
     pets,
     petVectors,
@@ -129,8 +131,15 @@ const relMiB = async (db: Database, rel: string) =>
 /** The plan of the registry's query, under the settings nearestPets gives its transaction (ef_search, iterative scan). */
 async function planOf(db: Database, v: Float32Array, efSearch = 200): Promise<string> {
   return db.transaction(async (tx) => {
-    await tx.query("SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)", [String(efSearch)]);
-    const { rows } = await tx.query<Record<string, string>>(`EXPLAIN ${NEAREST_ROWS_SQL}`, [vectorText(v), 40, SERVER_TOP_K, MODEL_VERSION]);
+    await tx.query("SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)", [
+      String(efSearch),
+    ]);
+    const { rows } = await tx.query<Record<string, string>>(`EXPLAIN ${NEAREST_ROWS_SQL}`, [
+      vectorText(v),
+      40,
+      SERVER_TOP_K,
+      MODEL_VERSION,
+    ]);
     return rows.map((r) => Object.values(r)[0]).join("\n");
   });
 }
@@ -252,7 +261,8 @@ async function runOne(
           ef_search: ef === undefined ? "registry default (createRegistry without options)" : String(ef),
         },
       });
-      if (efSearch.length > 1) log(`    ef_search ${ef ?? "default"}: recall@1 ${runs.at(-1)!.recallAt1}, p95 ${runs.at(-1)!.query.p95.toFixed(1)} ms`);
+      if (efSearch.length > 1)
+        log(`    ef_search ${ef ?? "default"}: recall@1 ${runs.at(-1)!.recallAt1}, p95 ${runs.at(-1)!.query.p95.toFixed(1)} ms`);
     }
     return runs;
   } finally {
@@ -307,7 +317,15 @@ export async function identification(
         await admin.close();
         const config = { ...pg.config, database: name };
         runs.push(
-          ...(await runOne("postgres", { kind: "postgres", ...config }, { kind: "postgres", ...config, username: "exact_search", queryTimeoutMs: 600_000 }, corpus, seed, log, efSearch)),
+          ...(await runOne(
+            "postgres",
+            { kind: "postgres", ...config },
+            { kind: "postgres", ...config, username: "exact_search", queryTimeoutMs: 600_000 },
+            corpus,
+            seed,
+            log,
+            efSearch,
+          )),
         );
         const drop = await openDatabase({ kind: "postgres", ...pg.config });
         await drop.query(`DROP DATABASE ${name}`);

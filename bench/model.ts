@@ -53,7 +53,11 @@ export async function modelCost(reps: number): Promise<ModelResult> {
   const input = new Float32Array(3 * 224 * 224).map((_, i) => ((i * 7919) % 256) / 255);
   const inference: ModelResult["inference"] = [];
   for (const threads of [1, 2]) {
-    const session = await ort.InferenceSession.create(config.modelPath, { graphOptimizationLevel: "all", executionProviders: ["cpu"], intraOpNumThreads: threads });
+    const session = await ort.InferenceSession.create(config.modelPath, {
+      graphOptimizationLevel: "all",
+      executionProviders: ["cpu"],
+      intraOpNumThreads: threads,
+    });
     const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", input, [1, 3, 224, 224]) };
     for (let i = 0; i < 3; i++) await session.run(feeds);
     const ms: number[] = [];

@@ -36,7 +36,9 @@ export async function benchPhotos(count: number): Promise<PhotoSet[]> {
 /** One photo at the given size; `seed` varies the grain. */
 export async function cameraLike(nose: Buffer, width: number, height: number, seed: number): Promise<Buffer> {
   const sigma = width * height > 4e6 ? 7 : width * height > 1e6 ? 5 : 3;
-  const grain = await sharp({ create: { width, height, channels: 3, background: "#808080", noise: { type: "gaussian", mean: 128 + (seed % 3), sigma } } })
+  const grain = await sharp({
+    create: { width, height, channels: 3, background: "#808080", noise: { type: "gaussian", mean: 128 + (seed % 3), sigma } },
+  })
     .png({ compressionLevel: 0 })
     .toBuffer();
   const falloff = Buffer.from(

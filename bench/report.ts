@@ -56,12 +56,24 @@ export function summaryRows(r: Results): SummaryRow[] {
   }
   for (const s of r.vsOld?.sizes ?? []) {
     if (s.ratioP50 !== undefined)
-      rows.push({ ratio: true, what: `ours/old p50, ExtractNoseVector ${s.label}`, value: `${fmt(s.ratioP50)}x`, goal: `<= ${s.ratioGoal}x`, met: s.ratioP50 <= s.ratioGoal });
+      rows.push({
+        ratio: true,
+        what: `ours/old p50, ExtractNoseVector ${s.label}`,
+        value: `${fmt(s.ratioP50)}x`,
+        goal: `<= ${s.ratioGoal}x`,
+        met: s.ratioP50 <= s.ratioGoal,
+      });
   }
   for (const s of r.vsOld?.sizes ?? []) {
     if (s.outsideGoalMs === undefined) continue;
     if (s.label === "224x224")
-      rows.push({ ratio: false, what: `our server outside inference, ${s.label}`, value: `${fmt(s.outsideInferenceMedian)} ms`, goal: "<= 1 ms", met: s.outsideInferenceMedian <= 1 });
+      rows.push({
+        ratio: false,
+        what: `our server outside inference, ${s.label}`,
+        value: `${fmt(s.outsideInferenceMedian)} ms`,
+        goal: "<= 1 ms",
+        met: s.outsideInferenceMedian <= 1,
+      });
     else if (s.pillowPreprocess)
       rows.push({
         ratio: true,
@@ -73,20 +85,56 @@ export function summaryRows(r: Results): SummaryRow[] {
   }
   const c = r.concurrency;
   if (c) {
-    rows.push({ ratio: true, what: "throughput at 16 clients, batching on/off", value: `${fmt(c.speedupAt16)}x`, goal: ">= 1.5x", met: c.speedupAt16 >= 1.5 });
-    rows.push({ ratio: true, what: "p95 at 16 clients / p95 at 1 client (batching on)", value: `${fmt(c.p95GrowthAt16)}x`, goal: "<= 2x", met: c.p95GrowthAt16 <= 2 });
+    rows.push({
+      ratio: true,
+      what: "throughput at 16 clients, batching on/off",
+      value: `${fmt(c.speedupAt16)}x`,
+      goal: ">= 1.5x",
+      met: c.speedupAt16 >= 1.5,
+    });
+    rows.push({
+      ratio: true,
+      what: "p95 at 16 clients / p95 at 1 client (batching on)",
+      value: `${fmt(c.p95GrowthAt16)}x`,
+      goal: "<= 2x",
+      met: c.p95GrowthAt16 <= 2,
+    });
   }
   const b = r.browser;
   if (b?.embedWasmMs !== undefined && b.embedServerPathMs)
-    rows.push({ ratio: true, what: "browser WASM embedding / server path (1280x720 JPEG)", value: `${fmt(b.embedWasmMs / b.embedServerPathMs)}x`, goal: "" });
+    rows.push({
+      ratio: true,
+      what: "browser WASM embedding / server path (1280x720 JPEG)",
+      value: `${fmt(b.embedWasmMs / b.embedServerPathMs)}x`,
+      goal: "",
+    });
   for (const run of r.identification?.runs ?? []) {
     const big = run.pets >= 100_000;
-    rows.push({ ratio: false, what: `1:N ${run.engine}, ${run.pets} pets: query p95`, value: `${fmt(run.query.p95)} ms`, goal: big ? "<= 20 ms" : "", met: big ? run.query.p95 <= 20 : undefined });
-    rows.push({ ratio: false, what: `1:N ${run.engine}, ${run.pets} pets: recall@1 / @10`, value: `${fmt(run.recallAt1)} / ${fmt(run.recallAt10)}`, goal: big ? "@1 >= 0.99" : "", met: big ? run.recallAt1 >= 0.99 : undefined });
+    rows.push({
+      ratio: false,
+      what: `1:N ${run.engine}, ${run.pets} pets: query p95`,
+      value: `${fmt(run.query.p95)} ms`,
+      goal: big ? "<= 20 ms" : "",
+      met: big ? run.query.p95 <= 20 : undefined,
+    });
+    rows.push({
+      ratio: false,
+      what: `1:N ${run.engine}, ${run.pets} pets: recall@1 / @10`,
+      value: `${fmt(run.recallAt1)} / ${fmt(run.recallAt10)}`,
+      goal: big ? "@1 >= 0.99" : "",
+      met: big ? run.recallAt1 >= 0.99 : undefined,
+    });
   }
   if (b?.frameChromiumMs !== undefined)
-    rows.push({ ratio: false, what: "browser live checks per 720p frame (draw + assess)", value: `${fmt(b.frameChromiumMs)} ms`, goal: "< 8 ms", met: b.frameChromiumMs < 8 });
-  for (const m of r.model?.inference ?? []) rows.push({ ratio: false, what: `model inference, batch 1, ${m.threads} thread(s)`, value: `${fmt(m.ms.p50)} ms`, goal: "" });
+    rows.push({
+      ratio: false,
+      what: "browser live checks per 720p frame (draw + assess)",
+      value: `${fmt(b.frameChromiumMs)} ms`,
+      goal: "< 8 ms",
+      met: b.frameChromiumMs < 8,
+    });
+  for (const m of r.model?.inference ?? [])
+    rows.push({ ratio: false, what: `model inference, batch 1, ${m.threads} thread(s)`, value: `${fmt(m.ms.p50)} ms`, goal: "" });
   return rows.sort((x, y) => Number(y.ratio) - Number(x.ratio));
 }
 
@@ -128,7 +176,12 @@ export function charts(r: Results): Record<string, string> {
         bars: [
           { series: "ours p50", value: s.ours.p50 },
           { series: "ours p95", value: s.ours.p95 },
-          ...(s.old ? [{ series: "old p50", value: s.old.p50 }, { series: "old p95", value: s.old.p95 }] : []),
+          ...(s.old
+            ? [
+                { series: "old p50", value: s.old.p50 },
+                { series: "old p95", value: s.old.p95 },
+              ]
+            : []),
         ],
       })),
     });
@@ -142,7 +195,9 @@ export function charts(r: Results): Record<string, string> {
           label: `ours ${s.label}`,
           bars: Object.entries(s.stagesMedian).map(([series, value]) => ({ series, value: value ?? 0 })),
         },
-        ...(s.pillowPreprocess ? [{ label: `Pillow ${s.label}`, bars: [{ series: "Pillow preprocessing", value: s.pillowPreprocess.p50 }] }] : []),
+        ...(s.pillowPreprocess
+          ? [{ label: `Pillow ${s.label}`, bars: [{ series: "Pillow preprocessing", value: s.pillowPreprocess.p50 }] }]
+          : []),
       ]),
     });
   }
@@ -172,7 +227,11 @@ export function charts(r: Results): Record<string, string> {
         label: `${run.engine} ${run.pets / 1000}k`,
         bars: [
           { series: "p50", value: run.query.p50 },
-          { series: "p95", value: run.query.p95, label: `${fmt(run.query.p95)} ms, recall@1 ${fmt(run.recallAt1)}, @10 ${fmt(run.recallAt10)}` },
+          {
+            series: "p95",
+            value: run.query.p95,
+            label: `${fmt(run.query.p95)} ms, recall@1 ${fmt(run.recallAt1)}, @10 ${fmt(run.recallAt10)}`,
+          },
         ],
         mark: run.pets >= 100_000 ? { value: 20, label: "goal 20 ms" } : undefined,
       })),
@@ -247,12 +306,20 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
       "| --- | --- | --- | --- | --- | --- | --- |",
     );
     for (const s of v.sizes) {
-      const path = Object.keys(s.paths).length ? Object.entries(s.paths).map(([k, n]) => `${k} (${n})`).join(", ") : "not reported (no `record.path` in nosepaw:rpc)";
+      const path = Object.keys(s.paths).length
+        ? Object.entries(s.paths)
+            .map(([k, n]) => `${k} (${n})`)
+            .join(", ")
+        : "not reported (no `record.path` in nosepaw:rpc)";
       L.push(
         `| ${s.label} | ${ms(s.ours.p50)} / ${ms(s.ours.p95)} | ${s.old ? `${ms(s.old.p50)} / ${ms(s.old.p95)}` : "n/a"} | ${s.ratioP50 !== undefined ? `${fmt(s.ratioP50)}x` : "n/a"} | ${s.ratioP95 !== undefined ? `${fmt(s.ratioP95)}x` : "n/a"} | <= ${s.ratioGoal}x | ${path} |`,
       );
     }
-    L.push("", `Old pipeline split (p50): ${v.sizes.map((s) => `${s.label}: gRPC + Pillow ${ms(s.oldGrpc?.p50)}, inference ${ms(s.oldInference?.p50)}`).join("; ")}.`, "");
+    L.push(
+      "",
+      `Old pipeline split (p50): ${v.sizes.map((s) => `${s.label}: gRPC + Pillow ${ms(s.oldGrpc?.p50)}, inference ${ms(s.oldInference?.p50)}`).join("; ")}.`,
+      "",
+    );
     L.push(img("vs-old-ratio.svg"), img("vs-old-ms.svg"));
     L.push("### Overhead inside our server", "");
     L.push(
@@ -275,14 +342,20 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
   if (c) {
     L.push("## 2. Concurrency and micro-batching", "");
     L.push(
-      `The server runs as its own process, \`node --import tsx server/main.ts\` with ${Object.entries(c.env).map(([k, val]) => `${k}=${val}`).join(", ")} (threads and workers at their defaults on ${r.machine.cores} cores); \`bench/server-probe.ts\` is preloaded with \`--import\` to count the model runs published on \`nosepaw:batch\` and hand the counts over the IPC channel. N closed-loop callers share one @grpc/grpc-js channel, as the gateway multiplexes its calls, each sending ${c.photo} JPEGs back to back. Peak RSS is VmHWM of the server process after the 64-client level.`,
+      `The server runs as its own process, \`node --import tsx server/main.ts\` with ${Object.entries(c.env)
+        .map(([k, val]) => `${k}=${val}`)
+        .join(
+          ", ",
+        )} (threads and workers at their defaults on ${r.machine.cores} cores); \`bench/server-probe.ts\` is preloaded with \`--import\` to count the model runs published on \`nosepaw:batch\` and hand the counts over the IPC channel. N closed-loop callers share one @grpc/grpc-js channel, as the gateway multiplexes its calls, each sending ${c.photo} JPEGs back to back. Peak RSS is VmHWM of the server process after the 64-client level.`,
       "",
       "| MAX_BATCH | clients | requests | failed | req/s | p50 | p95 | mean batch | model runs |",
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     );
     for (const run of c.runs)
       for (const l of run.levels)
-        L.push(`| ${run.maxBatch} | ${l.clients} | ${l.requests} | ${l.failed} | ${fmt(l.perSecond)} | ${ms(l.latency.p50)} | ${ms(l.latency.p95)} | ${fmt(l.meanBatch)} | ${l.batches} |`);
+        L.push(
+          `| ${run.maxBatch} | ${l.clients} | ${l.requests} | ${l.failed} | ${fmt(l.perSecond)} | ${ms(l.latency.p50)} | ${ms(l.latency.p95)} | ${fmt(l.meanBatch)} | ${l.batches} |`,
+        );
     L.push(
       "",
       `Peak RSS (VmHWM) under the 64-client load: ${c.runs.map((run) => `MAX_BATCH=${run.maxBatch}: ${fmt(run.peakRssMiB)} MiB`).join(", ")}.`,
@@ -348,7 +421,8 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
       "| evaluation | AUC | EER | TAR at FAR 1e-3 | TAR at FAR 1e-4 | rank-1 |",
       "| --- | --- | --- | --- | --- | --- |",
     );
-    for (const f of mo.card) L.push(`| ${f.set} | ${f.auc ?? ""} | ${f.eer ?? ""} | ${f.tarAtFar1e3 ?? ""} | ${f.tarAtFar1e4 ?? ""} | ${f.rank1 ?? ""} |`);
+    for (const f of mo.card)
+      L.push(`| ${f.set} | ${f.auc ?? ""} | ${f.eer ?? ""} | ${f.tarAtFar1e3 ?? ""} | ${f.tarAtFar1e4 ?? ""} | ${f.rank1 ?? ""} |`);
     L.push("", "Inference cost, batch 1, onnxruntime-node on the CPU, session options as the server's (graph optimisation all):", "");
     L.push("| intra-op threads | p50 | p95 | runs |", "| --- | --- | --- | --- |");
     for (const i of mo.inference) L.push(`| ${i.threads} | ${ms(i.ms.p50)} | ${ms(i.ms.p95)} | ${i.ms.n} |`);
@@ -395,7 +469,11 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
     for (const [k, n] of Object.entries(r.notes)) L.push(`- ${k}: ${n}`);
     L.push("");
   }
-  L.push("## Run", "", `The run took **${fmt(r.durationSeconds / 60)} minutes** (\`${r.command}\`, ${m}, load average ${r.machine.load1} at its start).`, "");
+  L.push(
+    "## Run",
+    "",
+    `The run took **${fmt(r.durationSeconds / 60)} minutes** (\`${r.command}\`, ${m}, load average ${r.machine.load1} at its start).`,
+    "",
+  );
   return L.join("\n").replace(/\n{3,}/g, "\n\n");
 }
-

@@ -64,7 +64,13 @@ if (args.includes("--report-only")) {
 }
 
 function extrapolations(runs: IdentifyRun[]) {
-  return (["postgres", "pglite"] as const).flatMap((engine) => extrapolate(runs.filter((r) => r.engine === engine), 10_000_000) ?? []);
+  return (["postgres", "pglite"] as const).flatMap(
+    (engine) =>
+      extrapolate(
+        runs.filter((r) => r.engine === engine),
+        10_000_000,
+      ) ?? [],
+  );
 }
 
 function writeOutputs(results: Results, out: string, page: string) {
@@ -75,7 +81,9 @@ function writeOutputs(results: Results, out: string, page: string) {
   writeFileSync(path.join(out, "latest.json"), JSON.stringify(results, null, 1) + "\n");
   writeFileSync(page, markdown(results, summary, Object.keys(plots)));
   console.log(`\n${summaryTable(summary)}\n`);
-  console.log(`took ${(results.durationSeconds / 60).toFixed(1)} min; wrote ${out}/latest.json, ${Object.keys(plots).length} plots, ${page}`);
+  console.log(
+    `took ${(results.durationSeconds / 60).toFixed(1)} min; wrote ${out}/latest.json, ${Object.keys(plots).length} plots, ${page}`,
+  );
 }
 
 const started = performance.now();

@@ -31,7 +31,8 @@ export interface ChartOptions {
 
 const PALETTE = ["#2f6db5", "#e08a2c", "#4a9c5d", "#b54a4a", "#7d5bb5", "#8c8c3c", "#3c8c8c", "#b56fa3", "#6b6b6b"];
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-const num = (v: number) => (v === 0 ? "0" : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3));
+const num = (v: number) =>
+  v === 0 ? "0" : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3);
 
 /** A tidy axis end: 1, 2 or 5 times a power of ten at or above `max`. */
 function niceMax(max: number): number {
@@ -50,7 +51,9 @@ export function barChart(o: ChartOptions): string {
   const gap = 14;
   const top = 58 + 18 * Math.ceil(series.length / 4);
   const plotW = width - left - right;
-  const totals = o.groups.map((g) => (o.stacked ? g.bars.reduce((s, b) => s + Math.max(0, b.value), 0) : Math.max(0, ...g.bars.map((b) => b.value))));
+  const totals = o.groups.map((g) =>
+    o.stacked ? g.bars.reduce((s, b) => s + Math.max(0, b.value), 0) : Math.max(0, ...g.bars.map((b) => b.value)),
+  );
   const marks = o.groups.map((g) => g.mark?.value ?? 0);
   const max = niceMax(Math.max(...totals.filter(Number.isFinite), ...marks, 0));
   const x = (v: number) => left + (Math.max(0, v) / max) * plotW;
@@ -76,7 +79,9 @@ export function barChart(o: ChartOptions): string {
       let acc = 0;
       for (const b of g.bars) {
         if (!(b.value > 0)) continue;
-        out.push(`<rect x="${x(acc).toFixed(1)}" y="${y}" width="${(x(acc + b.value) - x(acc)).toFixed(1)}" height="${barH - 2}" fill="${colour(b.series)}"><title>${esc(`${b.series}: ${num(b.value)} ${o.unit}`)}</title></rect>`);
+        out.push(
+          `<rect x="${x(acc).toFixed(1)}" y="${y}" width="${(x(acc + b.value) - x(acc)).toFixed(1)}" height="${barH - 2}" fill="${colour(b.series)}"><title>${esc(`${b.series}: ${num(b.value)} ${o.unit}`)}</title></rect>`,
+        );
         acc += b.value;
       }
       out.push(`<text x="${x(acc) + 4}" y="${y + barH - 5}" fill="#333">${esc(`${num(acc)} ${o.unit}`)}</text>`);
@@ -85,7 +90,9 @@ export function barChart(o: ChartOptions): string {
         const by = y + i * barH;
         const v = Number.isFinite(b.value) ? b.value : 0;
         out.push(`<rect x="${left}" y="${by}" width="${(x(v) - left).toFixed(1)}" height="${barH - 2}" fill="${colour(b.series)}"/>`);
-        out.push(`<text x="${x(v) + 4}" y="${by + barH - 5}" fill="#333">${esc(b.label ?? (Number.isFinite(b.value) ? `${num(b.value)} ${o.unit}` : "n/a"))}</text>`);
+        out.push(
+          `<text x="${x(v) + 4}" y="${by + barH - 5}" fill="#333">${esc(b.label ?? (Number.isFinite(b.value) ? `${num(b.value)} ${o.unit}` : "n/a"))}</text>`,
+        );
       });
     }
     if (g.mark) {

@@ -95,7 +95,8 @@ export async function vsOldPipeline(photos: PhotoSet[], calls: number): Promise<
         asTensor.set("x-return-tensor", "1");
         for (const jpeg of set.jpegs) {
           const { res } = await extractNoseVector(oldClient, jpeg, asTensor);
-          if (!res.success || res.vector.length !== 3 * 224 * 224) throw new Error(`old pipeline failed on ${set.label}: ${res.error_message}`);
+          if (!res.success || res.vector.length !== 3 * 224 * 224)
+            throw new Error(`old pipeline failed on ${set.label}: ${res.error_message}`);
           tensors.push(Float32Array.from(res.vector));
         }
       }

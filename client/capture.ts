@@ -88,7 +88,10 @@ export function captureFromVideo(video: HTMLVideoElement, opts: CaptureOptions, 
 }
 
 /** The file-picker path: each picked photo is assessed like a camera frame. */
-export async function assessFiles(files: File[], opts: Pick<CaptureOptions, "keep" | "analysisWidth">): Promise<{ kept: KeptFrame[]; rejected: { file: string; instruction?: string }[] }> {
+export async function assessFiles(
+  files: File[],
+  opts: Pick<CaptureOptions, "keep" | "analysisWidth">,
+): Promise<{ kept: KeptFrame[]; rejected: { file: string; instruction?: string }[] }> {
   const all: { assessment: FrameAssessment; item: HTMLCanvasElement }[] = [];
   const rejected: { file: string; instruction?: string }[] = [];
   for (const f of files) {
@@ -104,5 +107,7 @@ export async function assessFiles(files: File[], opts: Pick<CaptureOptions, "kee
 }
 
 export function toJpeg(canvas: HTMLCanvasElement, quality = 0.95): Promise<Blob> {
-  return new Promise((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("JPEG encoding failed"))), "image/jpeg", quality));
+  return new Promise((resolve, reject) =>
+    canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("JPEG encoding failed"))), "image/jpeg", quality),
+  );
 }

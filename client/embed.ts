@@ -33,7 +33,11 @@ export async function createEmbedder(model: Uint8Array, inputSize: number, prefe
   ort.env.logLevel = "error";
   ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
   const provider: Provider = prefer ?? ((await webgpuAvailable()) ? "webgpu" : "wasm");
-  const session = await ort.InferenceSession.create(model, { executionProviders: [provider], graphOptimizationLevel: "all", logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(model, {
+    executionProviders: [provider],
+    graphOptimizationLevel: "all",
+    logSeverityLevel: 3,
+  });
   const inputName = session.inputNames[0];
   const outputName = session.outputNames[0];
   return {

@@ -125,7 +125,11 @@ async function startModel() {
     page.model = await loadModel(card);
     $("model-version").textContent = `${page.model.version}${page.model.fromCache ? " (cached)" : ""}`;
     const prefer = params.get("ep") as Provider | null;
-    page.embedder = await createEmbedder(page.model.bytes, page.model.inputSize, prefer === "wasm" || prefer === "webgpu" ? prefer : undefined);
+    page.embedder = await createEmbedder(
+      page.model.bytes,
+      page.model.inputSize,
+      prefer === "wasm" || prefer === "webgpu" ? prefer : undefined,
+    );
     $("provider").textContent = page.embedder.provider;
   } catch (e) {
     page.embedderError = e instanceof ModelMismatchError ? `model mismatch: ${e.message}` : String((e as Error).message ?? e);
@@ -179,7 +183,11 @@ async function prepare(frames: KeptFrame[]): Promise<Prepared> {
       page.embedMs.push(r.ms);
       out.vectors.push({ vector: r.vector, executionProvider: page.embedder.provider, modelVersion: page.model.version });
     }
-    if (out.vectors.length > 1) out.agreement = agreementOf(out.vectors.map((v) => v.vector), page.model.card.calibration);
+    if (out.vectors.length > 1)
+      out.agreement = agreementOf(
+        out.vectors.map((v) => v.vector),
+        page.model.card.calibration,
+      );
   }
   page.prepared = out;
   return out;
@@ -253,7 +261,8 @@ async function register() {
     page.petDid = res.petDid;
     $<HTMLInputElement>("pet-did").value = res.petDid;
     const agree = res.clientAgreement;
-    $("result").textContent = `Registered ${res.petDid} (model ${res.modelVersion}; photos agree ≥ ${res.minPairSimilarity.toFixed(3)}${agree !== undefined ? `; device vs server cosine ${agree.toFixed(4)}` : ""})`;
+    $("result").textContent =
+      `Registered ${res.petDid} (model ${res.modelVersion}; photos agree ≥ ${res.minPairSimilarity.toFixed(3)}${agree !== undefined ? `; device vs server cosine ${agree.toFixed(4)}` : ""})`;
     setState("registered");
     $<HTMLButtonElement>("verify").disabled = false;
     $<HTMLButtonElement>("identify").disabled = false;
@@ -282,7 +291,7 @@ async function verify(p: Prepared) {
     const verdict = verdictName(res.verdict);
     const agree = res.clientAgreement;
     r.dataset.verdict = verdict;
-    r.textContent = `${verdict}: similarity ${res.similarity.toFixed(3)}, cosine ${((res.cosineSimilarity * 2) - 1).toFixed(3)}${agree !== undefined ? `; device vs server cosine ${agree.toFixed(4)}` : ""}`;
+    r.textContent = `${verdict}: similarity ${res.similarity.toFixed(3)}, cosine ${(res.cosineSimilarity * 2 - 1).toFixed(3)}${agree !== undefined ? `; device vs server cosine ${agree.toFixed(4)}` : ""}`;
     instruct(verdict === "SAME" ? "Same dog" : verdict === "REVIEW" ? "Needs review" : "Different dog");
     setState("verified");
   } finally {
@@ -325,7 +334,10 @@ async function identify() {
 
 async function fromFiles(files: File[], mode: "register" | "verify") {
   capturing?.abort();
-  const { kept, rejected } = await assessFiles(files, { keep: mode === "register" ? DEFAULT_CAPTURE.keep : 1, analysisWidth: DEFAULT_CAPTURE.analysisWidth });
+  const { kept, rejected } = await assessFiles(files, {
+    keep: mode === "register" ? DEFAULT_CAPTURE.keep : 1,
+    analysisWidth: DEFAULT_CAPTURE.analysisWidth,
+  });
   if (rejected.length) instruct(`${rejected.length} photo(s) refused: ${rejected.map((r) => r.instruction ?? "unusable").join(", ")}`);
   if (!kept.length) return;
   const prepared = await prepare(kept);
@@ -356,7 +368,8 @@ async function enqueue(kind: QueuedCapture["kind"], p: Prepared, id?: string) {
     return;
   }
   $("result").dataset.verdict = "";
-  $("result").textContent = `${kind === "register" ? "Registration" : "Verification"} saved on this device: it will be sent when the network returns`;
+  $("result").textContent =
+    `${kind === "register" ? "Registration" : "Verification"} saved on this device: it will be sent when the network returns`;
   setState("queued");
   await showQueue();
   if (navigator.onLine) void flush();
@@ -368,14 +381,16 @@ async function sendQueued(c: QueuedCapture): Promise<Outcome> {
   try {
     if (c.kind === "register") {
       const res = await registerPet(svc, c.jpegs, c.vectors.length ? c.vectors : undefined, "capture-app", c.id);
-      if (!res.success) return res.retryable ? { sent: false, message: res.errorMessage } : { sent: true, ok: false, message: res.errorMessage };
+      if (!res.success)
+        return res.retryable ? { sent: false, message: res.errorMessage } : { sent: true, ok: false, message: res.errorMessage };
       if (!$<HTMLInputElement>("pet-did").value) $<HTMLInputElement>("pet-did").value = res.petDid;
       $<HTMLButtonElement>("verify").disabled = false;
       $<HTMLButtonElement>("identify").disabled = false;
       return { sent: true, ok: true, message: res.petDid };
     }
     const res = await verifyPet(svc, c.petDid ?? "", c.jpegs[0], c.vectors[0], "capture-app");
-    if (!res.success) return res.retryable ? { sent: false, message: res.errorMessage } : { sent: true, ok: false, message: res.errorMessage };
+    if (!res.success)
+      return res.retryable ? { sent: false, message: res.errorMessage } : { sent: true, ok: false, message: res.errorMessage };
     return { sent: true, ok: true, message: `${verdictName(res.verdict)}, similarity ${res.similarity.toFixed(3)}` };
   } catch (e) {
     const message = e instanceof ConnectError ? e.rawMessage || Code[e.code] : String((e as Error)?.message ?? e);
@@ -388,7 +403,13 @@ function describeCapture(c: QueuedCapture): string {
   const scores = c.scores.length ? `, quality ${Math.min(...c.scores).toFixed(2)}–${Math.max(...c.scores).toFixed(2)}` : "";
   const device = c.vectors.length ? ", embedded on this device" : "";
   const state =
-    c.state === "done" ? `done: ${c.result}` : c.state === "failed" ? `failed: ${c.message}` : c.state === "waiting" && c.message ? `waiting (last try: ${c.message})` : c.state;
+    c.state === "done"
+      ? `done: ${c.result}`
+      : c.state === "failed"
+        ? `failed: ${c.message}`
+        : c.state === "waiting" && c.message
+          ? `waiting (last try: ${c.message})`
+          : c.state;
   return `${what}${scores}${device}: ${state}`;
 }
 
@@ -453,7 +474,8 @@ export function cameraProblem(e: unknown): string {
     return "Camera access was refused. Pick photos of the nose below, or allow the camera in the browser's site settings and reload.";
   if (name === "NotFoundError" || name === "OverconstrainedError" || (e as Error)?.message === "no camera API")
     return "No camera found. Pick photos of the nose below.";
-  if (name === "NotReadableError") return "The camera is in use by another app. Pick photos of the nose below, or close that app and reload.";
+  if (name === "NotReadableError")
+    return "The camera is in use by another app. Pick photos of the nose below, or close that app and reload.";
   return `The camera could not be started (${(e as Error)?.message ?? e}). Pick photos of the nose below.`;
 }
 
@@ -471,8 +493,14 @@ async function main() {
   $("verify").addEventListener("click", () => void capture("verify").catch(() => undefined));
   $("identify").addEventListener("click", () => void identify());
   $("retake").addEventListener("click", () => void capture("register").catch(() => undefined));
-  $<HTMLInputElement>("register-files").addEventListener("change", (e) => void fromFiles(Array.from((e.target as HTMLInputElement).files ?? []), "register"));
-  $<HTMLInputElement>("verify-file").addEventListener("change", (e) => void fromFiles(Array.from((e.target as HTMLInputElement).files ?? []), "verify"));
+  $<HTMLInputElement>("register-files").addEventListener(
+    "change",
+    (e) => void fromFiles(Array.from((e.target as HTMLInputElement).files ?? []), "register"),
+  );
+  $<HTMLInputElement>("verify-file").addEventListener(
+    "change",
+    (e) => void fromFiles(Array.from((e.target as HTMLInputElement).files ?? []), "verify"),
+  );
   if (params.get("camera") === "0") {
     instruct("Pick photos of the nose");
     app.dataset.camera = "none";

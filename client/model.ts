@@ -62,7 +62,8 @@ function checkCard(card: ModelCard): number {
   if (shape && shape[3] !== undefined && shape[3] !== size) throw new ModelMismatchError(`model input ${shape.join("x")} is not square`);
   if (size < PAGE_EXPECTS.minInput || size > PAGE_EXPECTS.maxInput) throw new ModelMismatchError(`model input size ${size} out of range`);
   const dim = card.output?.shape?.[1];
-  if (typeof dim === "number" && dim !== PAGE_EXPECTS.outputDim) throw new ModelMismatchError(`model gives ${dim} numbers, the page expects ${PAGE_EXPECTS.outputDim}`);
+  if (typeof dim === "number" && dim !== PAGE_EXPECTS.outputDim)
+    throw new ModelMismatchError(`model gives ${dim} numbers, the page expects ${PAGE_EXPECTS.outputDim}`);
   return size;
 }
 
@@ -74,7 +75,14 @@ export async function loadModel(card?: ModelCard): Promise<LoadedModel> {
   const cache = typeof caches !== "undefined" ? await caches.open(CACHE).catch(() => null) : null;
   const cached = await cache?.match(key);
   if (cached && cached.headers.get("X-Model-Version") === card.version) {
-    return { version: card.version, etag: cached.headers.get("ETag"), bytes: new Uint8Array(await cached.arrayBuffer()), card, inputSize, fromCache: true };
+    return {
+      version: card.version,
+      etag: cached.headers.get("ETag"),
+      bytes: new Uint8Array(await cached.arrayBuffer()),
+      card,
+      inputSize,
+      fromCache: true,
+    };
   }
   const res = await fetch(MODEL_URL, { cache: "no-cache" });
   if (!res.ok) throw new Error(`model: HTTP ${res.status}`);

@@ -69,7 +69,10 @@ export const deleteCapture = (id: string) => tx("readwrite", (s) => s.delete(id)
 export const listCaptures = () =>
   tx<QueuedCapture[]>("readonly", (s) => s.getAll()).then((all) => all.sort((a, b) => a.createdAt - b.createdAt));
 
-export function newCapture(kind: QueuedCapture["kind"], fields: Pick<QueuedCapture, "jpegs" | "vectors" | "scores" | "petDid">): QueuedCapture {
+export function newCapture(
+  kind: QueuedCapture["kind"],
+  fields: Pick<QueuedCapture, "jpegs" | "vectors" | "scores" | "petDid">,
+): QueuedCapture {
   return { id: crypto.randomUUID(), kind, createdAt: Date.now(), state: "waiting", attempts: 0, ...fields };
 }
 

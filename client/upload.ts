@@ -48,7 +48,13 @@ function clientEmbedding(v: ClientVector) {
  * `requestId` is the idempotency key: the same id sent again (a retry after a
  * lost answer) returns the pet that id registered instead of registering again.
  */
-export async function registerPet(svc: Service, jpegs: Uint8Array[], vectors: ClientVector[] | undefined, requestedBy: string, requestId: string = crypto.randomUUID()) {
+export async function registerPet(
+  svc: Service,
+  jpegs: Uint8Array[],
+  vectors: ClientVector[] | undefined,
+  requestedBy: string,
+  requestId: string = crypto.randomUUID(),
+) {
   return svc.registerPet({
     photos: jpegs.map(photo),
     requestId,

@@ -102,7 +102,9 @@ export function createBalancer(addresses: string[], options: BalancerOptions, st
 
   const once = (replica: number, rpc: string, request: unknown) =>
     new Promise<{ err: grpc.ServiceError | null; res: any }>((resolve) =>
-      clients[replica][rpc](request, new grpc.Metadata(), { deadline: Date.now() + attemptDeadlineMs }, (err, res) => resolve({ err, res })),
+      clients[replica][rpc](request, new grpc.Metadata(), { deadline: Date.now() + attemptDeadlineMs }, (err, res) =>
+        resolve({ err, res }),
+      ),
     );
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -119,12 +121,16 @@ export function createBalancer(addresses: string[], options: BalancerOptions, st
         const attempts = retries.length + 1;
         if (err) {
           const what = `${rpc} on ${addresses[replica]}: ${grpc.status[err.code]} ${err.details}`;
-          if (!options.failover || err.code !== grpc.status.UNAVAILABLE) throw new CallFailure(`transport error after ${attempts} attempt(s): ${what}`, retries);
+          if (!options.failover || err.code !== grpc.status.UNAVAILABLE)
+            throw new CallFailure(`transport error after ${attempts} attempt(s): ${what}`, retries);
           retries.push("transport");
           // Every replica refused in a row: back off before going round again.
           if (++transportInARow % clients.length !== 0) continue;
         } else if (!res.success && SERVER_FAULTS.has(res.error_code)) {
-          throw new CallFailure(`${rpc} on ${addresses[replica]} answered a server fault (${res.error_code}, retryable ${res.retryable}): ${res.error_message}`, retries);
+          throw new CallFailure(
+            `${rpc} on ${addresses[replica]} answered a server fault (${res.error_code}, retryable ${res.retryable}): ${res.error_message}`,
+            retries,
+          );
         } else if (!res.success && res.retryable === true) {
           transportInARow = 0;
           retries.push(`in-band ${res.error_code}`);
@@ -132,7 +138,10 @@ export function createBalancer(addresses: string[], options: BalancerOptions, st
           return { res, replica, attempts, retries };
         }
         if (Date.now() - started > giveUpAfterMs) {
-          throw new CallFailure(`${rpc} still failing after ${attempts} attempts in ${Date.now() - started} ms: ${err ? err.details : res.error_message}`, retries);
+          throw new CallFailure(
+            `${rpc} still failing after ${attempts} attempts in ${Date.now() - started} ms: ${err ? err.details : res.error_message}`,
+            retries,
+          );
         }
         const backoff = Math.min(cap, base * 2 ** backoffs++);
         await sleep(backoff / 2 + (random() * backoff) / 2);

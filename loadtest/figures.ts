@@ -79,7 +79,9 @@ export function formatFigures(f: LoadFigures): string {
     `${"rpc".padEnd(18)} ${"calls".padStart(6)} ${"p50 ms".padStart(8)} ${"p95 ms".padStart(8)} ${"max ms".padStart(8)} ${"retries".padStart(8)}`,
   ];
   for (const [rpc, r] of Object.entries(f.perRpc)) {
-    lines.push(`${rpc.padEnd(18)} ${String(r.calls).padStart(6)} ${String(r.p50).padStart(8)} ${String(r.p95).padStart(8)} ${String(r.max).padStart(8)} ${String(r.retries).padStart(8)}`);
+    lines.push(
+      `${rpc.padEnd(18)} ${String(r.calls).padStart(6)} ${String(r.p50).padStart(8)} ${String(r.p95).padStart(8)} ${String(r.max).padStart(8)} ${String(r.retries).padStart(8)}`,
+    );
   }
   return lines.join("\n");
 }

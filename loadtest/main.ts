@@ -82,7 +82,9 @@ const report = await runScenario({
 });
 
 console.log(formatFigures(report.figures));
-console.log(`answered by replica: ${report.answeredBy.join(", ")}; peak RSS (VmHWM) ${report.peakRssMiB.map((m) => `${m} MiB`).join(", ")}`);
+console.log(
+  `answered by replica: ${report.answeredBy.join(", ")}; peak RSS (VmHWM) ${report.peakRssMiB.map((m) => `${m} MiB`).join(", ")}`,
+);
 if (report.disruption) console.log(`disruption: ${JSON.stringify(report.disruption)}`);
 const r = report.registry;
 console.log(

@@ -77,17 +77,26 @@ export async function checkRegistry(o: RegistryCheckOptions): Promise<RegistryCh
     } else {
       const similarity = Math.min(...answers.map((a) => a.similarity ?? NaN));
       lookalikes.push({ dog, of: others[0]!, similarity });
-      if (!(similarity >= o.duplicateSimilarity)) problems.push(`dog ${dog} refused as dog ${others[0]} at ${similarity}, under the duplicate similarity ${o.duplicateSimilarity}`);
+      if (!(similarity >= o.duplicateSimilarity))
+        problems.push(`dog ${dog} refused as dog ${others[0]} at ${similarity}, under the duplicate similarity ${o.duplicateSimilarity}`);
     }
   }
 
   const maxLookalikes = Math.max(1, Math.floor(sent.size * (o.maxLookalikeShare ?? 0.02)));
   if (lookalikes.length > maxLookalikes) {
-    problems.push(`${lookalikes.length} of ${sent.size} dogs were refused as another dog's pet, more than the ${maxLookalikes} allowed: ${JSON.stringify(lookalikes.slice(0, 10))}`);
+    problems.push(
+      `${lookalikes.length} of ${sent.size} dogs were refused as another dog's pet, more than the ${maxLookalikes} allowed: ${JSON.stringify(lookalikes.slice(0, 10))}`,
+    );
   }
 
   // 2. The database holds exactly those pets, each with its embeddings, and each approval once.
-  const client = new pg.Client({ host: o.database.host, port: o.database.port, user: o.database.username, password: o.database.password, database: o.database.database });
+  const client = new pg.Client({
+    host: o.database.host,
+    port: o.database.port,
+    user: o.database.username,
+    password: o.database.password,
+    database: o.database.database,
+  });
   await client.connect();
   let rows: Array<{ pet_did: string; request_id: string | null; image_keys: string[]; vector_key: string; embeddings: number }>;
   let approvals: Array<{ request_id: string; approval_id: string }>;
@@ -105,14 +114,18 @@ export async function checkRegistry(o: RegistryCheckOptions): Promise<RegistryCh
   const held = new Set(rows.map((r) => r.pet_did));
   for (const did of expected) if (!held.has(did)) problems.push(`pet ${did} was answered but is not in the database`);
   for (const r of rows) {
-    if (!expected.has(r.pet_did)) problems.push(`the database holds pet ${r.pet_did} (request ${r.request_id}) that no answer named: a second pet for some dog`);
-    if (r.embeddings !== r.image_keys.length) problems.push(`pet ${r.pet_did} has ${r.embeddings} embeddings for ${r.image_keys.length} photos`);
+    if (!expected.has(r.pet_did))
+      problems.push(`the database holds pet ${r.pet_did} (request ${r.request_id}) that no answer named: a second pet for some dog`);
+    if (r.embeddings !== r.image_keys.length)
+      problems.push(`pet ${r.pet_did} has ${r.embeddings} embeddings for ${r.image_keys.length} photos`);
   }
   const approvedIds = new Map(approvals.map((a) => [a.request_id, a.approval_id]));
   for (const [requestId, approvalId] of workload.approvals) {
-    if (approvedIds.get(requestId) !== approvalId) problems.push(`transfer ${requestId} answered approval ${approvalId}, the database holds ${approvedIds.get(requestId)}`);
+    if (approvedIds.get(requestId) !== approvalId)
+      problems.push(`transfer ${requestId} answered approval ${approvalId}, the database holds ${approvedIds.get(requestId)}`);
   }
-  if (approvals.length !== workload.approvals.size) problems.push(`${approvals.length} approvals in the database for ${workload.approvals.size} approved transfers`);
+  if (approvals.length !== workload.approvals.size)
+    problems.push(`${approvals.length} approvals in the database for ${workload.approvals.size} approved transfers`);
 
   // 3. Every object a pet row points to is in the store.
   let objectsPresent = 0;
@@ -135,10 +148,16 @@ export async function checkRegistry(o: RegistryCheckOptions): Promise<RegistryCh
     const own = winner?.requestId.startsWith("dup-") ? [2, 3] : [0, 1];
     const other = own[0] === 0 ? 2 : 0;
     const home = workload.createdOn.get(petDid) ?? 0;
-    const v = await balancers[(home + 1) % n].call("VerifyPet", { pet_did: petDid, photo: { image_data: o.photos(dog, own[0]), image_format: "jpeg" } });
+    const v = await balancers[(home + 1) % n].call("VerifyPet", {
+      pet_did: petDid,
+      photo: { image_data: o.photos(dog, own[0]), image_format: "jpeg" },
+    });
     if (v.res.success && v.res.verdict === "SAME") verified++;
     else problems.push(`pet ${petDid} (dog ${dog}) does not verify with its own photo: ${brief(v.res)}`);
-    const i = await balancers[(home + 2) % n].call("IdentifyPet", { photo: { image_data: o.photos(dog, other), image_format: "jpeg" }, top_k: 3 });
+    const i = await balancers[(home + 2) % n].call("IdentifyPet", {
+      photo: { image_data: o.photos(dog, other), image_format: "jpeg" },
+      top_k: 3,
+    });
     if (i.res.success && i.res.matches[0]?.pet_did === petDid) identified++;
     else problems.push(`pet ${petDid} (dog ${dog}) is not found first by IdentifyPet: ${brief(i.res)}`);
   };

@@ -78,12 +78,28 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         const sentAt = performance.now();
         try {
           const out = await balancer.call(op.rpc, op.request);
-          records.push({ index, kind: op.kind, rpc: op.rpc, replica: out.replica, ms: performance.now() - sentAt, retries: out.retries, sentAt: sentAt - t0 });
+          records.push({
+            index,
+            kind: op.kind,
+            rpc: op.rpc,
+            replica: out.replica,
+            ms: performance.now() - sentAt,
+            retries: out.retries,
+            sentAt: sentAt - t0,
+          });
           const wrong = workload.settle(op, out.res, out.replica);
           if (wrong) failures.push(`call ${index} (${op.kind}): ${wrong}`);
         } catch (e) {
           if (!(e instanceof CallFailure)) throw e;
-          records.push({ index, kind: op.kind, rpc: op.rpc, replica: -1, ms: performance.now() - sentAt, retries: e.retries, sentAt: sentAt - t0 });
+          records.push({
+            index,
+            kind: op.kind,
+            rpc: op.rpc,
+            replica: -1,
+            ms: performance.now() - sentAt,
+            retries: e.retries,
+            sentAt: sentAt - t0,
+          });
           failures.push(`call ${index} (${op.kind}): ${e.message}`);
         }
         if (++done % step === 0) options.progress?.(done);

@@ -36,7 +36,15 @@ export interface ScenarioOptions {
 export interface ScenarioReport {
   date: string;
   machine: ReturnType<typeof machine>;
-  config: { calls: number; concurrency: number; replicas: number; mix: Mix; disrupt: DisruptionKind; seed: number; serverEnv: Record<string, string> };
+  config: {
+    calls: number;
+    concurrency: number;
+    replicas: number;
+    mix: Mix;
+    disrupt: DisruptionKind;
+    seed: number;
+    serverEnv: Record<string, string>;
+  };
   figures: LoadFigures;
   /** Answered calls per replica (by the replica that gave the final answer). */
   answeredBy: number[];
@@ -118,7 +126,9 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
     // Read now: the replica keeps only its latest log lines.
     const duplicateSimilarity = duplicateSimilarityOf(replicas[0]);
     if (duplicateSimilarity === undefined) {
-      throw new Error(`the first replica's "model loaded" line gave no duplicateSimilarity: look-alikes cannot be judged; logs ${JSON.stringify(replicas[0].logs.slice(-10))}`);
+      throw new Error(
+        `the first replica's "model loaded" line gave no duplicateSimilarity: look-alikes cannot be judged; logs ${JSON.stringify(replicas[0].logs.slice(-10))}`,
+      );
     }
     log(`${o.replicas} replica(s) SERVING on ${replicas.map((r) => r.port).join(", ")} after ${secs(startUpMs)} s`);
 
@@ -195,7 +205,9 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
     log(`registry checked in ${secs(checksMs)} s: ${registry.pets} pets, ${registry.problems.length} problems`);
 
     const answeredBy = replicas.map((_, i) => result.records.filter((r) => r.replica === i).length);
-    const unexpectedLogLines = replicas.flatMap((r, replica) => r.warnings.filter((line) => !expectedLogLine(line)).map((line) => ({ replica, line })));
+    const unexpectedLogLines = replicas.flatMap((r, replica) =>
+      r.warnings.filter((line) => !expectedLogLine(line)).map((line) => ({ replica, line })),
+    );
     const logProblems = unexpectedLogLines.map(({ replica, line }) => `replica ${replica} logged ${JSON.stringify(line).slice(0, 600)}`);
     return {
       date: new Date().toISOString(),
@@ -204,14 +216,25 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioReport> {
       figures,
       answeredBy,
       disruption: result.disruption
-        ? { describe: result.disruption.describe, atCall: result.disruption.atCall, startedAtSecond: secs(result.disruption.startedAtMs), ...result.disruption.report }
+        ? {
+            describe: result.disruption.describe,
+            atCall: result.disruption.atCall,
+            startedAtSecond: secs(result.disruption.startedAtMs),
+            ...result.disruption.report,
+          }
         : undefined,
       peakRssMiB,
       stageMeansMs: Object.keys(stages).length ? stages : undefined,
       registry,
       unexpectedLogLines,
       failures: [...result.failures, ...registry.problems, ...logProblems],
-      seconds: { photos: secs(renderedMs), startUp: secs(startUpMs), load: secs(result.wallMs), checks: secs(checksMs), total: secs(performance.now() - t0) },
+      seconds: {
+        photos: secs(renderedMs),
+        startUp: secs(startUpMs),
+        load: secs(result.wallMs),
+        checks: secs(checksMs),
+        total: secs(performance.now() - t0),
+      },
     };
   } finally {
     await Promise.allSettled(replicas.map((r) => r.dispose()));

@@ -185,7 +185,13 @@ export class Workload {
           return undefined;
         }
         if (res.error_code === "INVALID_REQUEST" && res.duplicate_pet_did) {
-          this.registerAnswers.push({ dog: op.dog, requestId, duplicateOf: res.duplicate_pet_did, similarity: res.duplicate_similarity, replica });
+          this.registerAnswers.push({
+            dog: op.dog,
+            requestId,
+            duplicateOf: res.duplicate_pet_did,
+            similarity: res.duplicate_similarity,
+            replica,
+          });
           // The named pet is this dog's (its other registration won; that answer may come later) or,
           // when the model takes two synthetic dogs for one, another dog's: judged after the load.
           if (expectedDid !== undefined && expectedDid !== res.duplicate_pet_did) {
@@ -206,7 +212,8 @@ export class Workload {
           const requestId = String(op.request.request_id);
           const before = this.approvals.get(requestId);
           this.approvals.set(requestId, res.approval_id);
-          if (before !== undefined && before !== res.approval_id) return `transfer ${requestId} approved twice: ${before}, ${res.approval_id}`;
+          if (before !== undefined && before !== res.approval_id)
+            return `transfer ${requestId} approved twice: ${before}, ${res.approval_id}`;
           return undefined;
         }
         return `ApproveTransfer of dog ${op.dog} (${expectedDid}) answered ${brief(res)}`;
@@ -220,6 +227,7 @@ export function brief(res: any): string {
   const { vector, matches, ...rest } = res;
   const shown: Record<string, unknown> = { ...rest };
   if (Array.isArray(vector)) shown.vector = `${vector.length} values`;
-  if (Array.isArray(matches)) shown.matches = matches.slice(0, 2).map((m: any) => `${m.pet_did} ${m.verdict} ${Number(m.similarity).toFixed(3)}`);
+  if (Array.isArray(matches))
+    shown.matches = matches.slice(0, 2).map((m: any) => `${m.pet_did} ${m.verdict} ${Number(m.similarity).toFixed(3)}`);
   return JSON.stringify(shown).slice(0, 500);
 }

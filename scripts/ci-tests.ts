@@ -46,7 +46,17 @@ export const KNOWN_FLAKES: readonly Flake[] = [
 export type TestEvent =
   | { t: "file"; file: string; at?: number }
   | { t: "done"; file: string; ok: boolean; error?: string }
-  | { t: "pass" | "fail"; file: string; name: string; nesting: number; ms?: number; suite?: boolean; skip?: string; todo?: string; error?: string }
+  | {
+      t: "pass" | "fail";
+      file: string;
+      name: string;
+      nesting: number;
+      ms?: number;
+      suite?: boolean;
+      skip?: string;
+      todo?: string;
+      error?: string;
+    }
   | { t: "stderr" | "stdout"; file: string; msg: string };
 
 export interface FileResult {
@@ -114,7 +124,8 @@ export function judge(events: TestEvent[], flakes: readonly Flake[] = KNOWN_FLAK
         if (e.skip !== undefined) r.skipped.push({ name: e.name, reason: e.skip });
         else if (e.todo !== undefined) r.todo++;
         else if (e.t === "pass") r.passed += e.suite ? 0 : 1;
-        else if (e.suite && r.failures.length > 0) break; // a suite fails because a test in it did: counted there
+        else if (e.suite && r.failures.length > 0)
+          break; // a suite fails because a test in it did: counted there
         else {
           r.failed++;
           r.failures.push({ name: e.name, error: e.error ?? "" });
@@ -153,19 +164,27 @@ const rel = (f: string) => path.relative(process.cwd(), f) || f;
 export function report(j: Judgement): string {
   const out: string[] = [];
   const t = j.totals;
-  out.push(`== ${t.files} test files: ${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped, ${t.todo} todo; ${j.failedFiles.length} file(s) failed`);
+  out.push(
+    `== ${t.files} test files: ${t.passed} passed, ${t.failed} failed, ${t.skipped} skipped, ${t.todo} todo; ${j.failedFiles.length} file(s) failed`,
+  );
   if (t.skipped > 0) {
     out.push(`== ${t.skipped} test(s) skipped: under CI nothing may skip`);
-    for (const f of j.files) for (const s of f.skipped) out.push(`   skipped: ${rel(f.file)} › ${s.name}${s.reason ? `: ${s.reason}` : ""}`);
+    for (const f of j.files)
+      for (const s of f.skipped) out.push(`   skipped: ${rel(f.file)} › ${s.name}${s.reason ? `: ${s.reason}` : ""}`);
   }
   if (j.unfinished) out.push(`== ${rel(j.unfinished)} started and never finished`);
   if (j.first) {
     out.push(`== first failure: ${rel(j.first.file)} › ${j.first.name}`);
     out.push(j.first.error);
-    if (j.first.output.trim()) out.push(`-- what ${rel(j.first.file)} wrote outside its tests (last 6000 characters):`, j.first.output.slice(-6000));
+    if (j.first.output.trim())
+      out.push(`-- what ${rel(j.first.file)} wrote outside its tests (last 6000 characters):`, j.first.output.slice(-6000));
   }
   for (const f of j.failedFiles) {
-    out.push(f.flake ? `== failed: ${rel(f.file)}: matches known failure "${f.flake.name}": ${f.flake.what}` : `== failed: ${rel(f.file)}: no known failure signature`);
+    out.push(
+      f.flake
+        ? `== failed: ${rel(f.file)}: matches known failure "${f.flake.name}": ${f.flake.what}`
+        : `== failed: ${rel(f.file)}: no known failure signature`,
+    );
   }
   return out.join("\n");
 }

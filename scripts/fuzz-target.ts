@@ -70,7 +70,8 @@ function newlyReached(scripts: ScriptCoverage[]): string[] {
       if (reached.has(id)) continue;
       let inner: Range | undefined;
       for (const r of ranges) {
-        if (r.startOffset <= start && r.endOffset >= end && (!inner || r.endOffset - r.startOffset < inner.endOffset - inner.startOffset)) inner = r;
+        if (r.startOffset <= start && r.endOffset >= end && (!inner || r.endOffset - r.startOffset < inner.endOffset - inner.startOffset))
+          inner = r;
       }
       if (inner && inner.count > 0) {
         reached.add(id);
@@ -81,7 +82,11 @@ function newlyReached(scripts: ScriptCoverage[]): string[] {
   return fresh;
 }
 
-const blank = (s: string) => s.replace(/0x[0-9a-f]+/gi, "#").replace(/\d+/g, "#").slice(0, 160);
+const blank = (s: string) =>
+  s
+    .replace(/0x[0-9a-f]+/gi, "#")
+    .replace(/\d+/g, "#")
+    .slice(0, 160);
 
 async function runOne(input: TargetInput): Promise<Omit<TargetResult, "newCoverage">> {
   const { id, bytes, limits, size } = input;
@@ -94,9 +99,11 @@ async function runOne(input: TargetInput): Promise<Omit<TargetResult, "newCovera
       d.path === "exact"
         ? image.width === d.width && image.height === d.height
         : input.shrink && d.format === "jpeg" && image.width * image.height <= d.width * d.height;
-    if (!(image.width > 0 && image.height > 0 && sizeOk)) problems.push(`${d.path} path: size ${d.width}x${d.height} vs ${image.width}x${image.height}`);
+    if (!(image.width > 0 && image.height > 0 && sizeOk))
+      problems.push(`${d.path} path: size ${d.width}x${d.height} vs ${image.width}x${image.height}`);
     if (image.width * image.height > limits.maxPixels) problems.push(`decoded ${image.width}x${image.height}, over maxPixels`);
-    if (image.data.length !== image.width * image.height * image.channels) problems.push(`data length ${image.data.length} for ${image.width}x${image.height}x${image.channels}`);
+    if (image.data.length !== image.width * image.height * image.channels)
+      problems.push(`data length ${image.data.length} for ${image.width}x${image.height}x${image.channels}`);
     const tensor = toModelInput(image, size);
     if (tensor.length !== 3 * size * size) problems.push(`tensor length ${tensor.length}`);
     for (const v of tensor) {

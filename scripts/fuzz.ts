@@ -201,7 +201,10 @@ function jpegSegments(b: Buffer): Segment[] {
   return out;
 }
 
-const JPEG_MARKERS = [0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc9, 0xca, 0xcc, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xe0, 0xe1, 0xe2, 0xee, 0xfe, 0x01, 0x02, 0xf0];
+const JPEG_MARKERS = [
+  0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc9, 0xca, 0xcc, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xe0, 0xe1, 0xe2, 0xee, 0xfe, 0x01, 0x02,
+  0xf0,
+];
 
 function exifSegment(r: Rand): Buffer {
   const count = 1 + int(r, 6);
@@ -316,7 +319,8 @@ function fixCrc(b: Buffer, c: Chunk): Buffer {
   return b;
 }
 
-const replaceChunks = (b: Buffer, from: Chunk, to: Chunk, data: Buffer[]) => Buffer.concat([b.subarray(0, from.at), ...data, b.subarray(to.end)]);
+const replaceChunks = (b: Buffer, from: Chunk, to: Chunk, data: Buffer[]) =>
+  Buffer.concat([b.subarray(0, from.at), ...data, b.subarray(to.end)]);
 
 /** Mutations that follow the PNG chunk structure, keeping CRCs valid unless they aim at them. */
 const pngOps: Array<(r: Rand, b: Buffer, cs: Chunk[]) => Buffer> = [
@@ -356,7 +360,28 @@ const pngOps: Array<(r: Rand, b: Buffer, cs: Chunk[]) => Buffer> = [
     return fixCrc(out, c);
   },
   (r, b, cs) => {
-    const type = pick(r, ["PLTE", "tRNS", "gAMA", "iCCP", "eXIf", "acTL", "fcTL", "fdAT", "sBIT", "IDAT", "IEND", "zTXt", "iTXt", "pHYs", "bKGD", "cHRM", "sRGB", "hIST", "sPLT", "oFFs"]);
+    const type = pick(r, [
+      "PLTE",
+      "tRNS",
+      "gAMA",
+      "iCCP",
+      "eXIf",
+      "acTL",
+      "fcTL",
+      "fdAT",
+      "sBIT",
+      "IDAT",
+      "IEND",
+      "zTXt",
+      "iTXt",
+      "pHYs",
+      "bKGD",
+      "cHRM",
+      "sRGB",
+      "hIST",
+      "sPLT",
+      "oFFs",
+    ]);
     let data = bytesOf(r, pick(r, [0, 1, 2, 3, 6, 8, 13, 26, 64, 768]));
     if (type === "iCCP" || type === "zTXt") data = Buffer.concat([Buffer.from("x\0\0"), r() < 0.5 ? deflateSync(bytesOf(r, 200)) : data]);
     const at = pick(r, cs);
@@ -465,7 +490,9 @@ export async function replay(inputs: Buffer[], hangMs = 20_000): Promise<Verdict
 export function savedInputs(dir = CRASH_DIR): Array<{ file: string; bytes: Buffer }> {
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith(".bin")).sort();
+    names = readdirSync(dir)
+      .filter((n) => n.endsWith(".bin"))
+      .sort();
   } catch {
     return [];
   }
@@ -529,7 +556,9 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       if (now - lastLog > 10_000) {
         lastLog = now;
         const s = (now - started) / 1000;
-        log(`[fuzz] ${s.toFixed(0)} s: ${iterations} inputs (${(iterations / s).toFixed(0)}/s), corpus ${corpus.length}, coverage ${coverage.size}, outcomes ${outcomes.size}, failures ${failures.length}`);
+        log(
+          `[fuzz] ${s.toFixed(0)} s: ${iterations} inputs (${(iterations / s).toFixed(0)}/s), corpus ${corpus.length}, coverage ${coverage.size}, outcomes ${outcomes.size}, failures ${failures.length}`,
+        );
       }
     }
   } finally {
@@ -587,7 +616,11 @@ export async function minimise(input: Buffer, outcome: string, shrink: boolean, 
 }
 
 /** Writes `NNN-<sha1>.bin` per outcome and outcomes.json (file, outcome, decode path) into `dir`, replacing what was there. */
-export async function writeCorpus(dir: string, firstInputs: FuzzReport["firstInputs"], log: (l: string) => void = () => {}): Promise<CorpusEntry[]> {
+export async function writeCorpus(
+  dir: string,
+  firstInputs: FuzzReport["firstInputs"],
+  log: (l: string) => void = () => {},
+): Promise<CorpusEntry[]> {
   mkdirSync(dir, { recursive: true });
   for (const n of readdirSync(dir)) if (/^\d{3}-[0-9a-f]{16}\.bin$/.test(n)) rmSync(path.join(dir, n));
   const entries: CorpusEntry[] = [];
@@ -612,7 +645,8 @@ export async function replayCorpus(dir = CORPUS_DIR, hangMs = 20_000): Promise<{
     for (const e of entries) {
       const v = await target.run(readFileSync(path.join(dir, e.file)), hangMs, e.path === "shrink");
       if (v.kind === "crash" || v.kind === "hang") target = (target.stop(), await startTarget());
-      if (v.outcome !== e.outcome) changed.push(`${e.file} (${e.path} path): was "${e.outcome}", now "${v.outcome}"${v.detail ? `: ${v.detail.slice(0, 300)}` : ""}`);
+      if (v.outcome !== e.outcome)
+        changed.push(`${e.file} (${e.path} path): was "${e.outcome}", now "${v.outcome}"${v.detail ? `: ${v.detail.slice(0, 300)}` : ""}`);
     }
   } finally {
     target.stop();

@@ -30,12 +30,24 @@ export default async function* eventsReporter(source) {
         if (isFile) yield line({ t: "file", file });
         break;
       case "test:complete":
-        if (isFile) yield line({ t: "done", file, ok: d.details?.passed === true, ...(d.details?.passed === true ? {} : { error: text(d.details?.error) }) });
+        if (isFile)
+          yield line({
+            t: "done",
+            file,
+            ok: d.details?.passed === true,
+            ...(d.details?.passed === true ? {} : { error: text(d.details?.error) }),
+          });
         break;
       case "test:pass":
       case "test:fail": {
         if (isFile) break; // reported once, by test:complete
-        const out = { t: event.type === "test:pass" ? "pass" : "fail", file, name: d.name, nesting: d.nesting, ms: Math.round(d.details?.duration_ms ?? 0) };
+        const out = {
+          t: event.type === "test:pass" ? "pass" : "fail",
+          file,
+          name: d.name,
+          nesting: d.nesting,
+          ms: Math.round(d.details?.duration_ms ?? 0),
+        };
         if (d.details?.type === "suite") out.suite = true;
         if (d.skip !== undefined && d.skip !== false) out.skip = d.skip === true ? "" : String(d.skip);
         if (d.todo !== undefined && d.todo !== false) out.todo = d.todo === true ? "" : String(d.todo);

@@ -40,11 +40,16 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const embedImage = createImageEmbedder(model, pool);
   // Metrics and traces count this instance's calls only (a process may run several).
   const origin = {};
-  const metrics = config.metricsEnabled ? createMetrics({ origin, pool, model, registryCounts: () => registry.counts(), registryCountsTtlMs: config.metricsRegistryCacheMs }) : undefined;
+  const metrics = config.metricsEnabled
+    ? createMetrics({ origin, pool, model, registryCounts: () => registry.counts(), registryCountsTtlMs: config.metricsRegistryCacheMs })
+    : undefined;
   const tracing = config.otlpTracesUrl
     ? startTracing({ url: config.otlpTracesUrl, serviceName: config.otelServiceName, exportDelayMs: config.otelExportDelayMs, origin, log })
     : undefined;
-  const registry = openRegistry(config, model, embedImage, log, { storageError: metrics?.storageError, databaseError: metrics?.databaseError });
+  const registry = openRegistry(config, model, embedImage, log, {
+    storageError: metrics?.storageError,
+    databaseError: metrics?.databaseError,
+  });
 
   // SERVING only when every RPC can be: the model loaded and the registry usable now.
   const readiness = createReadiness(model, registry);

@@ -38,7 +38,13 @@ test("the old server's variables are honoured", () => {
   assert.equal(c.modelPath, "/models/embedder_model.onnx");
   assert.equal(c.modelCardPath, "/models/embedder_model.json");
   assert.equal(c.modelInputSize, 256);
-  assert.deepEqual(c.s3, { endpoint: "https://kr.object.ncloudstorage.com", region: "kr-standard", accessKeyId: "ak", secretAccessKey: "sk", bucket: "bucket" });
+  assert.deepEqual(c.s3, {
+    endpoint: "https://kr.object.ncloudstorage.com",
+    region: "kr-standard",
+    accessKeyId: "ak",
+    secretAccessKey: "sk",
+    bucket: "bucket",
+  });
   assert.deepEqual(c.pg, { host: "db", port: 5433, user: "ml", password: "pw", database: "ml_server" });
   assert.equal(c.logLevel, "warn");
 });
@@ -67,7 +73,12 @@ test("browser client: parity bound, client folder, CORS origins", () => {
   assert.equal(c.serveClient, false);
   assert.deepEqual(c.corsOrigins, ["https://app.example.com", "http://localhost:5173"]);
   assert.throws(
-    () => loadConfig({ CLIENT_PARITY_MIN_COSINE: "1.5", SERVE_CLIENT: "maybe", CORS_ORIGINS: "https://ok.example, *, https://x.example/path, ftp://y.example" }),
+    () =>
+      loadConfig({
+        CLIENT_PARITY_MIN_COSINE: "1.5",
+        SERVE_CLIENT: "maybe",
+        CORS_ORIGINS: "https://ok.example, *, https://x.example/path, ftp://y.example",
+      }),
     (e: unknown) => e instanceof ConfigError && e.problems.length === 5,
   );
 });
@@ -75,10 +86,24 @@ test("browser client: parity bound, client folder, CORS origins", () => {
 test("dependency timeouts and pool size: defaults, overrides, and out-of-range values reported by name", () => {
   const d = loadConfig({});
   assert.deepEqual(
-    [d.storageTimeoutMs, d.storageConnectTimeoutMs, d.storageMaxAttempts, d.dbTimeoutMs, d.dbConnectTimeoutMs, d.dbPoolMax, d.dbIdleTimeoutMs],
+    [
+      d.storageTimeoutMs,
+      d.storageConnectTimeoutMs,
+      d.storageMaxAttempts,
+      d.dbTimeoutMs,
+      d.dbConnectTimeoutMs,
+      d.dbPoolMax,
+      d.dbIdleTimeoutMs,
+    ],
     [8000, 2000, 2, 10_000, 3000, 10, 30_000],
   );
-  const c = loadConfig({ STORAGE_TIMEOUT_MS: "1500", STORAGE_MAX_ATTEMPTS: "3", DB_TIMEOUT_MS: "1000", DB_POOL_MAX: "4", DB_IDLE_TIMEOUT_MS: "1000" });
+  const c = loadConfig({
+    STORAGE_TIMEOUT_MS: "1500",
+    STORAGE_MAX_ATTEMPTS: "3",
+    DB_TIMEOUT_MS: "1000",
+    DB_POOL_MAX: "4",
+    DB_IDLE_TIMEOUT_MS: "1000",
+  });
   assert.deepEqual([c.storageTimeoutMs, c.storageMaxAttempts, c.dbTimeoutMs, c.dbPoolMax, c.dbIdleTimeoutMs], [1500, 3, 1000, 4, 1000]);
   assert.throws(
     () => loadConfig({ STORAGE_TIMEOUT_MS: "0", DB_POOL_MAX: "many" }),
@@ -145,10 +170,21 @@ test("exposure: beyond loopback with Connect/gRPC-Web on and no keys starts, ser
   assertServable(grpcOnly);
 
   for (const host of ["127.0.0.1", "0.0.0.0"]) {
-    assert.throws(() => assertServable(loadConfig({ GRPC_HOST: host, BROWSER_AUTH: "required" })), /BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE/, host);
-    assert.throws(() => assertServable(loadConfig({ GRPC_HOST: host, GRPC_AUTH: "required" })), /GRPC_AUTH=required needs API_KEYS or API_KEYS_FILE/, host);
+    assert.throws(
+      () => assertServable(loadConfig({ GRPC_HOST: host, BROWSER_AUTH: "required" })),
+      /BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE/,
+      host,
+    );
+    assert.throws(
+      () => assertServable(loadConfig({ GRPC_HOST: host, GRPC_AUTH: "required" })),
+      /GRPC_AUTH=required needs API_KEYS or API_KEYS_FILE/,
+      host,
+    );
   }
-  assert.throws(() => loadConfig({ BROWSER_AUTH: "maybe", GRPC_AUTH: "yes" }), (e: unknown) => e instanceof ConfigError && e.problems.length === 2);
+  assert.throws(
+    () => loadConfig({ BROWSER_AUTH: "maybe", GRPC_AUTH: "yes" }),
+    (e: unknown) => e instanceof ConfigError && e.problems.length === 2,
+  );
 });
 
 test("rate limits: browsers limited by default, the gateway not; 0 turns a limit off", () => {
@@ -158,5 +194,8 @@ test("rate limits: browsers limited by default, the gateway not; 0 turns a limit
   const c = loadConfig({ BROWSER_RATE_LIMIT: "0", GRPC_RATE_LIMIT: "200", GRPC_RATE_BURST: "400" });
   assert.equal(c.browserRateLimit, undefined);
   assert.deepEqual(c.grpcRateLimit, { rate: 200, burst: 400 });
-  assert.throws(() => loadConfig({ BROWSER_RATE_LIMIT: "-1", BROWSER_RATE_BURST: "0" }), (e: unknown) => e instanceof ConfigError && e.problems.length === 2);
+  assert.throws(
+    () => loadConfig({ BROWSER_RATE_LIMIT: "-1", BROWSER_RATE_BURST: "0" }),
+    (e: unknown) => e instanceof ConfigError && e.problems.length === 2,
+  );
 });

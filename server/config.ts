@@ -177,7 +177,14 @@ export function loadConfig(env: Env = process.env): Config {
       : undefined;
 
   const levelRaw = str("LOG_LEVEL", "info").toLowerCase();
-  const levels: Record<string, LogLevel> = { debug: "debug", info: "info", warn: "warn", warning: "warn", error: "error", critical: "error" };
+  const levels: Record<string, LogLevel> = {
+    debug: "debug",
+    info: "info",
+    warn: "warn",
+    warning: "warn",
+    error: "error",
+    critical: "error",
+  };
   const logLevel = levels[levelRaw];
   if (!logLevel) problems.push(`LOG_LEVEL=${JSON.stringify(env.LOG_LEVEL)} must be one of debug, info, warn, error`);
 
@@ -213,7 +220,10 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   const corsOrigins: string[] = [];
-  for (const entry of (env.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean)) {
+  for (const entry of (env.CORS_ORIGINS ?? "")
+    .split(",")
+    .map((o) => o.trim())
+    .filter(Boolean)) {
     let origin: string | undefined;
     try {
       const u = new URL(entry);
@@ -222,7 +232,8 @@ export function loadConfig(env: Env = process.env): Config {
       /* reported below */
     }
     if (origin) corsOrigins.push(origin);
-    else problems.push(`CORS_ORIGINS entry ${JSON.stringify(entry)} is not an origin (expected e.g. https://app.example.com, without a path)`);
+    else
+      problems.push(`CORS_ORIGINS entry ${JSON.stringify(entry)} is not an origin (expected e.g. https://app.example.com, without a path)`);
   }
 
   // API keys: a comma list and/or a file with one key per line (a mounted
@@ -233,14 +244,25 @@ export function loadConfig(env: Env = process.env): Config {
       if (k.length >= 16 && /^[\x21-\x7e]+$/.test(k) && !k.includes(",")) apiKeys.push(k);
       else problems.push(`${source}: key ${i + 1} must be at least 16 printable characters without spaces or commas (it has ${k.length})`);
     });
-  addKeys("API_KEYS", (env.API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean));
+  addKeys(
+    "API_KEYS",
+    (env.API_KEYS ?? "")
+      .split(",")
+      .map((k) => k.trim())
+      .filter(Boolean),
+  );
   const keysFile = env.API_KEYS_FILE?.trim();
   if (keysFile) {
     let lines: string[] = [];
     try {
-      lines = readFileSync(path.resolve(keysFile), "utf8").split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+      lines = readFileSync(path.resolve(keysFile), "utf8")
+        .split(/\r?\n/)
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !l.startsWith("#"));
     } catch (e) {
-      problems.push(`API_KEYS_FILE=${JSON.stringify(keysFile)} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      problems.push(
+        `API_KEYS_FILE=${JSON.stringify(keysFile)} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      );
     }
     addKeys(`API_KEYS_FILE ${keysFile}`, lines);
   }
@@ -342,7 +364,8 @@ export function loadConfig(env: Env = process.env): Config {
  */
 export function assertServable(c: Config): void {
   const problems: string[] = [];
-  if (c.apiKeys.length === 0 && c.browserAuth && !c.browserLoopbackWithoutKey) problems.push("BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE");
+  if (c.apiKeys.length === 0 && c.browserAuth && !c.browserLoopbackWithoutKey)
+    problems.push("BROWSER_AUTH=required needs API_KEYS or API_KEYS_FILE");
   if (c.apiKeys.length === 0 && c.grpcAuth) problems.push("GRPC_AUTH=required needs API_KEYS or API_KEYS_FILE");
   if (problems.length) throw new ConfigError(problems);
 }

@@ -41,7 +41,11 @@ export function mlCodeName(code: MLErrorCode): string {
  * INTERNAL_SERVER_ERROR: the same input meets the same fault, so a retry only
  * hides a bug behind the caller's backoff.
  */
-const RETRYABLE: ReadonlySet<MLErrorCode> = new Set([MLErrorCode.MODEL_NOT_LOADED, MLErrorCode.STORAGE_CONNECTION_ERROR, MLErrorCode.SERVICE_UNAVAILABLE]);
+const RETRYABLE: ReadonlySet<MLErrorCode> = new Set([
+  MLErrorCode.MODEL_NOT_LOADED,
+  MLErrorCode.STORAGE_CONNECTION_ERROR,
+  MLErrorCode.SERVICE_UNAVAILABLE,
+]);
 
 export function isRetryable(code: MLErrorCode): boolean {
   return RETRYABLE.has(code);

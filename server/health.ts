@@ -92,7 +92,10 @@ export function healthService(readiness: Readiness): ServiceImpl<typeof Health> 
           }
           if (readiness.closed()) return;
           let timer: ReturnType<typeof setTimeout> | undefined;
-          await Promise.race([new Promise<void>((resolve) => ((wake = resolve), (timer = setTimeout(resolve, WATCH_RECHECK_MS)))), aborted]);
+          await Promise.race([
+            new Promise<void>((resolve) => ((wake = resolve), (timer = setTimeout(resolve, WATCH_RECHECK_MS)))),
+            aborted,
+          ]);
           clearTimeout(timer);
         }
       } finally {

@@ -28,7 +28,10 @@ export async function listen(opts: { host: string; port: number; handler: Handle
     res.once("close", () => inFlight--);
     opts.handler(req, res);
   };
-  const h2 = http2.createServer({ maxSessionMemory: 64 }, counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const h2 = http2.createServer(
+    { maxSessionMemory: 64 },
+    counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+  );
   const h1 = http.createServer(counted as (req: http.IncomingMessage, res: http.ServerResponse) => void);
   h1.keepAliveTimeout = 5_000;
   const sessions = new Set<http2.Http2Session>();

@@ -111,7 +111,11 @@ export function createWebHandler(opts: WebOptions): Handler {
    * Adds CORS headers for an allowed origin. Returns true when the request
    * was a preflight and has been answered.
    */
-  const applyCors = (req: Req, res: Res, policy: { methods: readonly string[]; headers: readonly string[]; exposed: readonly string[] }): boolean => {
+  const applyCors = (
+    req: Req,
+    res: Res,
+    policy: { methods: readonly string[]; headers: readonly string[]; exposed: readonly string[] },
+  ): boolean => {
     const origin = req.headers.origin;
     const preflight = req.method === "OPTIONS" && typeof origin === "string" && req.headers["access-control-request-method"] !== undefined;
     if (allowed.size > 0) res.setHeader("Vary", "Origin");
@@ -284,7 +288,8 @@ export function createWebHandler(opts: WebOptions): Handler {
     // For the scraper inside the cluster, like the health probes: no API key, no CORS.
     if (rawPath === METRICS_ROUTE && opts.metrics) {
       const head = req.method === "HEAD";
-      if (req.method !== "GET" && !head) return sendText(res, 405, `${req.method} is not supported on ${METRICS_ROUTE}; use GET`, { Allow: "GET, HEAD" });
+      if (req.method !== "GET" && !head)
+        return sendText(res, 405, `${req.method} is not supported on ${METRICS_ROUTE}; use GET`, { Allow: "GET, HEAD" });
       opts.metrics.scrape().then(
         (text) => sendSmall(res, 200, opts.metrics!.contentType, text, {}, head),
         (e: unknown) => {

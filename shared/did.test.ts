@@ -8,10 +8,7 @@ const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "
 describe("petDidFromVector", () => {
   test("keccak256 is the Ethereum variant, not SHA3-256 (known answers)", () => {
     assert.equal(hex(keccak_256(new Uint8Array(0))), "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
-    assert.equal(
-      hex(keccak_256(new TextEncoder().encode("abc"))),
-      "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45",
-    );
+    assert.equal(hex(keccak_256(new TextEncoder().encode("abc"))), "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
   });
 
   test("hashes the vector's float32 little-endian bytes and keeps the first 40 hex digits", () => {

@@ -60,14 +60,17 @@ describe("resizeLanczos", () => {
     ]) {
       const out = resizeLanczos(grey, w, h);
       assert.equal(out.length, w * h * 3);
-      assert.ok(out.every((v) => v === 173), `${w}x${h}`);
+      assert.ok(
+        out.every((v) => v === 173),
+        `${w}x${h}`,
+      );
     }
   });
 
   test("matches Pillow's resize((3, 4), LANCZOS) on a 7x5 pattern (downscale)", () => {
     const expected = [
-      25, 5, 242, 112, 48, 197, 199, 146, 152, 39, 33, 234, 126, 76, 189, 212, 173, 144, 53, 63, 224, 139, 105, 179, 233,
-      209, 134, 63, 88, 216, 166, 146, 171, 159, 151, 126,
+      25, 5, 242, 112, 48, 197, 199, 146, 152, 39, 33, 234, 126, 76, 189, 212, 173, 144, 53, 63, 224, 139, 105, 179, 233, 209, 134, 63, 88,
+      216, 166, 146, 171, 159, 151, 126,
     ];
     assert.deepEqual([...resizeLanczos(rgb, 3, 4)], expected);
   });
@@ -76,14 +79,8 @@ describe("resizeLanczos", () => {
     const out = resizeLanczos(rgb, 11, 9);
     assert.equal(out.length, 11 * 9 * 3);
     // First row, last row (ringing clipped to 0 and 255) of Pillow's output.
-    assert.deepEqual(
-      [...out.subarray(0, 12)],
-      [0, 0, 255, 11, 0, 250, 40, 4, 235, 65, 13, 222],
-    );
-    assert.deepEqual(
-      [...out.subarray(out.length - 12)],
-      [223, 204, 146, 245, 232, 133, 83, 84, 118, 0, 0, 111],
-    );
+    assert.deepEqual([...out.subarray(0, 12)], [0, 0, 255, 11, 0, 250, 40, 4, 235, 65, 13, 222]);
+    assert.deepEqual([...out.subarray(out.length - 12)], [223, 204, 146, 245, 232, 133, 83, 84, 118, 0, 0, 111]);
   });
 
   test("keeps the first bands of RGBA: alpha does not leak into RGB", () => {

@@ -230,12 +230,7 @@ function resampleVertical(
  * `bands` smaller than `channels` only the first `bands` samples of each pixel
  * are kept (RGBA in, RGB out). Returns `bands` interleaved samples per pixel.
  */
-export function resizeLanczos(
-  src: Raster,
-  outWidth: number,
-  outHeight: number,
-  bands: number = src.channels,
-): Uint8Array {
+export function resizeLanczos(src: Raster, outWidth: number, outHeight: number, bands: number = src.channels): Uint8Array {
   const { width, height, channels } = src;
   // One concrete array type keeps the inner loops monomorphic; a view, no copy.
   const data = new Uint8Array(src.data.buffer, src.data.byteOffset, src.data.length);

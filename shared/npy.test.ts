@@ -66,7 +66,16 @@ describe("readNpy refuses what it cannot read safely", () => {
   };
   const cases: Array<[string, Uint8Array, RegExp, string]> = [
     ["a file without the magic string", new TextEncoder().encode('{"featureVector": []}'), /magic/, "format"],
-    ["an unknown version", (() => { const b = good.slice(); b[6] = 9; return b; })(), /version 9\.0/, "format"],
+    [
+      "an unknown version",
+      (() => {
+        const b = good.slice();
+        b[6] = 9;
+        return b;
+      })(),
+      /version 9\.0/,
+      "format",
+    ],
     ["a big-endian dtype", withHeader("{'descr': '>f4', 'fortran_order': False, 'shape': (512,), }", 2048), /'>f4'/, "format"],
     ["an integer dtype", withHeader("{'descr': '<i4', 'fortran_order': False, 'shape': (512,), }", 2048), /'<i4'/, "format"],
     ["fortran order", withHeader("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 512), }", 4096), /fortran/, "format"],
@@ -77,12 +86,15 @@ describe("readNpy refuses what it cannot read safely", () => {
   ];
   for (const [name, bytes, message, reason] of cases) {
     test(`refuses ${name}`, () => {
-      assert.throws(() => readNpy(bytes, 512), (e: unknown) => {
-        assert.ok(e instanceof NpyError);
-        assert.match(e.message, message);
-        assert.equal(e.reason, reason);
-        return true;
-      });
+      assert.throws(
+        () => readNpy(bytes, 512),
+        (e: unknown) => {
+          assert.ok(e instanceof NpyError);
+          assert.match(e.message, message);
+          assert.equal(e.reason, reason);
+          return true;
+        },
+      );
     });
   }
 });

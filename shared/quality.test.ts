@@ -114,7 +114,8 @@ async function frameOf(scene: Scene = {}): Promise<Frame> {
       }
     }
   }
-  if (gain !== 1 || offset !== 0) for (let i = 0; i < data.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(data[i] * gain + offset)));
+  if (gain !== 1 || offset !== 0)
+    for (let i = 0; i < data.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(data[i] * gain + offset)));
   return { data, width: W, height: H, channels: 3 };
 }
 
@@ -233,7 +234,7 @@ describe("assessFrame", () => {
   test("an RGBA canvas frame is assessed exactly like its RGB copy", async () => {
     const frame = await frameOf();
     const rgba = new Uint8ClampedArray(W * H * 4);
-    for (let i = 0, j = 0; i < W * H; i++, j += 3) rgba.set(frame.data.subarray(j, j + 3), i * 4), (rgba[i * 4 + 3] = 255);
+    for (let i = 0, j = 0; i < W * H; i++, j += 3) (rgba.set(frame.data.subarray(j, j + 3), i * 4), (rgba[i * 4 + 3] = 255));
     const fromRgb = assessFrame(frame);
     const fromRgba = assessFrame({ data: rgba, width: W, height: H, channels: 4 });
     assert.deepEqual(fromRgba, fromRgb);
@@ -249,20 +250,49 @@ describe("selectBest", () => {
 
   test("keeps the N best passing frames, best first, and drops failing ones", () => {
     const c = list([
-      [0.9, true], [0.3, false], [0.7, true], [0.45, false], [0.8, true], [0.2, false], [0.6, true], [0.95, false], [0.55, true],
+      [0.9, true],
+      [0.3, false],
+      [0.7, true],
+      [0.45, false],
+      [0.8, true],
+      [0.2, false],
+      [0.6, true],
+      [0.95, false],
+      [0.55, true],
     ]);
-    assert.deepEqual(selectBest(c, 3).map((x) => x.item), [0, 4, 2]);
-    assert.deepEqual(selectBest(c).map((x) => x.item), [0, 4, 2, 6, 8]);
-    assert.deepEqual(selectBest(c, 10).map((x) => x.item), [0, 4, 2, 6, 8]);
+    assert.deepEqual(
+      selectBest(c, 3).map((x) => x.item),
+      [0, 4, 2],
+    );
+    assert.deepEqual(
+      selectBest(c).map((x) => x.item),
+      [0, 4, 2, 6, 8],
+    );
+    assert.deepEqual(
+      selectBest(c, 10).map((x) => x.item),
+      [0, 4, 2, 6, 8],
+    );
     assert.deepEqual(selectBest(c, 0), []);
     assert.deepEqual(selectBest([], 5), []);
   });
 
   test("prefers frames that are not next to each other", () => {
-    const c = list([[0.9, true], [0.89, true], [0.6, true], [0.88, true], [0.5, true]]);
+    const c = list([
+      [0.9, true],
+      [0.89, true],
+      [0.6, true],
+      [0.88, true],
+      [0.5, true],
+    ]);
     // 0 and 3 first; 1 is next to 0, 2 next to 3 and 1... 4 is next to 3: filled in by score afterwards.
-    assert.deepEqual(selectBest(c, 2).map((x) => x.item), [0, 3]);
-    assert.deepEqual(selectBest(c, 3).map((x) => x.item), [0, 1, 3]);
+    assert.deepEqual(
+      selectBest(c, 2).map((x) => x.item),
+      [0, 3],
+    );
+    assert.deepEqual(
+      selectBest(c, 3).map((x) => x.item),
+      [0, 1, 3],
+    );
   });
 
   test("works on real assessments", async () => {
@@ -272,7 +302,6 @@ describe("selectBest", () => {
     assert.deepEqual(best.map((x) => x.item).sort(), [0, 3]);
   });
 });
-
 
 /**
  * Stand-ins for real close-ups (shared/quality/test-support/stand-in-noses.ts):
@@ -288,7 +317,10 @@ describe("stand-ins for real close-ups", () => {
   const N = 40;
   const noses = Array.from({ length: N }, (_, i) => standInNose(1000 + i));
   // Enough light noses to say something about them: 3% and 10% of real noses.
-  const light = [...Array.from({ length: 6 }, (_, i) => standInNose(2000 + i, { colour: 4 })), ...Array.from({ length: 6 }, (_, i) => standInNose(3000 + i, { colour: 3 }))];
+  const light = [
+    ...Array.from({ length: 6 }, (_, i) => standInNose(2000 + i, { colour: 4 })),
+    ...Array.from({ length: 6 }, (_, i) => standInNose(3000 + i, { colour: 3 })),
+  ];
   const furEdge = Array.from({ length: 8 }, (_, i) => standInNose(4000 + i, { furEdge: true }));
   const BG = [118, 104, 90];
 
@@ -309,13 +341,18 @@ describe("stand-ins for real close-ups", () => {
   }
   const passRate = (frames: Frame[]) => frames.filter((f) => assessFrame(f).pass).length / frames.length;
   const failures = (frames: Frame[]) =>
-    frames.map((f) => assessFrame(f)).filter((a) => !a.pass).map(describeAssessment).join("\n");
+    frames
+      .map((f) => assessFrame(f))
+      .filter((a) => !a.pass)
+      .map(describeAssessment)
+      .join("\n");
 
   test("the stand-ins match the real photos' statistics", () => {
     const stats = noses.map(cropStats);
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
     const q = REAL;
-    const within = (name: string, v: number, lo: number, hi: number) => assert.ok(v >= lo && v <= hi, `${name} median ${v} outside real ${lo}..${hi}`);
+    const within = (name: string, v: number, lo: number, hi: number) =>
+      assert.ok(v >= lo && v <= hi, `${name} median ${v} outside real ${lo}..${hi}`);
     // Medians within the real inter-quartile range; sizes drawn from the real quantiles.
     within("grey mean", median(stats.map((s) => s.greyMean)), q.grey_mean.p25, q.grey_mean.p75);
     within("Laplacian variance", median(stats.map((s) => s.laplacianVariance)), q.laplacian_variance_224.p25, q.laplacian_variance_224.p75);
@@ -362,7 +399,11 @@ describe("stand-ins for real close-ups", () => {
       return { ...f, data: f.data.map((v) => Math.min(255, v * 3)) };
     });
     const edges = photos.flatMap((p) => [closeUp(p, 640, W - 40), closeUp(p, 640, 40), closeUp(p, 640, W / 2, H - 20)]);
-    for (const [name, frames] of [["blurred", blurred], ["over-exposed", overFrame], ["at the edge", edges]] as const) {
+    for (const [name, frames] of [
+      ["blurred", blurred],
+      ["over-exposed", overFrame],
+      ["at the edge", edges],
+    ] as const) {
       const rate = 1 - passRate(frames);
       assert.ok(rate >= 0.95, `${name}: ${rate} fail`);
     }

@@ -66,7 +66,11 @@ function transports(server: RunningServer, headers: Record<string, string> = {})
 }
 
 /** One gateway call with metadata, through the gateway's own client. */
-function grpcCall(server: RunningServer, metadata: Record<string, string> = {}, method = "HealthCheck"): Promise<{ err: grpc.ServiceError | null; res: any }> {
+function grpcCall(
+  server: RunningServer,
+  metadata: Record<string, string> = {},
+  method = "HealthCheck",
+): Promise<{ err: grpc.ServiceError | null; res: any }> {
   const client = gatewayClient(server.address);
   const meta = new grpc.Metadata();
   for (const [k, v] of Object.entries(metadata)) meta.set(k, v);
@@ -96,7 +100,12 @@ describe("API keys configured, gRPC open (GRPC_AUTH default)", () => {
     assert.equal(body.code, "unauthenticated");
     assert.match(body.message, /needs an API key: send Authorization: Bearer <key> or x-api-key/);
 
-    const wrongs: Record<string, string>[] = [{ Authorization: `Bearer ${K1}x` }, { Authorization: `Bearer ${K1.slice(0, -1)}` }, { "x-api-key": "wrong-key-0123456789" }, { Authorization: K1 }];
+    const wrongs: Record<string, string>[] = [
+      { Authorization: `Bearer ${K1}x` },
+      { Authorization: `Bearer ${K1.slice(0, -1)}` },
+      { "x-api-key": "wrong-key-0123456789" },
+      { Authorization: K1 },
+    ];
     for (const headers of wrongs) {
       const wrong = await connectCall(server, headers);
       assert.equal(wrong.status, 401, JSON.stringify(headers));
@@ -105,7 +114,12 @@ describe("API keys configured, gRPC open (GRPC_AUTH default)", () => {
       assert.doesNotMatch(JSON.stringify(b), /k1-|k2-/, "the answer never echoes a key");
     }
 
-    const rights: Record<string, string>[] = [{ Authorization: `Bearer ${K1}` }, { authorization: `bearer ${K2}` }, { "x-api-key": K1 }, { "X-Api-Key": K2 }];
+    const rights: Record<string, string>[] = [
+      { Authorization: `Bearer ${K1}` },
+      { authorization: `bearer ${K2}` },
+      { "x-api-key": K1 },
+      { "X-Api-Key": K2 },
+    ];
     for (const headers of rights) {
       const ok = await connectCall(server, headers);
       assert.equal(ok.status, 200, JSON.stringify(headers));
@@ -115,10 +129,12 @@ describe("API keys configured, gRPC open (GRPC_AUTH default)", () => {
 
   test("connect-es clients see Code.Unauthenticated over Connect and gRPC-Web (grpc-status 16), and pass with a key", async () => {
     for (const [name, transport] of transports(server)) {
-      const err = await createClient(NoseEmbedderService, transport).healthCheck({ service: "" }).then(
-        () => undefined,
-        (e: unknown) => ConnectError.from(e),
-      );
+      const err = await createClient(NoseEmbedderService, transport)
+        .healthCheck({ service: "" })
+        .then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
       assert.equal(err?.code, Code.Unauthenticated, `${name}: ${err?.message}`);
       assert.match(err!.rawMessage, /needs an API key/, name);
     }
@@ -162,7 +178,11 @@ describe("API keys configured, gRPC open (GRPC_AUTH default)", () => {
   test("CORS: an allowed origin may preflight with Authorization and x-api-key and read the refusal; another origin is refused", async () => {
     const preflight = await fetch(`http://${server.address}${HEALTH_CHECK}`, {
       method: "OPTIONS",
-      headers: { Origin: ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,x-api-key,content-type" },
+      headers: {
+        Origin: ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,x-api-key,content-type",
+      },
     });
     assert.equal(preflight.status, 204);
     assert.equal(preflight.headers.get("access-control-allow-origin"), ORIGIN);
@@ -183,7 +203,13 @@ describe("API keys configured, gRPC open (GRPC_AUTH default)", () => {
     await passed.arrayBuffer();
 
     // Exact match only: scheme, port, and a suffix of the host all count.
-    for (const origin of ["http://app.example.com", "https://app.example.com:8443", "https://evil-app.example.com", "https://app.example.com.evil.example", "null"]) {
+    for (const origin of [
+      "http://app.example.com",
+      "https://app.example.com:8443",
+      "https://evil-app.example.com",
+      "https://app.example.com.evil.example",
+      "null",
+    ]) {
       const pre = await fetch(`http://${server.address}${HEALTH_CHECK}`, {
         method: "OPTIONS",
         headers: { Origin: origin, "Access-Control-Request-Method": "POST" },
@@ -257,7 +283,14 @@ describe("a bare start: GRPC_HOST=0.0.0.0 (the default), no keys, BROWSER_AUTH=a
   before(async () => {
     // npm start runs server/main.ts itself; empty values count as unset, so
     // keys or settings in the calling environment cannot leak in.
-    server = await started({ GRPC_HOST: "0.0.0.0", API_KEYS: "", API_KEYS_FILE: "", BROWSER_AUTH: "", BROWSER_PROTOCOLS: "", GRPC_AUTH: "" });
+    server = await started({
+      GRPC_HOST: "0.0.0.0",
+      API_KEYS: "",
+      API_KEYS_FILE: "",
+      BROWSER_AUTH: "",
+      BROWSER_PROTOCOLS: "",
+      GRPC_AUTH: "",
+    });
   });
   after(async () => {
     await server?.stop();
@@ -296,32 +329,38 @@ describe("a bare start: GRPC_HOST=0.0.0.0 (the default), no keys, BROWSER_AUTH=a
     if (added.ok) added.own.remove();
   });
 
-  test("from another address of this machine: Connect gets 401 naming API_KEYS, gRPC-Web UNAUTHENTICATED, plain gRPC is served", { skip }, async () => {
-    assert.ok(added.ok);
-    const external = added.own.address;
-    // A connection to one of the machine's own addresses comes from that address.
-    const remote = { ...server, address: `${external}:${server.port}` };
-    const res = await connectCall(remote);
-    assert.equal(res.status, 401);
-    assert.equal(res.headers.get("www-authenticate"), "Bearer");
-    const body = await res.json();
-    assert.equal(body.code, "unauthenticated");
-    assert.match(body.message, /no API keys configured/);
-    assert.match(body.message, /other machines only with a key/);
-    for (const name of ["API_KEYS", "API_KEYS_FILE", "BROWSER_AUTH=off"]) assert.ok(body.message.includes(name), name);
+  test(
+    "from another address of this machine: Connect gets 401 naming API_KEYS, gRPC-Web UNAUTHENTICATED, plain gRPC is served",
+    { skip },
+    async () => {
+      assert.ok(added.ok);
+      const external = added.own.address;
+      // A connection to one of the machine's own addresses comes from that address.
+      const remote = { ...server, address: `${external}:${server.port}` };
+      const res = await connectCall(remote);
+      assert.equal(res.status, 401);
+      assert.equal(res.headers.get("www-authenticate"), "Bearer");
+      const body = await res.json();
+      assert.equal(body.code, "unauthenticated");
+      assert.match(body.message, /no API keys configured/);
+      assert.match(body.message, /other machines only with a key/);
+      for (const name of ["API_KEYS", "API_KEYS_FILE", "BROWSER_AUTH=off"]) assert.ok(body.message.includes(name), name);
 
-    const withKey = await connectCall(remote, { Authorization: `Bearer ${K1}` });
-    assert.equal(withKey.status, 401, "no key is accepted when none is configured");
-    assert.match((await withKey.json()).message, /no API keys configured/);
+      const withKey = await connectCall(remote, { Authorization: `Bearer ${K1}` });
+      assert.equal(withKey.status, 401, "no key is accepted when none is configured");
+      assert.match((await withKey.json()).message, /no API keys configured/);
 
-    const err = await createClient(NoseEmbedderService, transports(remote)[1][1]).healthCheck({ service: "" }).then(
-      () => undefined,
-      (e: unknown) => ConnectError.from(e),
-    );
-    assert.equal(err?.code, Code.Unauthenticated, err?.message);
+      const err = await createClient(NoseEmbedderService, transports(remote)[1][1])
+        .healthCheck({ service: "" })
+        .then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
+      assert.equal(err?.code, Code.Unauthenticated, err?.message);
 
-    const { err: grpcErr, res: grpcRes } = await grpcCall(remote);
-    assert.equal(grpcErr, null, "the gateway reaches the server over the network without a key");
-    assert.ok(["SERVING", "NOT_SERVING"].includes(grpcRes.status));
-  });
+      const { err: grpcErr, res: grpcRes } = await grpcCall(remote);
+      assert.equal(grpcErr, null, "the gateway reaches the server over the network without a key");
+      assert.ok(["SERVING", "NOT_SERVING"].includes(grpcRes.status));
+    },
+  );
 });

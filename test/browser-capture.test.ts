@@ -67,7 +67,11 @@ async function waitState(page: Page, state: string, timeout: number, logs: strin
   } catch (e) {
     const seen = await page.evaluate(() => {
       const n = (window as unknown as { nosepaw: PageApi }).nosepaw;
-      return { state: n.state, instructions: n.instructions.slice(-10).map((i) => i.text), result: document.getElementById("result")?.textContent };
+      return {
+        state: n.state,
+        instructions: n.instructions.slice(-10).map((i) => i.text),
+        result: document.getElementById("result")?.textContent,
+      };
     });
     throw new Error(`state ${state} not reached: ${JSON.stringify(seen)}\n${logs.slice(-20).join("\n")}\n${(e as Error).message}`);
   }
@@ -117,23 +121,23 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
       if ((await page.getAttribute("#app", "data-state")) === "captured") await page.click("#retake");
       const seen = await page
         .waitForFunction(
-      ({ first, size }) => {
-        // A capture that finished after the check above (a slow machine) holds the preview
-        // on its last frame, so the clip's start would never show: take the camera live again.
-        if (document.getElementById("app")!.dataset.state === "captured") {
-          document.getElementById("retake")!.click();
-          return false;
-        }
-        const v = document.getElementById("camera") as HTMLVideoElement;
-        const c = document.createElement("canvas");
-        c.width = v.videoWidth;
-        c.height = v.videoHeight;
-        const ctx = c.getContext("2d")!;
-        ctx.drawImage(v, 0, 0);
-        const px = ctx.getImageData(c.width - size / 2, c.height - size / 2, 1, 1).data;
-        return Math.abs((px[0] + px[1] + px[2]) / 3 - first) < 12;
-      },
-      { first: markerOf(0), size: MARKER_SIZE },
+          ({ first, size }) => {
+            // A capture that finished after the check above (a slow machine) holds the preview
+            // on its last frame, so the clip's start would never show: take the camera live again.
+            if (document.getElementById("app")!.dataset.state === "captured") {
+              document.getElementById("retake")!.click();
+              return false;
+            }
+            const v = document.getElementById("camera") as HTMLVideoElement;
+            const c = document.createElement("canvas");
+            c.width = v.videoWidth;
+            c.height = v.videoHeight;
+            const ctx = c.getContext("2d")!;
+            ctx.drawImage(v, 0, 0);
+            const px = ctx.getImageData(c.width - size / 2, c.height - size / 2, 1, 1).data;
+            return Math.abs((px[0] + px[1] + px[2]) / 3 - first) < 12;
+          },
+          { first: markerOf(0), size: MARKER_SIZE },
           { timeout: 5_000, polling: 20 },
         )
         .then(
@@ -163,7 +167,8 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
       for (const i of said) expected.add(i);
     }
     const shown = await page.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.instructions.map((i) => i.text));
-    for (const instruction of expected) assert.ok(shown.includes(instruction), `page never said "${instruction}"; it said ${JSON.stringify([...new Set(shown)])}`);
+    for (const instruction of expected)
+      assert.ok(shown.includes(instruction), `page never said "${instruction}"; it said ${JSON.stringify([...new Set(shown)])}`);
 
     // every kept frame carries the sharp stretch's corner marker
     const markers = await page.evaluate((size) => {
@@ -173,14 +178,17 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
       });
     }, MARKER_SIZE);
     assert.equal(markers.length, 5, "five frames kept");
-    for (const m of markers) assert.ok(Math.abs(m - markerOf(SHARP)) < 12, `kept frame from another stretch: marker ${m}, sharp is ${markerOf(SHARP)}`);
+    for (const m of markers)
+      assert.ok(Math.abs(m - markerOf(SHARP)) < 12, `kept frame from another stretch: marker ${m}, sharp is ${markerOf(SHARP)}`);
     const agreement = await page.textContent("#agreement");
     assert.match(agreement ?? "", /lowest pairwise cosine (0\.9\d\d|1\.000)/);
 
     const cost = await page.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.benchAssess(1280, 720, 30));
     const live = await page.evaluate(() => (window as unknown as { nosepaw: PageApi }).nosepaw.assessMs);
     const median = [...live].sort((a, b) => a - b)[Math.floor(live.length / 2)];
-    console.log(`live checks: ${median.toFixed(2)} ms median on the 640x480 camera; 720p frame: draw+read ${cost.drawMs.toFixed(2)} ms, assessFrame ${cost.assessMs.toFixed(2)} ms at ${cost.analysis}`);
+    console.log(
+      `live checks: ${median.toFixed(2)} ms median on the 640x480 camera; 720p frame: draw+read ${cost.drawMs.toFixed(2)} ms, assessFrame ${cost.assessMs.toFixed(2)} ms at ${cost.analysis}`,
+    );
   });
 
   test("the WASM provider's embedding agrees with the server's ExtractNoseVector", async () => {
@@ -246,7 +254,13 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
   test("identify lists the registered dog, and shows a refusal as a refusal rather than an empty list", async () => {
     const did = await page.inputValue("#pet-did");
     await page.click("#identify");
-    await page.waitForFunction(() => document.querySelectorAll("#matches li").length > 0 || /^(Not identified|Error)/.test(document.getElementById("result")!.textContent ?? ""), undefined, { timeout: 60_000 });
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll("#matches li").length > 0 ||
+        /^(Not identified|Error)/.test(document.getElementById("result")!.textContent ?? ""),
+      undefined,
+      { timeout: 60_000 },
+    );
     const listed = (await page.textContent("#matches")) ?? "";
     assert.ok(listed.includes(did), `${did} not in ${JSON.stringify(listed)}; ${await page.textContent("#result")}`);
     // The service refuses (a photo it cannot use, an overloaded registry): the page must say so.
@@ -254,12 +268,19 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
       route.fulfill({
         status: 200,
         contentType: "application/proto",
-        body: Buffer.from(toBinary(IdentifyPetResponseSchema, create(IdentifyPetResponseSchema, { success: false, errorMessage: "no nose found in the photo" }))),
+        body: Buffer.from(
+          toBinary(
+            IdentifyPetResponseSchema,
+            create(IdentifyPetResponseSchema, { success: false, errorMessage: "no nose found in the photo" }),
+          ),
+        ),
       }),
     );
     try {
       await page.click("#identify");
-      await page.waitForFunction(() => /^Not identified/.test(document.getElementById("result")!.textContent ?? ""), undefined, { timeout: 30_000 }).catch(() => undefined);
+      await page
+        .waitForFunction(() => /^Not identified/.test(document.getElementById("result")!.textContent ?? ""), undefined, { timeout: 30_000 })
+        .catch(() => undefined);
       assert.equal(await page.textContent("#result"), "Not identified: no nose found in the photo");
       assert.equal(await page.locator("#matches li").count(), 0);
     } finally {
@@ -276,7 +297,11 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
   test("the page kept its key out of the address bar, a call without the key is refused, and no CSP violation was reported", async () => {
     assert.equal(new URL(page.url()).hash, "", "the #key fragment is taken out of the address bar");
     const keyless = await page.evaluate(async () => {
-      const res = await fetch("/nose_embedder.NoseEmbedderService/HealthCheck", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+      const res = await fetch("/nose_embedder.NoseEmbedderService/HealthCheck", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: "{}",
+      });
       return { status: res.status, body: await res.json() };
     });
     assert.equal(keyless.status, 401);
@@ -296,7 +321,11 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
       await screenshot(phone, "phone-live-captured");
       await phone.tap("#retake");
       await phone.waitForFunction(() => document.getElementById("app")!.dataset.state !== "captured", undefined, { timeout: 10_000 });
-      assert.deepEqual(phoneLogs.filter((l) => l.startsWith("error:") || l.startsWith("pageerror:")), [], phoneLogs.join("\n"));
+      assert.deepEqual(
+        phoneLogs.filter((l) => l.startsWith("error:") || l.startsWith("pageerror:")),
+        [],
+        phoneLogs.join("\n"),
+      );
     } finally {
       await context.close();
     }
@@ -326,7 +355,11 @@ describe("capture app on WebGPU (SwiftShader)", { skip, timeout: 180_000 }, () =
       assert.ok(c >= 0.999, `cosine ${c}`);
       assert.deepEqual(await cspViolations(), [], "WebGPU runs under the CSP");
       // ONNX Runtime Web writes its warnings (nodes placed on the CPU, and the like) through console.error unless told otherwise.
-      assert.deepEqual(logs.filter((l) => l.startsWith("error:") || l.startsWith("pageerror:")), [], logs.join("\n"));
+      assert.deepEqual(
+        logs.filter((l) => l.startsWith("error:") || l.startsWith("pageerror:")),
+        [],
+        logs.join("\n"),
+      );
     } finally {
       await browser.close();
       await server.stop();

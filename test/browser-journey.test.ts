@@ -55,7 +55,10 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
     await server?.stop();
   });
 
-  for (const [size, dog] of [["phone", 0], ["desktop", 1]] as const) {
+  for (const [size, dog] of [
+    ["phone", 0],
+    ["desktop", 1],
+  ] as const) {
     describe(`at ${size} size`, () => {
       let context: BrowserContext;
       let page: Page;
@@ -85,7 +88,10 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
       test("a camera that cannot be used falls back to the photo pickers with a clear message", async () => {
         await page.waitForSelector('#app[data-camera="none"]', { timeout: 30_000 });
         assert.equal(await page.textContent("#instruction"), "Pick photos of the nose");
-        assert.match((await page.textContent("#status")) ?? "", /^(Camera access was refused|No camera found)\. Pick photos of the nose below/);
+        assert.match(
+          (await page.textContent("#status")) ?? "",
+          /^(Camera access was refused|No camera found)\. Pick photos of the nose below/,
+        );
         assert.ok(await page.isVisible("#register-files"));
         assert.ok(await page.isVisible("#verify-file"));
       });
@@ -96,7 +102,10 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
       });
 
       test("registering from files, then identifying the dog from the page", async () => {
-        await page.setInputFiles("#register-files", [0, 1, 2, 3].map((k) => photo(dog, k)));
+        await page.setInputFiles(
+          "#register-files",
+          [0, 1, 2, 3].map((k) => photo(dog, k)),
+        );
         await page.waitForSelector('#app[data-state="captured"]', { timeout: 120_000 });
         assert.match((await page.textContent("#agreement")) ?? "", /frames kept; lowest pairwise cosine/);
         await screenshot(page, `journey-${size}-captured`);
@@ -105,7 +114,13 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
         const did = await page.inputValue("#pet-did");
         assert.match(did, /^did:/, (await page.textContent("#result")) ?? "");
         await press("#identify");
-        await page.waitForFunction(() => document.querySelectorAll("#matches li").length > 0 || /^(Not identified|Error)/.test(document.getElementById("result")!.textContent ?? ""), undefined, { timeout: 60_000 });
+        await page.waitForFunction(
+          () =>
+            document.querySelectorAll("#matches li").length > 0 ||
+            /^(Not identified|Error)/.test(document.getElementById("result")!.textContent ?? ""),
+          undefined,
+          { timeout: 60_000 },
+        );
         const listed = (await page.textContent("#matches")) ?? "";
         assert.ok(listed.includes(did), `${did} not in ${JSON.stringify(listed)}; ${await page.textContent("#result")}`);
         await screenshot(page, `journey-${size}-identified`);
@@ -141,7 +156,10 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
           const parse = (c: string) => {
             const m = c.match(/rgba?\(([^)]+)\)/);
             if (!m) return [0, 0, 0, 0];
-            const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+            const p = m[1]
+              .split(/[ ,/]+/)
+              .filter(Boolean)
+              .map(Number);
             return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
           };
           const over = (top: number[], bottom: number[]) => [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat(1);
@@ -157,7 +175,12 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
             return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
           };
           const out: string[] = [];
-          const states: [string, string][] = [["searching", ""], ["captured", "SAME"], ["registered", "REVIEW"], ["verified", "DIFFERENT"]];
+          const states: [string, string][] = [
+            ["searching", ""],
+            ["captured", "SAME"],
+            ["registered", "REVIEW"],
+            ["verified", "DIFFERENT"],
+          ];
           const app = document.getElementById("app")!;
           const result = document.getElementById("result")!;
           const saved = [app.dataset.state, result.dataset.verdict, result.textContent];
@@ -175,7 +198,8 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
               const ratio = Math.max(a, b) / Math.min(a, b);
               const px = parseFloat(cs.fontSize);
               const large = px >= 24 || (px >= 18.66 && Number(cs.fontWeight) >= 700);
-              if (ratio < (large ? 3 : 4.5)) out.push(`${state}/${verdict} ${el.tagName}#${el.id} "${el.textContent!.trim().slice(0, 30)}": ${ratio.toFixed(2)}`);
+              if (ratio < (large ? 3 : 4.5))
+                out.push(`${state}/${verdict} ${el.tagName}#${el.id} "${el.textContent!.trim().slice(0, 30)}": ${ratio.toFixed(2)}`);
             }
           }
           [app.dataset.state, result.dataset.verdict, result.textContent] = saved as string[];
@@ -212,7 +236,10 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
       await page.goto(`http://${server.address}/#key=${API_KEY}`);
       await page.waitForFunction(() => document.getElementById("provider")!.textContent !== "…", undefined, { timeout: 60_000 });
       assert.equal(await page.textContent("#provider"), "off (model mismatch: model gives 256 numbers, the page expects 512)");
-      await page.setInputFiles("#register-files", [0, 1, 2].map((k) => photo(0, k)));
+      await page.setInputFiles(
+        "#register-files",
+        [0, 1, 2].map((k) => photo(0, k)),
+      );
       await page.waitForSelector('#app[data-state="captured"]', { timeout: 60_000 });
       // No device embeddings, so no agreement figure: the server embeds the photos itself.
       assert.match((await page.textContent("#agreement")) ?? "", /^\d frames kept$/);
@@ -236,9 +263,15 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
       await page.goto(`http://${server.address}/#key=${API_KEY}`);
       await page.waitForFunction(() => document.getElementById("provider")!.textContent === "wasm", undefined, { timeout: 120_000 });
       const version = ((await page.textContent("#model-version")) ?? "").replace(/ \(cached\)$/, "");
-      await page.setInputFiles("#register-files", [0, 1, 2].map((k) => photo(1, k)));
+      await page.setInputFiles(
+        "#register-files",
+        [0, 1, 2].map((k) => photo(1, k)),
+      );
       await page.waitForSelector('#app[data-state="captured"]', { timeout: 60_000 });
-      assert.equal(await page.textContent("#provider"), `off (model mismatch: server runs 2099.01.01-next, this page has ${version}; reload)`);
+      assert.equal(
+        await page.textContent("#provider"),
+        `off (model mismatch: server runs 2099.01.01-next, this page has ${version}; reload)`,
+      );
       assert.match((await page.textContent("#agreement")) ?? "", /^\d frames kept$/);
     } finally {
       await context.close();

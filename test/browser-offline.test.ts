@@ -91,7 +91,8 @@ describe("the capture app offline in Chromium", { skip, timeout: 600_000 }, () =
   let page: Page;
   let logs: string[];
   const photo = (k: number) => path.join(dir, `dog0_${k}.jpg`);
-  const providerShown = () => page.waitForFunction(() => document.getElementById("provider")!.textContent !== "…", undefined, { timeout: 120_000 });
+  const providerShown = () =>
+    page.waitForFunction(() => document.getElementById("provider")!.textContent !== "…", undefined, { timeout: 120_000 });
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "nosepaw-offline-"));
@@ -117,7 +118,8 @@ describe("the capture app offline in Chromium", { skip, timeout: 600_000 }, () =
     await providerShown();
     assert.equal(await page.textContent("#provider"), "wasm", logs.join("\n"));
     const installed = await page.evaluate(async () => {
-      const reg = await (window as unknown as { nosepaw: { serviceWorker: Promise<ServiceWorkerRegistration | undefined> } }).nosepaw.serviceWorker;
+      const reg = await (window as unknown as { nosepaw: { serviceWorker: Promise<ServiceWorkerRegistration | undefined> } }).nosepaw
+        .serviceWorker;
       const keys = await caches.keys();
       const shell = keys.find((k) => k.startsWith("nosepaw-shell-"));
       const stored = shell ? (await (await caches.open(shell)).keys()).map((r) => new URL(r.url).pathname) : [];
@@ -128,8 +130,14 @@ describe("the capture app offline in Chromium", { skip, timeout: 600_000 }, () =
     assert.equal(installed.active, "activated");
     assert.equal(installed.scope, `http://127.0.0.1:${proxy.port}/`);
     assert.ok(installed.stored.includes("/"), installed.stored.join(", "));
-    assert.ok(installed.stored.some((p) => /\/assets\/ort-wasm-simd-threaded.*\.wasm$/.test(p)), installed.stored.join(", "));
-    assert.ok(installed.stored.some((p) => /\/assets\/ort\..*\.js$/.test(p)), installed.stored.join(", "));
+    assert.ok(
+      installed.stored.some((p) => /\/assets\/ort-wasm-simd-threaded.*\.wasm$/.test(p)),
+      installed.stored.join(", "),
+    );
+    assert.ok(
+      installed.stored.some((p) => /\/assets\/ort\..*\.js$/.test(p)),
+      installed.stored.join(", "),
+    );
     assert.equal(installed.model, 1, "the model is in the page's Cache API store");
     assert.equal(installed.manifest.display, "standalone");
     assert.equal(installed.manifest.start_url, "./");
@@ -181,7 +189,10 @@ describe("the capture app offline in Chromium", { skip, timeout: 600_000 }, () =
     assert.deepEqual(kept[0].dims, [512, 512, 512, 512]);
     assert.deepEqual(kept[0].providers, ["wasm", "wasm", "wasm", "wasm"]);
     assert.equal(kept[0].scores.length, 4);
-    assert.ok(kept[0].scores.every((s) => s > 0 && s <= 1), String(kept[0].scores));
+    assert.ok(
+      kept[0].scores.every((s) => s > 0 && s <= 1),
+      String(kept[0].scores),
+    );
     assert.deepEqual(proxy.registerIds, [], "nothing was sent while offline");
     await screenshot(page, "offline-queued");
     (globalThis as unknown as { queuedId: string }).queuedId = kept[0].id;
@@ -209,9 +220,19 @@ describe("the capture app offline in Chromium", { skip, timeout: 600_000 }, () =
 
   test("the registered pet is found once by IdentifyPet from the page", async () => {
     await page.setInputFiles("#verify-file", photo(0));
-    await page.waitForFunction(() => /^(SAME|REVIEW|DIFFERENT|Not verified|Error)/.test(document.getElementById("result")!.textContent ?? ""), undefined, { timeout: 60_000 });
+    await page.waitForFunction(
+      () => /^(SAME|REVIEW|DIFFERENT|Not verified|Error)/.test(document.getElementById("result")!.textContent ?? ""),
+      undefined,
+      { timeout: 60_000 },
+    );
     await page.click("#identify");
-    await page.waitForFunction(() => document.querySelectorAll("#matches li").length > 0 || /^(Not identified|No registered|Error)/.test(document.getElementById("result")!.textContent ?? ""), undefined, { timeout: 60_000 });
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll("#matches li").length > 0 ||
+        /^(Not identified|No registered|Error)/.test(document.getElementById("result")!.textContent ?? ""),
+      undefined,
+      { timeout: 60_000 },
+    );
     const did = await page.inputValue("#pet-did");
     const matches = await page.$$eval("#matches li", (lis) => lis.map((li) => li.textContent ?? ""));
     assert.equal(matches.length, 1, matches.join("\n"));
@@ -222,17 +243,29 @@ describe("the capture app offline in Chromium", { skip, timeout: 600_000 }, () =
     proxy.offline = true;
     await context.setOffline(true);
     await page.setInputFiles("#verify-file", photo(1));
-    await page.waitForFunction(() => document.querySelectorAll('#queue-list li[data-state="waiting"]').length === 1, undefined, { timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelectorAll('#queue-list li[data-state="waiting"]').length === 1, undefined, {
+      timeout: 60_000,
+    });
     assert.equal(await page.getAttribute("#app", "data-state"), "queued");
     proxy.offline = false;
     await context.setOffline(false);
-    await page.waitForFunction(() => document.querySelectorAll('#queue-list li[data-state="done"], #queue-list li[data-state="failed"]').length === 2, undefined, { timeout: 60_000 });
+    await page.waitForFunction(
+      () => document.querySelectorAll('#queue-list li[data-state="done"], #queue-list li[data-state="failed"]').length === 2,
+      undefined,
+      { timeout: 60_000 },
+    );
     const items = await page.$$eval("#queue-list li", (lis) => lis.map((li) => `${li.dataset.state} ${li.textContent}`));
-    assert.match(items[1], /^done Verification of did:\S+, quality [\d.]+–[\d.]+, embedded on this device: done: SAME, similarity /, items.join("\n"));
+    assert.match(
+      items[1],
+      /^done Verification of did:\S+, quality [\d.]+–[\d.]+, embedded on this device: done: SAME, similarity /,
+      items.join("\n"),
+    );
   });
 
   test("the page logged no console errors beyond the refused requests made offline", () => {
-    const errors = logs.filter((l) => (l.startsWith("error:") || l.startsWith("pageerror:")) && !/ERR_INTERNET_DISCONNECTED|503|Failed to load resource/.test(l));
+    const errors = logs.filter(
+      (l) => (l.startsWith("error:") || l.startsWith("pageerror:")) && !/ERR_INTERNET_DISCONNECTED|503|Failed to load resource/.test(l),
+    );
     assert.deepEqual(errors, [], logs.join("\n"));
   });
 });

@@ -64,7 +64,8 @@ function residual(a: ArrayLike<number>, b: ArrayLike<number>): Residual {
   return { max, mean: sum / a.length, overOneLevel: over / a.length };
 }
 
-const levels = (r: Residual) => `max ${(r.max * 255).toFixed(2)}/255, mean ${(r.mean * 255).toFixed(3)}/255, ${(r.overOneLevel * 100).toFixed(2)}% > 1/255`;
+const levels = (r: Residual) =>
+  `max ${(r.max * 255).toFixed(2)}/255, mean ${(r.mean * 255).toFixed(3)}/255, ${(r.overOneLevel * 100).toFixed(2)}% > 1/255`;
 
 async function pageTensor(page: Page, bytes: Buffer, type: string) {
   return page.evaluate(
@@ -118,7 +119,9 @@ describe("page tensor vs server tensor in Chromium", { skip, timeout: 300_000 },
     const r = residual(mine.tensor, theirs);
     const vMine = await pageVector(page, bytes, type);
     const c = cosine(vMine.vector, await serverVector(server, bytes, format));
-    console.log(`${file}: ${levels(r)}; cosine ${c.toFixed(6)} (page preprocess ${mine.ms.toFixed(0)} ms, ${vMine.provider} embed ${vMine.ms.toFixed(0)} ms)`);
+    console.log(
+      `${file}: ${levels(r)}; cosine ${c.toFixed(6)} (page preprocess ${mine.ms.toFixed(0)} ms, ${vMine.provider} embed ${vMine.ms.toFixed(0)} ms)`,
+    );
     return { r, c };
   }
 
@@ -157,7 +160,9 @@ describe("page tensor vs server tensor in Chromium", { skip, timeout: 300_000 },
         rgba[i * 4 + 3] = Math.round(floor + (255 - floor) * Math.min(1, edge));
       }
     }
-    const png = await sharp(rgba, { raw: { width: info.width, height: info.height, channels: 4 } }).png().toBuffer();
+    const png = await sharp(rgba, { raw: { width: info.width, height: info.height, channels: 4 } })
+      .png()
+      .toBuffer();
     assert.equal((await sharp(png).metadata()).hasAlpha, true);
     return png;
   }
@@ -194,7 +199,11 @@ describe("page tensor vs server tensor in Chromium", { skip, timeout: 300_000 },
       const bytes = readFileSync(path.join(dir, `${name}.jpg`));
       assert.equal((await sharp(bytes).metadata()).chromaSubsampling, "4:2:0");
       const { r, c } = await compare(`${name}.jpg`, bytes, "jpeg");
-      worst = { max: Math.max(worst.max, r.max), mean: Math.max(worst.mean, r.mean), overOneLevel: Math.max(worst.overOneLevel, r.overOneLevel) };
+      worst = {
+        max: Math.max(worst.max, r.max),
+        mean: Math.max(worst.mean, r.mean),
+        overOneLevel: Math.max(worst.overOneLevel, r.overOneLevel),
+      };
       lowest = Math.min(lowest, c);
     }
     console.log(`JPEG worst over ${jpegs.length} photos: ${levels(worst)}; lowest cosine ${lowest.toFixed(6)}`);

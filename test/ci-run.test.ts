@@ -43,7 +43,12 @@ function ciLoop(scenario: string, boundS = 300) {
   writeFileSync(log, "");
   const script = `set -euo pipefail; CI_BOUND_S=${boundS}; DEADLINE=$(($(date +%s) + CI_BOUND_S)); RESULTS=${dir}; source scripts/ci-lib.sh; rc=0; run_suite v0 || rc=$?; echo "run_suite=$rc reruns=$reruns"; echo "--"; cat ${log}`;
   const t0 = Date.now();
-  const r = spawnSync("bash", ["-c", script], { cwd: ROOT, env: { ...process.env, PATH: `${dir}:${process.env.PATH}`, SCENARIO: scenario, STUB_LOG: log }, encoding: "utf8", timeout: 120_000 });
+  const r = spawnSync("bash", ["-c", script], {
+    cwd: ROOT,
+    env: { ...process.env, PATH: `${dir}:${process.env.PATH}`, SCENARIO: scenario, STUB_LOG: log },
+    encoding: "utf8",
+    timeout: 120_000,
+  });
   return { out: r.stdout + r.stderr, ms: Date.now() - t0 };
 }
 

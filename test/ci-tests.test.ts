@@ -20,7 +20,12 @@ const passing = (file: string): TestEvent[] => [
 const jitAbort: TestEvent[] = [
   { t: "file", file: "/r/test/wire.test.ts" },
   { t: "stderr", file: "/r/test/wire.test.ts", msg: "\n#\n# Fatal error in , line 0\n# Check failed: jit_page.has_value().\n" },
-  { t: "done", file: "/r/test/wire.test.ts", ok: false, error: "[Error: test failed] { failureType: 'testCodeFailure', signal: 'SIGTRAP' }" },
+  {
+    t: "done",
+    file: "/r/test/wire.test.ts",
+    ok: false,
+    error: "[Error: test failed] { failureType: 'testCodeFailure', signal: 'SIGTRAP' }",
+  },
 ];
 const realBug: TestEvent[] = [
   { t: "file", file: "/r/test/registry.test.ts" },
@@ -38,7 +43,10 @@ describe("judging a test run for CI", () => {
   test("a file that failed with V8's jit_page abort, and nothing else: that file alone is run again", () => {
     const j = judge([...passing("/r/a.test.ts"), ...jitAbort]);
     assert.equal(j.verdict, "rerun");
-    assert.deepEqual(j.failedFiles.map((f) => [f.file, f.flake?.name]), [["/r/test/wire.test.ts", "v8-jit-page"]]);
+    assert.deepEqual(
+      j.failedFiles.map((f) => [f.file, f.flake?.name]),
+      [["/r/test/wire.test.ts", "v8-jit-page"]],
+    );
     assert.equal(j.first?.file, "/r/test/wire.test.ts");
     assert.match(j.first!.output, /jit_page/);
   });
@@ -47,7 +55,13 @@ describe("judging a test run for CI", () => {
     const file = "/r/test/storage.test.ts";
     const j = judge([
       { t: "file", file },
-      { t: "fail", file, name: "put", nesting: 0, error: "Error: ENOENT: no such file or directory, open '/tmp/s3/bucket/k._S3rver_object'" },
+      {
+        t: "fail",
+        file,
+        name: "put",
+        nesting: 0,
+        error: "Error: ENOENT: no such file or directory, open '/tmp/s3/bucket/k._S3rver_object'",
+      },
       { t: "done", file, ok: false },
     ]);
     assert.equal(j.verdict, "rerun");
@@ -66,7 +80,11 @@ describe("judging a test run for CI", () => {
 
   test("a skipped test fails the run and is listed with its reason", () => {
     const file = "/r/test/auth.test.ts";
-    const j = judge([{ t: "file", file }, { t: "pass", file, name: "from another address", nesting: 1, skip: "no non-loopback address" }, { t: "done", file, ok: true }]);
+    const j = judge([
+      { t: "file", file },
+      { t: "pass", file, name: "from another address", nesting: 1, skip: "no non-loopback address" },
+      { t: "done", file, ok: true },
+    ]);
     assert.equal(j.verdict, "fail");
     assert.equal(j.totals.skipped, 1);
     assert.match(report(j), /skipped: .*auth\.test\.ts › from another address: no non-loopback address/);
@@ -81,7 +99,10 @@ describe("judging a test run for CI", () => {
   });
 
   test("a line cut short at the end of the events is ignored", () => {
-    const text = passing("/r/a.test.ts").map((e) => JSON.stringify(e)).join("\n") + '\n{"t":"file","fi';
+    const text =
+      passing("/r/a.test.ts")
+        .map((e) => JSON.stringify(e))
+        .join("\n") + '\n{"t":"file","fi';
     assert.equal(parseEvents(text).length, 3);
   });
 
@@ -116,7 +137,10 @@ describe("npm test's reporters, on real test files", () => {
         encoding: "utf8",
       });
     const judged = (list?: string) =>
-      spawnSync(process.execPath, ["--import", "tsx", "scripts/ci-tests.ts", "judge", events, ...(list ? ["--rerun-list", list] : [])], { cwd: ROOT, encoding: "utf8" });
+      spawnSync(process.execPath, ["--import", "tsx", "scripts/ci-tests.ts", "judge", events, ...(list ? ["--rerun-list", list] : [])], {
+        cwd: ROOT,
+        encoding: "utf8",
+      });
 
     assert.notEqual(run(["a.test.ts", "b.test.ts"]).status, 0);
     const list = path.join(dir, "rerun.txt");
@@ -131,7 +155,10 @@ describe("npm test's reporters, on real test files", () => {
     assert.match(j2.stdout, /1 test\(s\) skipped: under CI nothing may skip/);
 
     // A file that hangs with a handle open (Node 24 alone would wait forever) ends at its deadline as a failure.
-    writeFileSync(path.join(dir, "hang.test.ts"), 'import { test } from "node:test";\ntest("hangs", async () => { setInterval(() => {}, 1000); await new Promise(() => {}); });\n');
+    writeFileSync(
+      path.join(dir, "hang.test.ts"),
+      'import { test } from "node:test";\ntest("hangs", async () => { setInterval(() => {}, 1000); await new Promise(() => {}); });\n',
+    );
     const t0 = Date.now();
     const hung = spawnSync("npm", ["run", "--silent", "test:files", "--", path.join(dir, "hang.test.ts")], {
       cwd: ROOT,

@@ -19,7 +19,10 @@ import { nosePhotos } from "./support/nose-photos.js";
  * predictable pattern model (see registry-wire.test.ts), whose card names
  * version test-pattern-1.
  */
-const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
+const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), {
+  kind: "pattern",
+  card: true,
+});
 const VERSION = "test-pattern-1";
 /** The server's MODEL_INPUT_SIZE default, which the capture app reads from the model card. */
 const INPUT_SIZE = 224;
@@ -67,10 +70,16 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
     clientSession ??= await ort.InferenceSession.create(readFileSync(MODEL_PATH));
     const { data, info } = await sharp(img).removeAlpha().raw().toBuffer({ resolveWithObject: true });
     const input = toModelInput({ width: info.width, height: info.height, channels: 3, data: new Uint8Array(data) }, INPUT_SIZE);
-    const out = await clientSession.run({ [clientSession.inputNames[0]]: new ort.Tensor("float32", input, [1, 3, INPUT_SIZE, INPUT_SIZE]) });
+    const out = await clientSession.run({
+      [clientSession.inputNames[0]]: new ort.Tensor("float32", input, [1, 3, INPUT_SIZE, INPUT_SIZE]),
+    });
     return Array.from(l2normalize(out[clientSession.outputNames[0]].data as Float32Array));
   };
-  const honest = async (img: Buffer, provider = "wasm") => ({ vector: await clientVector(img), execution_provider: provider, model_version: VERSION });
+  const honest = async (img: Buffer, provider = "wasm") => ({
+    vector: await clientVector(img),
+    execution_provider: provider,
+    model_version: VERSION,
+  });
   const shots = (did: string) => readdirSync(path.join(dataDir, "objects", "nose-print-photo", did)).filter((f) => f.startsWith("verify_"));
 
   before(async () => {
@@ -85,7 +94,11 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
   });
 
   test("an honest client's vector, computed on the capture app's path (its preprocessing, onnxruntime-web), agrees with the server's", async () => {
-    for (const [dog, shot] of [[0, 0], [1, 1], [3, 2]]) {
+    for (const [dog, shot] of [
+      [0, 0],
+      [1, 1],
+      [3, 2],
+    ]) {
       const mine = await clientVector(photo(dog, shot));
       const server = await embed(photo(dog, shot));
       assert.equal(mine.length, server.length);
@@ -117,7 +130,10 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
 
     const otherDog = await client!.call("RegisterPet", {
       photos: [bytes(photo(2, 0)), bytes(photo(2, 1))],
-      client_embeddings: [await honest(photo(2, 0)), { vector: await embed(photo(0, 0)), execution_provider: "wasm", model_version: VERSION }],
+      client_embeddings: [
+        await honest(photo(2, 0)),
+        { vector: await embed(photo(0, 0)), execution_provider: "wasm", model_version: VERSION },
+      ],
     });
     assertRefused(otherDog, /photo 2: client embedding disagrees with the server's \(cosine -?\d\.\d{3,} < 0\.999\)/);
     assert.equal(otherDog._client_agreement, "client_agreement");
@@ -135,7 +151,10 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
 
     assert.equal(existsSync(folder), false, "no object was written for the refused registrations");
     // Had either committed, this would be refused as the same enrolment template.
-    const ok = await client!.call("RegisterPet", { photos: [bytes(photo(2, 0)), bytes(photo(2, 1))], client_embeddings: [await honest(photo(2, 0)), await honest(photo(2, 1))] });
+    const ok = await client!.call("RegisterPet", {
+      photos: [bytes(photo(2, 0)), bytes(photo(2, 1))],
+      client_embeddings: [await honest(photo(2, 0)), await honest(photo(2, 1))],
+    });
     assert.equal(ok.success, true, ok.error_message);
     assert.equal(ok.pet_did, did);
     honestDid = did;
@@ -144,7 +163,10 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
   test("another model version, a wrong length, non-finite values or a count per photo that does not match are INVALID_REQUEST", async () => {
     const photos = [bytes(photo(3, 0)), bytes(photo(3, 1))];
     const good = [await honest(photo(3, 0)), await honest(photo(3, 1))];
-    const old = await client!.call("RegisterPet", { photos, client_embeddings: [good[0], { ...good[1], model_version: "test-pattern-0" }] });
+    const old = await client!.call("RegisterPet", {
+      photos,
+      client_embeddings: [good[0], { ...good[1], model_version: "test-pattern-0" }],
+    });
     assertRefused(old, /photo 2: client embedding was computed with model version "test-pattern-0", but the server runs "test-pattern-1"/);
     const none = await client!.call("RegisterPet", { photos, client_embeddings: [{ ...good[0], model_version: "" }, good[1]] });
     assertRefused(none, /model version "", but the server runs "test-pattern-1"/);
@@ -154,20 +176,37 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
     );
     const nan = [...good[0].vector];
     nan[7] = NaN;
-    assertRefused(await client!.call("RegisterPet", { photos, client_embeddings: [{ ...good[0], vector: nan }, good[1]] }), /photo 1: client embedding value 7 is not a finite number/);
-    assertRefused(await client!.call("RegisterPet", { photos, client_embeddings: [good[0]] }), /one client embedding per photo: 2 photos, 1 client embeddings/);
     assertRefused(
-      await client!.call("VerifyPet", { pet_did: petA, photo: bytes(photo(0, 2)), client_embedding: { ...(await honest(photo(0, 2))), model_version: "test-pattern-0" } }),
+      await client!.call("RegisterPet", { photos, client_embeddings: [{ ...good[0], vector: nan }, good[1]] }),
+      /photo 1: client embedding value 7 is not a finite number/,
+    );
+    assertRefused(
+      await client!.call("RegisterPet", { photos, client_embeddings: [good[0]] }),
+      /one client embedding per photo: 2 photos, 1 client embeddings/,
+    );
+    assertRefused(
+      await client!.call("VerifyPet", {
+        pet_did: petA,
+        photo: bytes(photo(0, 2)),
+        client_embedding: { ...(await honest(photo(0, 2))), model_version: "test-pattern-0" },
+      }),
       /client embedding was computed with model version "test-pattern-0", but the server runs "test-pattern-1"/,
     );
     assertRefused(
-      await client!.call("IdentifyPet", { photo: bytes(photo(0, 2)), client_embedding: { ...(await honest(photo(0, 2))), vector: [Infinity, ...good[0].vector.slice(1)] } }),
+      await client!.call("IdentifyPet", {
+        photo: bytes(photo(0, 2)),
+        client_embedding: { ...(await honest(photo(0, 2))), vector: [Infinity, ...good[0].vector.slice(1)] },
+      }),
       /client embedding value 0 is not a finite number/,
     );
   });
 
   test("VerifyPet and IdentifyPet: an honest vector is accepted with its agreement, a tampered one refused (no verification shot stored)", async () => {
-    const ok = await client!.call("VerifyPet", { pet_did: petA, photo: bytes(photo(0, 2)), client_embedding: await honest(photo(0, 2), "wasm") });
+    const ok = await client!.call("VerifyPet", {
+      pet_did: petA,
+      photo: bytes(photo(0, 2)),
+      client_embedding: await honest(photo(0, 2), "wasm"),
+    });
     assert.equal(ok.success, true, ok.error_message);
     assert.equal(ok.verdict, "SAME");
     assert.ok(ok.client_agreement >= 0.999, String(ok.client_agreement));
@@ -204,8 +243,13 @@ describe("client embeddings in RegisterPet, VerifyPet and IdentifyPet, through t
     client = undefined;
     const db = await openPglite({ dataDir: path.join(dataDir, "pg") });
     try {
-      const { rows } = await db.query<{ kind: string; pet_did: string | null; detail: unknown }>("SELECT kind, pet_did, detail FROM audit_log ORDER BY id");
-      const audit = rows.map((r) => ({ ...r, detail: (typeof r.detail === "string" ? JSON.parse(r.detail) : r.detail) as Record<string, any> }));
+      const { rows } = await db.query<{ kind: string; pet_did: string | null; detail: unknown }>(
+        "SELECT kind, pet_did, detail FROM audit_log ORDER BY id",
+      );
+      const audit = rows.map((r) => ({
+        ...r,
+        detail: (typeof r.detail === "string" ? JSON.parse(r.detail) : r.detail) as Record<string, any>,
+      }));
       const reg = audit.filter((r) => r.kind === "register");
       assert.equal(reg.length, 3, "pet A, the plain registration, the honest retry of dog 2");
       const a = reg.find((r) => r.pet_did === petA)!.detail.clientEmbedding;

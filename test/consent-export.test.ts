@@ -17,7 +17,10 @@ import { nosePhotos } from "./support/nose-photos.js";
 import { remoteRegistryEnv } from "./support/registry-env.js";
 
 // The predictable user model the registry wire tests use (re-takes score SAME, other dogs do not).
-const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
+const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), {
+  kind: "pattern",
+  card: true,
+});
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
 const UNKNOWN_DID = `did:ethr:besu:0x${"cd".repeat(20)}`;
 
@@ -88,7 +91,15 @@ test("export arguments: defaults, --since as a UTC date, --min-photos, usage err
   assert.equal(o.since?.toISOString(), "2026-03-01T00:00:00.000Z");
   assert.equal(o.minPhotos, 3);
   assert.equal(o.withVerifications, true);
-  for (const bad of [[], ["a", "b"], ["a", "--since", "2026-02-30"], ["a", "--since", "yesterday"], ["a", "--min-photos", "0"], ["a", "--min-photos", "2.5"], ["a", "--bogus"]]) {
+  for (const bad of [
+    [],
+    ["a", "b"],
+    ["a", "--since", "2026-02-30"],
+    ["a", "--since", "yesterday"],
+    ["a", "--min-photos", "0"],
+    ["a", "--min-photos", "2.5"],
+    ["a", "--bogus"],
+  ]) {
     assert.throws(() => parseArgs(bad), UsageError, JSON.stringify(bad));
   }
   assert.equal(folderOf(`did:ethr:besu:0x${"ab".repeat(20)}`), `0x${"ab".repeat(20)}`);
@@ -98,7 +109,13 @@ test("export arguments: defaults, --since as a UTC date, --min-photos, usage err
 test("migrations 2 and 3 upgrade a version-1 registry: existing pets get training_consent false, 'consent' and 'reembed' audit rows are accepted", async () => {
   const db = await openPglite({ dataDir: "memory://" });
   try {
-    assert.deepEqual(await migrate(db, MIGRATIONS.filter((m) => m.version === 1)), [1]);
+    assert.deepEqual(
+      await migrate(
+        db,
+        MIGRATIONS.filter((m) => m.version === 1),
+      ),
+      [1],
+    );
     await db.query(
       `INSERT INTO pets (pet_did, model_version, template, image_keys, vector_key, min_pair_similarity)
        VALUES ('did:pet:old', 'v0', $1::vector, ARRAY['nose-print-photo/did:pet:old/image_1.jpg'], 'nose-print-photo/did:pet:old/vector.npy', 0.9)`,
@@ -106,7 +123,12 @@ test("migrations 2 and 3 upgrade a version-1 registry: existing pets get trainin
     );
     await assert.rejects(db.query("INSERT INTO audit_log (kind, model_version) VALUES ('consent', 'v0')"), /audit_log_kind_check/);
     // Every later migration applies on top of version 1, 2 and 3 among them.
-    assert.deepEqual(await migrate(db), MIGRATIONS.map((m) => m.version).filter((v) => v > 1).sort((a, b) => a - b));
+    assert.deepEqual(
+      await migrate(db),
+      MIGRATIONS.map((m) => m.version)
+        .filter((v) => v > 1)
+        .sort((a, b) => a - b),
+    );
     assert.equal(await consentOf(db, "did:pet:old"), false);
     await db.query("INSERT INTO audit_log (kind, pet_did, model_version) VALUES ('consent', 'did:pet:old', 'v0')");
     await db.query("INSERT INTO audit_log (kind, pet_did, model_version) VALUES ('reembed', 'did:pet:old', 'v1')");
@@ -149,13 +171,23 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     did[3] = await register(c, [photo(3, 0), photo(3, 1)], { training_consent: true });
     did[4] = await register(c, [photo(4, 0), photo(4, 1)], { training_consent: true });
 
-    const granted = await c.call("SetTrainingConsent", { pet_did: did[2], training_consent: true, requested_by: "0xguardian2", request_id: "consent-2" });
+    const granted = await c.call("SetTrainingConsent", {
+      pet_did: did[2],
+      training_consent: true,
+      requested_by: "0xguardian2",
+      request_id: "consent-2",
+    });
     assert.equal(granted.success, true, granted.error_message);
     assert.equal(granted.pet_did, did[2]);
     assert.equal(granted.training_consent, true);
     assert.equal(granted.error_code, undefined);
     // A retry of the same request answers the current value and writes nothing new (checked below).
-    const retried = await c.call("SetTrainingConsent", { pet_did: did[2], training_consent: true, requested_by: "0xguardian2", request_id: "consent-2" });
+    const retried = await c.call("SetTrainingConsent", {
+      pet_did: did[2],
+      training_consent: true,
+      requested_by: "0xguardian2",
+      request_id: "consent-2",
+    });
     assert.equal(retried.success, true, retried.error_message);
     assert.equal(retried.training_consent, true);
 
@@ -193,10 +225,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     client = undefined;
     const db = await openPglite({ dataDir: path.join(dataDir, "pg") });
     try {
-      assert.deepEqual(
-        await Promise.all(did.map((d) => consentOf(db, d))),
-        [true, false, true, false, true],
-      );
+      assert.deepEqual(await Promise.all(did.map((d) => consentOf(db, d))), [true, false, true, false, true]);
       const reg0 = await auditRows(db, did[0], "register");
       assert.equal(reg0.length, 1);
       assert.equal(reg0[0].detail.trainingConsent, true);
@@ -289,7 +318,10 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     assert.deepEqual(m3.pets, []);
     assert.deepEqual(foldersIn(three), []);
     assert.equal(m3.skipped.length, 3);
-    assert.ok(m3.skipped.every((s) => s.key === undefined && /2 readable photo\(s\), fewer than --min-photos 3/.test(s.reason)), JSON.stringify(m3.skipped));
+    assert.ok(
+      m3.skipped.every((s) => s.key === undefined && /2 readable photo\(s\), fewer than --min-photos 3/.test(s.reason)),
+      JSON.stringify(m3.skipped),
+    );
 
     const withShots = path.join(work, "verifications");
     const mv = exported(await runExport([withShots, "--min-photos", "3", "--with-verifications"], env), withShots);
@@ -322,7 +354,10 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     assert.deepEqual(foldersIn(out), [0, 2, 4].map((d) => folderOf(did[d])).sort());
     assert.deepEqual(filesIn(path.join(out, folderOf(did[2]))), ["image_1.jpg"]);
     assert.deepEqual(filesIn(path.join(out, folderOf(did[4]))), ["image_1.jpg"]);
-    assert.deepEqual(m.skipped.map((s) => s.key).sort(), [`nose-print-photo/${did[2]}/image_2.jpg`, `nose-print-photo/${did[4]}/image_2.jpg`].sort());
+    assert.deepEqual(
+      m.skipped.map((s) => s.key).sort(),
+      [`nose-print-photo/${did[2]}/image_2.jpg`, `nose-print-photo/${did[4]}/image_2.jpg`].sort(),
+    );
     assert.ok(m.skipped.every((s) => s.reason.length > 0));
     assert.match(r.stderr, /skipped nose-print-photo\/.*image_2\.jpg/);
     assert.match(r.stdout, /skipped 2/);
@@ -347,7 +382,11 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     const again = exported(await runExport([out, "--min-photos", "1"], env), out);
     assert.deepEqual(foldersIn(out), [2, 4].map((d) => folderOf(did[d])).sort());
     assert.ok(!again.pets.some((p) => p.petDid === did[0]));
-    assert.deepEqual(readdirSync(work).filter((n) => /\.(partial|previous)-/.test(n)), [], "no staging folders left behind");
+    assert.deepEqual(
+      readdirSync(work).filter((n) => /\.(partial|previous)-/.test(n)),
+      [],
+      "no staging folders left behind",
+    );
   });
 
   test("configuration and output problems exit non-zero without writing", async () => {
@@ -438,7 +477,10 @@ describe("training consent and the registry export on PostgreSQL and an S3-proto
     assert.ok(readFileSync(path.join(yesDir, path.basename(same.stored_image_key))).equals(photo(0, 3)));
     assert.deepEqual(filesIn(path.join(out, folderOf(later))), ["image_1.jpg", "image_2.jpg"]);
     const shots = m.pets.flatMap((p) => p.photos).filter((p) => p.source === "verification");
-    assert.deepEqual(shots.map((s) => s.key), [same.stored_image_key]);
+    assert.deepEqual(
+      shots.map((s) => s.key),
+      [same.stored_image_key],
+    );
   });
 
   test("an unreachable database or object store exits 1", async () => {

@@ -40,10 +40,13 @@ before(async () => {
   const env = { GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", DATA_DIR: dataDir, PREPROCESS_WORKERS: "1", EXACT_PREPROCESS: "true" };
   app = await startApp(loadConfig(env), createLogger("error"));
   client = gatewayClient(`127.0.0.1:${app.port}`);
-  for (let i = 0; i < 300 && (await client.call("HealthCheck", { service: "" })).status !== "SERVING"; i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 300 && (await client.call("HealthCheck", { service: "" })).status !== "SERVING"; i++)
+    await new Promise((r) => setTimeout(r, 100));
   // Flat, so it uploads in an instant, yet its exact 12 MP resize costs the
   // same as any photo's.
-  bigPhoto = await sharp({ create: { width: 4032, height: 3024, channels: 3, background: { r: 90, g: 60, b: 50 } } }).png().toBuffer();
+  bigPhoto = await sharp({ create: { width: 4032, height: 3024, channels: 3, background: { r: 90, g: 60, b: 50 } } })
+    .png()
+    .toBuffer();
   smallPhoto = nosePhotos(1)(0, 0);
 });
 
@@ -81,8 +84,14 @@ test("calls whose deadline passes while their photo waits are never decoded or e
   // Queued behind the long ones (which then hold the only worker for seconds).
   await new Promise((r) => setTimeout(r, 200));
   const shortCodes = await Promise.all(short.map((id) => call("ExtractNoseVector", { image_data: smallPhoto }, id, 300)));
-  assert.deepEqual(shortCodes, short.map(() => grpc.status.DEADLINE_EXCEEDED));
-  assert.deepEqual(await Promise.all(longCalls), long.map(() => grpc.status.OK));
+  assert.deepEqual(
+    shortCodes,
+    short.map(() => grpc.status.DEADLINE_EXCEEDED),
+  );
+  assert.deepEqual(
+    await Promise.all(longCalls),
+    long.map(() => grpc.status.OK),
+  );
 
   for (const r of await recordsFor(short)) {
     assert.equal(r.result, "ML_5005", `${r.id} ended with ${r.result}`);
@@ -112,9 +121,15 @@ test("a registration past its deadline writes no object and no pet", async () =>
   assert.equal(r.result, "ML_5005");
   assert.equal(r.stages.inference, undefined);
   const objects = path.join(dataDir, "objects");
-  const written = existsSync(objects) ? readdirSync(objects, { recursive: true }).filter((f) => String(f).endsWith(".jpg") || String(f).endsWith(".npy")) : [];
+  const written = existsSync(objects)
+    ? readdirSync(objects, { recursive: true }).filter((f) => String(f).endsWith(".jpg") || String(f).endsWith(".npy"))
+    : [];
   assert.deepEqual(written, []);
   // The same registration with time to spare succeeds: nothing half made stands in its way.
-  const ok = await client.call("RegisterPet", { photos: [{ image_data: photo(0, 0) }, { image_data: photo(0, 1) }], request_id: "late-registration" }, 120_000);
+  const ok = await client.call(
+    "RegisterPet",
+    { photos: [{ image_data: photo(0, 0) }, { image_data: photo(0, 1) }], request_id: "late-registration" },
+    120_000,
+  );
   assert.equal(ok.success, true, ok.error_message);
 });

@@ -22,7 +22,6 @@ const W = 200;
 const H = 150;
 const LIMITS: DecodeLimits = { maxBytes: 1 << 20, maxPixels: 1_000_000 };
 
-
 const crcTable = Array.from({ length: 256 }, (_, n) => {
   let c = n;
   for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
@@ -238,11 +237,15 @@ const noPillow = requireSystem(
 describe("decodeImage on broken files", () => {
   test("rejects truncated and corrupt JPEGs and PNGs as INVALID_IMAGE", async () => {
     for (const [name, bytes] of Object.entries(brokenFiles())) {
-      await assert.rejects(decodeImage(bytes, LIMITS), (err: unknown) => {
-        assert.ok(err instanceof MLError, `${name}: ${String(err)}`);
-        assert.equal(err.code, MLErrorCode.INVALID_IMAGE, `${name}: ${MLErrorCode[err.code]} ${err.message}`);
-        return true;
-      }, name);
+      await assert.rejects(
+        decodeImage(bytes, LIMITS),
+        (err: unknown) => {
+          assert.ok(err instanceof MLError, `${name}: ${String(err)}`);
+          assert.equal(err.code, MLErrorCode.INVALID_IMAGE, `${name}: ${MLErrorCode[err.code]} ${err.message}`);
+          return true;
+        },
+        name,
+      );
     }
   });
 
@@ -296,7 +299,9 @@ describe("decodeImage output", () => {
   });
 
   test("replicates grey to three channels", async () => {
-    const grey = await sharp(Buffer.from([0, 64, 128, 255]), { raw: { width: 2, height: 2, channels: 1 } }).png().toBuffer();
+    const grey = await sharp(Buffer.from([0, 64, 128, 255]), { raw: { width: 2, height: 2, channels: 1 } })
+      .png()
+      .toBuffer();
     const d = await decodeImage(grey, LIMITS);
     assert.equal(d.image.channels, 3);
     assert.deepEqual([...d.image.data], [0, 0, 0, 64, 64, 64, 128, 128, 128, 255, 255, 255]);

@@ -104,7 +104,8 @@ test("the server's port is the container's, the probes', the service's and the s
   const port = loadConfig(podEnv()).port;
   const c = container();
   assert.equal(c.ports[0].containerPort, port);
-  for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.equal(c[probe].grpc.port, port, `${probe} asks the gRPC health service`);
+  for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"])
+    assert.equal(c[probe].grpc.port, port, `${probe} asks the gRPC health service`);
   assert.equal(one("Service").spec.ports[0].port, port);
   const a = dep().spec.template.metadata.annotations;
   assert.equal(a["prometheus.io/scrape"], "true");
@@ -126,7 +127,11 @@ interface Stage {
 
 function dockerStages(text: string): Stage[] {
   const stages: Stage[] = [];
-  const joined = text.replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  const joined = text
+    .replace(/\\\n/g, " ")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
   for (const line of joined) {
     const [, op, rest] = /^(\S+)\s+(.*)$/.exec(line)!;
     if (op.toUpperCase() === "FROM") {
@@ -153,11 +158,17 @@ test("the Dockerfile builds in one stage and runs on Node 24 in another, as a no
     const env = s.lines.slice(0, ci).some(([o, r]) => o === "ENV" && /ONNXRUNTIME_NODE_INSTALL=skip/.test(r));
     assert.ok(env, `${s.name ?? "runtime"} stage: ONNXRUNTIME_NODE_INSTALL=skip before npm ci`);
   }
-  assert.ok(of(runtime, "RUN").some((r) => /npm ci\b.*--omit=dev/.test(r)), "runtime installs production dependencies only");
+  assert.ok(
+    of(runtime, "RUN").some((r) => /npm ci\b.*--omit=dev/.test(r)),
+    "runtime installs production dependencies only",
+  );
 });
 
 test("every COPY source exists in the build context or is made by the stage it is copied from", () => {
-  const ignored = read(".dockerignore").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  const ignored = read(".dockerignore")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
   const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string> };
   const vite = read("vite.config.ts");
   // What each build-stage command writes, per the configuration it runs with.
@@ -185,7 +196,10 @@ test("every COPY source exists in the build context or is made by the stage it i
         const rel = path.posix.relative(workdir, src);
         const made = produced[rel];
         assert.ok(made?.made, `${src} is not something the ${from} stage builds`);
-        assert.ok(of(stage, "RUN").some((r) => r.includes(made.run)), `the ${from} stage must run ${made.run} for ${src}`);
+        assert.ok(
+          of(stage, "RUN").some((r) => r.includes(made.run)),
+          `the ${from} stage must run ${made.run} for ${src}`,
+        );
       }
     }
   }

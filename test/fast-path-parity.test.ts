@@ -47,7 +47,11 @@ function readF32(file: string): Float32Array {
 async function writeNosePhotos(dir: string): Promise<Entry[]> {
   const shots = nosePhotos(4);
   const entries: Entry[] = [];
-  const sizes: [number, number][] = [[1080, 1080], [1600, 1200], [4032, 3024]];
+  const sizes: [number, number][] = [
+    [1080, 1080],
+    [1600, 1200],
+    [4032, 3024],
+  ];
   for (let dog = 0; dog < 4; dog++) {
     for (const [w, h] of sizes) {
       const file = `nose${dog}-${w}x${h}.jpg`;

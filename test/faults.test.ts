@@ -93,7 +93,9 @@ describe("slow and failing dependencies under load (gRPC client, s3rver and Post
       register(newDog),
     ]);
   const summary = (outs: Outcome[]) =>
-    outs.map((o) => `${o.method} ${Math.round(o.ms)} ms ${o.err ? `gRPC ${o.err.message}` : o.res.success ? "ok" : o.res.error_message}`).join("; ");
+    outs
+      .map((o) => `${o.method} ${Math.round(o.ms)} ms ${o.err ? `gRPC ${o.err.message}` : o.res.success ? "ok" : o.res.error_message}`)
+      .join("; ");
   /** No call hung past its deadline, and each one either succeeded or failed retryably in-band. */
   const assertSettled = (outs: Outcome[]) => {
     for (const o of outs) {
@@ -138,7 +140,10 @@ describe("slow and failing dependencies under load (gRPC client, s3rver and Post
   };
 
   before(async () => {
-    const model = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
+    const model = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), {
+      kind: "pattern",
+      card: true,
+    });
     [s3, pg] = await Promise.all([startS3("faults"), startPostgres("faults")]);
     [s3Link, pgLink] = await Promise.all([startTcpProxy(Number(new URL(s3.config.endpoint).port)), startTcpProxy(pg.config.port)]);
     photo = nosePhotos(6);
@@ -196,7 +201,11 @@ describe("slow and failing dependencies under load (gRPC client, s3rver and Post
     try {
       const pending = load(4);
       // The fault must meet requests in flight, not an idle link.
-      await waitFor(() => s3Link.holding() > 0, CALL_DEADLINE_MS, () => "no request reached the object store");
+      await waitFor(
+        () => s3Link.holding() > 0,
+        CALL_DEADLINE_MS,
+        () => "no request reached the object store",
+      );
       outs = await pending;
       figures["storage stall: calls"] = summary(outs);
       figures["storage stall: open connections at the end of the stall"] = counts();
@@ -220,7 +229,11 @@ describe("slow and failing dependencies under load (gRPC client, s3rver and Post
     let outs: Outcome[];
     try {
       const pending = load(5);
-      await waitFor(() => pgLink.holding() > 0, CALL_DEADLINE_MS, () => "no request reached the database");
+      await waitFor(
+        () => pgLink.holding() > 0,
+        CALL_DEADLINE_MS,
+        () => "no request reached the database",
+      );
       outs = await pending;
       figures["database stall: calls"] = summary(outs);
       figures["database stall: open connections at the end of the stall"] = counts();
@@ -244,7 +257,11 @@ describe("slow and failing dependencies under load (gRPC client, s3rver and Post
     try {
       const pending = load(3);
       // Requests held on both links, then every connection reset under them.
-      await waitFor(() => s3Link.holding() > 0 || pgLink.holding() > 0, CALL_DEADLINE_MS, () => "no request in flight");
+      await waitFor(
+        () => s3Link.holding() > 0 || pgLink.holding() > 0,
+        CALL_DEADLINE_MS,
+        () => "no request in flight",
+      );
       s3Link.cut();
       pgLink.cut();
       s3Link.resume();

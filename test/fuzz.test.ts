@@ -28,7 +28,10 @@ describe("decoder fuzzing", { timeout: 300_000 }, () => {
     const still = verdicts
       .map((v, i) => ({ v, file: saved[i >> 1].file, path: i % 2 ? "shrink" : "exact" }))
       .filter(({ v }) => v.kind !== "decoded" && v.kind !== "refused");
-    assert.deepEqual(still.map(({ v, file, path: p }) => `${path.basename(file)} (${p} path): ${v.outcome}`), []);
+    assert.deepEqual(
+      still.map(({ v, file, path: p }) => `${path.basename(file)} (${p} path): ${v.outcome}`),
+      [],
+    );
   });
 
   test("the regression corpus: every minimised input still gives the outcome recorded for it", async () => {
@@ -50,12 +53,18 @@ describe("decoder fuzzing", { timeout: 300_000 }, () => {
         seeds: [crash, hang, await jpeg(40, 30, 2)],
         targetEnv: { NOSEPAW_FUZZ_SELF_TEST: "1" },
       });
-      assert.deepEqual(report.failures.map((f) => f.kind), ["crash", "hang"]);
+      assert.deepEqual(
+        report.failures.map((f) => f.kind),
+        ["crash", "hang"],
+      );
       assert.deepEqual(readFileSync(report.failures[0].file), crash);
       assert.deepEqual(readFileSync(report.failures[1].file), hang);
       assert.match(report.failures[0].detail, /SIGSEGV/);
       assert.equal(report.restarts, 2);
-      assert.ok([...report.outcomes.keys()].some((o) => o.startsWith("decoded jpeg")), "the input after them still decodes");
+      assert.ok(
+        [...report.outcomes.keys()].some((o) => o.startsWith("decoded jpeg")),
+        "the input after them still decodes",
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -68,7 +77,10 @@ describe("decoder fuzzing", { timeout: 300_000 }, () => {
       `${report.iterations} inputs in ${report.seconds.toFixed(0)} s, corpus ${report.corpus}, ` +
         `coverage points ${report.coverage}, distinct outcomes ${report.outcomes.size}`,
     );
-    assert.deepEqual(report.failures.map((f) => `${f.kind} ${path.relative(process.cwd(), f.file)}: ${f.detail}`), []);
+    assert.deepEqual(
+      report.failures.map((f) => `${f.kind} ${path.relative(process.cwd(), f.file)}: ${f.detail}`),
+      [],
+    );
     // A fuzzer that stopped mutating would pass vacuously.
     assert.ok(report.outcomes.size >= 20, `only ${report.outcomes.size} distinct outcomes`);
     assert.ok(report.corpus > 0 && report.coverage > 50, `coverage ${report.coverage}`);

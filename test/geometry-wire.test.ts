@@ -16,7 +16,10 @@ import { makeTestModel, startServer, type RunningServer } from "./support/server
  * show what it guards against: a stranger's nose verifies SAME and a new dog
  * is refused as an enrolled one's duplicate.
  */
-const model = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "constant.onnx"), { kind: "constant", card: true });
+const model = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "constant.onnx"), {
+  kind: "constant",
+  card: true,
+});
 const photo = nosePhotos(3);
 const shot = (dog: number, k: number) => ({ image_data: photo(dog, k), image_format: "jpeg" });
 const REQUIRED = DEFAULT_GEOMETRY_POLICY.sameInliers;

@@ -116,12 +116,20 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
     many.forEach((r, i) => r.vector.forEach((x: number, j: number) => assert.ok(Math.abs(x - one[i][j]) < 1e-5)));
     const concurrent = await since(before);
     assert.equal(concurrent.photos, photos.length, `every photo ran once: ${JSON.stringify(concurrent)}`);
-    assert.ok(concurrent.runs < photos.length, `concurrent photos must form a batch of more than one: ${concurrent.runs} model runs for ${photos.length} photos`);
+    assert.ok(
+      concurrent.runs < photos.length,
+      `concurrent photos must form a batch of more than one: ${concurrent.runs} model runs for ${photos.length} photos`,
+    );
     assert.ok(server.logs.some((l) => l.msg === "model loaded" && l.dynamicBatch === true));
   });
 
   test("empty image_data is INVALID_REQUEST (ML_4006), not retryable", async () => {
-    assertError(await client.call("ExtractNoseVector", { image_data: Buffer.alloc(0), image_format: "jpeg" }), "INVALID_REQUEST", false, "ML_4006");
+    assertError(
+      await client.call("ExtractNoseVector", { image_data: Buffer.alloc(0), image_format: "jpeg" }),
+      "INVALID_REQUEST",
+      false,
+      "ML_4006",
+    );
   });
 
   test("a truncated JPEG is INVALID_IMAGE (ML_4001): code 0 is still sent", async () => {
@@ -140,7 +148,12 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
   });
 
   test("a 40 MB payload is still answered in-band; one past the 64 MB ceiling gets RESOURCE_EXHAUSTED, and the server lives on", async () => {
-    assertError(await client.call("ExtractNoseVector", { image_data: Buffer.alloc(40 * 1024 * 1024, 1) }), "IMAGE_TOO_LARGE", false, "ML_4002");
+    assertError(
+      await client.call("ExtractNoseVector", { image_data: Buffer.alloc(40 * 1024 * 1024, 1) }),
+      "IMAGE_TOO_LARGE",
+      false,
+      "ML_4002",
+    );
     await assert.rejects(client.call("ExtractNoseVector", { image_data: Buffer.alloc(65 * 1024 * 1024, 1) }), (e: any) => e.code === 8);
     assert.equal((await client.call("ExtractNoseVector", { image_data: photo })).success, true);
   });
@@ -240,7 +253,10 @@ describe("model problems", () => {
   });
 
   test("a user model without a card works with MODEL_INPUT_SIZE, including a fixed batch of 1", async () => {
-    const s = await startServer({ MODEL_PATH: makeTestModel(path.join(dir, "user.onnx"), { size: 128, batch: "1" }), MODEL_INPUT_SIZE: "128" });
+    const s = await startServer({
+      MODEL_PATH: makeTestModel(path.join(dir, "user.onnx"), { size: 128, batch: "1" }),
+      MODEL_INPUT_SIZE: "128",
+    });
     const c = gatewayClient(s.address);
     try {
       const photos = await Promise.all([1, 2, 3].map((i) => jpeg(150, 150, i)));
@@ -268,7 +284,10 @@ describe("model problems", () => {
     const s = startServer({ GRPC_PORT: "abc", LOG_LEVEL: "loud", NCP_ENDPOINT: "https://example.invalid" }, "listening", 15_000);
     await assert.rejects(s, (e: Error) => {
       // Exactly these three problems, each on its own line, nothing else.
-      const listed = e.message.split("\n").filter((l) => /^\s+- /.test(l)).map((l) => l.replace(/^\s+- /, ""));
+      const listed = e.message
+        .split("\n")
+        .filter((l) => /^\s+- /.test(l))
+        .map((l) => l.replace(/^\s+- /, ""));
       assert.deepEqual(listed.sort(), [
         'GRPC_PORT="abc" must be an integer between 0 and 65535',
         'LOG_LEVEL="loud" must be one of debug, info, warn, error',

@@ -40,8 +40,7 @@ interface Outcome {
 
 type Case = { name: string; expected: Expected; send: (c: GatewayClient) => Promise<Outcome> };
 
-const fromResponse = (res: any): Outcome =>
-  res.success ? { ok: true } : { ok: false, error: res.error_message, code: res.error_code };
+const fromResponse = (res: any): Outcome => (res.success ? { ok: true } : { ok: false, error: res.error_message, code: res.error_code });
 
 async function call(c: GatewayClient, method: string, req: unknown): Promise<Outcome> {
   try {
@@ -99,7 +98,8 @@ function mismatch(expected: Expected, got: Outcome): string | undefined {
   if (!expected.message.test(message)) return `message ${JSON.stringify(message)} does not match ${expected.message}`;
   // Clear: one line of text for a person, no stack, no internals, bounded.
   if (/\n\s+at |\[object |undefined|TypeError|ReferenceError/.test(message)) return `message leaks internals: ${message}`;
-  if (message.length > 400 || /[\u0000-\u001f]/.test(message)) return `message is not one short line: ${JSON.stringify(message.slice(0, 200))}`;
+  if (message.length > 400 || /[\u0000-\u001f]/.test(message))
+    return `message is not one short line: ${JSON.stringify(message.slice(0, 200))}`;
   return undefined;
 }
 
@@ -141,7 +141,12 @@ describe("hostile input through the gateway's gRPC client", { timeout: 240_000 }
       imageCases(),
       jpeg(320, 300, 1),
       // As the image runs it (Dockerfile): two malloc arenas keep RSS flat.
-      startServer({ DATA_DIR: dataDir, MALLOC_ARENA_MAX: "2", MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES), MAX_IMAGE_PIXELS: String(MAX_IMAGE_PIXELS) }),
+      startServer({
+        DATA_DIR: dataDir,
+        MALLOC_ARENA_MAX: "2",
+        MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES),
+        MAX_IMAGE_PIXELS: String(MAX_IMAGE_PIXELS),
+      }),
     ]);
     client = gatewayClient(server.address);
     pid = server.logs.find((l) => l.msg === "listening")!.pid as number;
@@ -186,7 +191,12 @@ describe("hostile input through the gateway's gRPC client", { timeout: 240_000 }
       const k = c.expected.ok ? "success" : "ml" in c.expected ? c.expected.ml : `transport ${c.expected.transport}`;
       refusedBy.set(k, (refusedBy.get(k) ?? 0) + 1);
     }
-    t.diagnostic(`${cases.length} cases: ${[...refusedBy].sort().map(([k, n]) => `${k} ${n}`).join(", ")}`);
+    t.diagnostic(
+      `${cases.length} cases: ${[...refusedBy]
+        .sort()
+        .map(([k, n]) => `${k} ${n}`)
+        .join(", ")}`,
+    );
     assert.deepEqual(failures, []);
   });
 

@@ -23,14 +23,21 @@ interface Reply {
 }
 
 /** One HTTP/1.1 request with the request target exactly as given. */
-function raw(port: number, target: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
+function raw(
+  port: number,
+  target: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, path: target, method: opts.method ?? "GET", headers: opts.headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on("error", reject);
-    });
+    const req = http.request(
+      { host: "127.0.0.1", port, path: target, method: opts.method ?? "GET", headers: opts.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on("error", reject);
+      },
+    );
     req.on("error", reject);
     req.end(opts.body);
   });
@@ -151,7 +158,15 @@ describe("model, card, browser client and CORS on the gRPC port", () => {
     assert.equal(index.headers.get("cross-origin-embedder-policy"), "require-corp");
     // Security headers: a strict CSP (the app's files only, WASM compilation allowed), no framing, no sniffing, no referrer.
     const csp = index.headers.get("content-security-policy") ?? "";
-    for (const directive of ["default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "connect-src 'self'", "img-src 'self' blob: data:", "object-src 'none'", "frame-ancestors 'none'"]) {
+    for (const directive of [
+      "default-src 'self'",
+      "script-src 'self' 'wasm-unsafe-eval'",
+      "worker-src 'self'",
+      "connect-src 'self'",
+      "img-src 'self' blob: data:",
+      "object-src 'none'",
+      "frame-ancestors 'none'",
+    ]) {
       assert.ok(csp.split(/;\s*/).includes(directive), `CSP lacks ${directive}: ${csp}`);
     }
     assert.doesNotMatch(csp, /unsafe-inline|'unsafe-eval'/);
@@ -216,7 +231,12 @@ describe("model, card, browser client and CORS on the gRPC port", () => {
 
   test("CORS: a configured origin may preflight and call the RPCs and the model; another may not", async () => {
     const rpc = "/nose_embedder.NoseEmbedderService/HealthCheck";
-    const preflight = (origin: string, target: string, method = "POST", headers = "content-type,connect-protocol-version,connect-timeout-ms") =>
+    const preflight = (
+      origin: string,
+      target: string,
+      method = "POST",
+      headers = "content-type,connect-protocol-version,connect-timeout-ms",
+    ) =>
       raw(server.port, target, {
         method: "OPTIONS",
         headers: { Origin: origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers },

@@ -49,7 +49,11 @@ describe("the registry learns from its own dogs", () => {
     const did: string[] = [];
     for (let d = 0; d < DOGS; d++) {
       const consent = d < 8 ? { training_consent: true } : {};
-      const res = await client.call("RegisterPet", { photos: [bytes(photo(d, 0)), bytes(photo(d, 1))], request_id: `loop-${d}`, ...consent });
+      const res = await client.call("RegisterPet", {
+        photos: [bytes(photo(d, 0)), bytes(photo(d, 1))],
+        request_id: `loop-${d}`,
+        ...consent,
+      });
       assert.equal(res.success, true, `dog ${d}: ${res.error_message}`);
       did.push(res.pet_did);
     }
@@ -83,9 +87,31 @@ describe("the registry learns from its own dogs", () => {
     const ft = path.join(work, "ft");
     const newVersion = "loop-test-2";
     const train = await run("/usr/bin/python3", [
-      "models/train/train.py", "--data", out, "--init", "models/nose-embedder.pt", "--steps", "2", "--P", "4", "--K", "2",
-      "--res", "224", "--full-res-frac", "1", "--val-frac", "0.3", "--version", newVersion,
-      "--work", ft, "--onnx", path.join(ft, "model.onnx"), "--card", path.join(ft, "model.json"),
+      "models/train/train.py",
+      "--data",
+      out,
+      "--init",
+      "models/nose-embedder.pt",
+      "--steps",
+      "2",
+      "--P",
+      "4",
+      "--K",
+      "2",
+      "--res",
+      "224",
+      "--full-res-frac",
+      "1",
+      "--val-frac",
+      "0.3",
+      "--version",
+      newVersion,
+      "--work",
+      ft,
+      "--onnx",
+      path.join(ft, "model.onnx"),
+      "--card",
+      path.join(ft, "model.json"),
     ]);
     assert.equal(train.code, 0, train.stderr.slice(-3000));
     const card = JSON.parse(readFileSync(path.join(ft, "model.json"), "utf8"));
@@ -93,7 +119,11 @@ describe("the registry learns from its own dogs", () => {
     assert.ok(card.evaluation.compared_with, "the card compares the new model with the shipped one on the same held-out dogs");
 
     // 5. Roll out: the server restarts on the new model and card; the sweep moves every enrolment.
-    server = await startServer({ DATA_DIR: dataDir, MODEL_PATH: path.join(ft, "model.onnx"), MODEL_CARD_PATH: path.join(ft, "model.json") });
+    server = await startServer({
+      DATA_DIR: dataDir,
+      MODEL_PATH: path.join(ft, "model.onnx"),
+      MODEL_CARD_PATH: path.join(ft, "model.json"),
+    });
     const swept = await server.waitForLog((l) => l.msg === "embeddings re-embedded", 120_000);
     assert.equal(swept.modelVersion, newVersion);
     assert.equal(swept.count, 2 * DOGS, "every enrolled photo of every pet, consenting or not");
@@ -110,18 +140,31 @@ describe("the registry learns from its own dogs", () => {
     // 6. The audit log: consent at registration and its withdrawal, and each pet's move to the new model.
     const db = await openPglite({ dataDir: path.join(dataDir, "pg") });
     try {
-      const { rows: stale } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pet_embeddings WHERE model_version <> $1", [newVersion]);
+      const { rows: stale } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pet_embeddings WHERE model_version <> $1", [
+        newVersion,
+      ]);
       assert.equal(stale[0].n, 0);
       const reg = await db.query<{ pet_did: string; detail: { trainingConsent: boolean } }>(
         "SELECT pet_did, detail FROM audit_log WHERE kind = 'register' ORDER BY id",
       );
-      assert.deepEqual(reg.rows.map((r) => r.detail.trainingConsent), did.map((_, d) => d < 8));
-      const consent = await db.query<{ pet_did: string; detail: Record<string, unknown> }>("SELECT pet_did, detail FROM audit_log WHERE kind = 'consent'");
-      assert.deepEqual(consent.rows.map((r) => r.pet_did), [did[7]]);
+      assert.deepEqual(
+        reg.rows.map((r) => r.detail.trainingConsent),
+        did.map((_, d) => d < 8),
+      );
+      const consent = await db.query<{ pet_did: string; detail: Record<string, unknown> }>(
+        "SELECT pet_did, detail FROM audit_log WHERE kind = 'consent'",
+      );
+      assert.deepEqual(
+        consent.rows.map((r) => r.pet_did),
+        [did[7]],
+      );
       const moved = await db.query<{ pet_did: string; model_version: string; detail: { images: number; fromModelVersions: string[] } }>(
         "SELECT pet_did, model_version, detail FROM audit_log WHERE kind = 'reembed' ORDER BY pet_did",
       );
-      assert.deepEqual(moved.rows.map((r) => r.pet_did), [...did].sort());
+      assert.deepEqual(
+        moved.rows.map((r) => r.pet_did),
+        [...did].sort(),
+      );
       for (const r of moved.rows) {
         assert.equal(r.model_version, newVersion);
         assert.deepEqual(r.detail.fromModelVersions, [shippedVersion]);

@@ -36,11 +36,17 @@ function parse(text: string): Sample[] {
 }
 
 class Scrape {
-  constructor(readonly samples: Sample[], readonly text: string) {}
+  constructor(
+    readonly samples: Sample[],
+    readonly text: string,
+  ) {}
   /** The sample with exactly these labels; a missing one fails the test (a metric renamed or never exported is not 0). */
   get(name: string, labels: Record<string, string> = {}): number {
     const hit = this.find(name, labels);
-    assert.ok(hit, `no sample ${name}${JSON.stringify(labels)} on /metrics; ${name} samples: ${JSON.stringify(this.samples.filter((s) => s.name === name))}`);
+    assert.ok(
+      hit,
+      `no sample ${name}${JSON.stringify(labels)} on /metrics; ${name} samples: ${JSON.stringify(this.samples.filter((s) => s.name === name))}`,
+    );
     return hit.value;
   }
   /**
@@ -64,7 +70,9 @@ class Scrape {
   }
   private find(name: string, labels: Record<string, string>): Sample | undefined {
     const keys = Object.keys(labels);
-    return this.samples.find((s) => s.name === name && Object.keys(s.labels).length === keys.length && keys.every((k) => s.labels[k] === labels[k]));
+    return this.samples.find(
+      (s) => s.name === name && Object.keys(s.labels).length === keys.length && keys.every((k) => s.labels[k] === labels[k]),
+    );
   }
   private assertDeclared(name: string): void {
     const family = name.replace(/_(bucket|sum|count)$/, "");
@@ -78,7 +86,10 @@ class Scrape {
 const skip = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 
 describe("Prometheus metrics at /metrics", { skip }, () => {
-  const modelPath = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), { kind: "pattern", card: true });
+  const modelPath = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-model-")), "pattern.onnx"), {
+    kind: "pattern",
+    card: true,
+  });
   const version = JSON.parse(readFileSync(modelPath.replace(/\.onnx$/, ".json"), "utf8")).version as string;
   const photo = nosePhotos(2);
   const jpeg = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
@@ -157,7 +168,11 @@ describe("Prometheus metrics at /metrics", { skip }, () => {
       assert.equal(delta(a, b, "nosepaw_rpc_stage_duration_seconds_count", { method: "ExtractNoseVector", stage }), 3, stage);
     }
     // Nothing was stored or queried for a bare embedding.
-    assert.equal(b.sample("nosepaw_rpc_stage_duration_seconds_count", { method: "ExtractNoseVector", stage: "storage" }), undefined, "ExtractNoseVector has no storage stage");
+    assert.equal(
+      b.sample("nosepaw_rpc_stage_duration_seconds_count", { method: "ExtractNoseVector", stage: "storage" }),
+      undefined,
+      "ExtractNoseVector has no storage stage",
+    );
     assert.equal(delta(a, b, "nosepaw_inference_batch_size_count"), 3);
     assert.equal(delta(a, b, "nosepaw_inference_batch_size_sum"), 3);
     assert.equal(delta(a, b, "nosepaw_inference_batch_size_bucket", { le: "1" }), 3);
@@ -184,7 +199,11 @@ describe("Prometheus metrics at /metrics", { skip }, () => {
     // The unknown pet was looked up in the database before anything else.
     assert.equal(delta(a, b, "nosepaw_rpc_stage_duration_seconds_count", { method: "VerifyPet", stage: "database" }), 1);
     assert.equal(b.sum("nosepaw_storage_errors_total") - a.sum("nosepaw_storage_errors_total"), 0);
-    assert.equal(b.sum("nosepaw_database_errors_total") - a.sum("nosepaw_database_errors_total"), 0, "an unknown pet is not a database error");
+    assert.equal(
+      b.sum("nosepaw_database_errors_total") - a.sum("nosepaw_database_errors_total"),
+      0,
+      "an unknown pet is not a database error",
+    );
   });
 
   test("a registration and a verification book storage and database time, and the registry counts show the pet and its embeddings", async () => {
@@ -216,8 +235,11 @@ describe("Prometheus metrics at /metrics", { skip }, () => {
     meta.set("x-request-id", id);
     const headers = await new Promise<grpc.Metadata>((resolve, reject) => {
       let got: grpc.Metadata | undefined;
-      const call = client.raw.ExtractNoseVector(jpeg(Buffer.from("still not a photo")), meta, { deadline: Date.now() + 10_000 }, (err, res) =>
-        err ? reject(err) : res.success === false ? resolve(got!) : reject(new Error("expected an in-band failure")),
+      const call = client.raw.ExtractNoseVector(
+        jpeg(Buffer.from("still not a photo")),
+        meta,
+        { deadline: Date.now() + 10_000 },
+        (err, res) => (err ? reject(err) : res.success === false ? resolve(got!) : reject(new Error("expected an in-band failure"))),
       ) as unknown as grpc.ClientUnaryCall;
       call.on("metadata", (m: grpc.Metadata) => (got = m));
     });
@@ -231,8 +253,11 @@ describe("Prometheus metrics at /metrics", { skip }, () => {
     const regMeta = new grpc.Metadata();
     regMeta.set("x-request-id", regId);
     const reg = await new Promise<any>((resolve, reject) =>
-      client.raw.RegisterPet({ photos: [jpeg(photo(1, 0)), jpeg(photo(1, 1))], request_id: "metrics-reg-2" }, regMeta, { deadline: Date.now() + 20_000 }, (err, res) =>
-        err ? reject(err) : resolve(res),
+      client.raw.RegisterPet(
+        { photos: [jpeg(photo(1, 0)), jpeg(photo(1, 1))], request_id: "metrics-reg-2" },
+        regMeta,
+        { deadline: Date.now() + 20_000 },
+        (err, res) => (err ? reject(err) : resolve(res)),
       ),
     );
     assert.equal(reg.success, true, reg.error_message);
@@ -241,7 +266,12 @@ describe("Prometheus metrics at /metrics", { skip }, () => {
 
     // Without one the server makes a UUID, and sends it back.
     const fresh = await new Promise<grpc.Metadata>((resolve, reject) => {
-      const call = client.raw.HealthCheck({ service: "" }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err) => err && reject(err)) as unknown as grpc.ClientUnaryCall;
+      const call = client.raw.HealthCheck(
+        { service: "" },
+        new grpc.Metadata(),
+        { deadline: Date.now() + 5000 },
+        (err) => err && reject(err),
+      ) as unknown as grpc.ClientUnaryCall;
       call.on("metadata", resolve);
     });
     assert.match(String(fresh.get("x-request-id")[0]), /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);

@@ -73,9 +73,12 @@ test("is deterministic and batch-independent", async () => {
 test("different images give different embeddings", async () => {
   const s = await session();
   const flat = new Float32Array(PIXELS).fill(0.3);
-  const y = (await embed(s, new Float32Array([...seededInput(1, 1), ...seededInput(1, 2), ...flat]), 3))
-    .data as Float32Array;
-  for (const [i, j] of [[0, 1], [0, 2], [1, 2]]) {
+  const y = (await embed(s, new Float32Array([...seededInput(1, 1), ...seededInput(1, 2), ...flat]), 3)).data as Float32Array;
+  for (const [i, j] of [
+    [0, 1],
+    [0, 2],
+    [1, 2],
+  ]) {
     let dot = 0;
     let diff = 0;
     for (let k = 0; k < 512; k++) {

@@ -21,22 +21,30 @@ const hasTorch = spawnSync(PY, ["-c", "import torch, onnx, cv2"], { encoding: "u
 
 // What train.py --tiny makes: 12 training identities x 4 captures, 8 held-out identities x 3 captures,
 // 6 steps of P6 x K2 batches.
-const TRAIN_IDS = 12, TRAIN_SHOTS = 4;
-const HELD_IDS = 8, HELD_SHOTS = 3;
-const STEPS = 6, BATCH = 6 * 2;
+const TRAIN_IDS = 12,
+  TRAIN_SHOTS = 4;
+const HELD_IDS = 8,
+  HELD_SHOTS = 3;
+const STEPS = 6,
+  BATCH = 6 * 2;
 const pairs = (n: number) => (n * (n - 1)) / 2;
-const HELD_IMAGES = HELD_IDS * HELD_SHOTS;                                    // 24
-const GENUINE = HELD_IDS * pairs(HELD_SHOTS);                                 // 24
-const IMPOSTOR = pairs(HELD_IMAGES) - GENUINE;                                // 252
+const HELD_IMAGES = HELD_IDS * HELD_SHOTS; // 24
+const GENUINE = HELD_IDS * pairs(HELD_SHOTS); // 24
+const IMPOSTOR = pairs(HELD_IMAGES) - GENUINE; // 252
 const DEFAULT_PARITY_BOUND = 1e-4;
 
-interface Run { status: number | null; stdout: string; stderr: string }
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 // Asynchronous so that the two runs after training share the machine's cores.
 function python(args: string[]): Promise<Run> {
   return new Promise((resolve, reject) => {
     const p = spawn(PY, args, { cwd: root, timeout: 240_000, env: { ...process.env, OMP_NUM_THREADS: "1" } });
-    let stdout = "", stderr = "";
+    let stdout = "",
+      stderr = "";
     p.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
     p.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
     p.on("error", reject);
@@ -52,16 +60,19 @@ const readJson = (path: string) => JSON.parse(readFileSync(path, "utf8"));
 
 test(
   "tiny run renders, trains, exports a loadable ONNX and evaluates it",
-  { skip: requireSystem("torch, onnx and cv2 under /usr/bin/python3", !hasTorch && "import torch, onnx, cv2 failed", INSTALL.python), timeout: 300_000 },
+  {
+    skip: requireSystem("torch, onnx and cv2 under /usr/bin/python3", !hasTorch && "import torch, onnx, cv2 failed", INSTALL.python),
+    timeout: 300_000,
+  },
   async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "nosepaw-model-"));
     try {
       const onnxPath = join(dir, "tiny.onnx");
       const cardPath = join(dir, "tiny.json");
-      succeeded(await python([
-        "models/train/train.py", "--tiny", "--threads", "1",
-        "--work", dir, "--onnx", onnxPath, "--card", cardPath,
-      ]), "train.py --tiny");
+      succeeded(
+        await python(["models/train/train.py", "--tiny", "--threads", "1", "--work", dir, "--onnx", onnxPath, "--card", cardPath]),
+        "train.py --tiny",
+      );
 
       // The same checkpoint exported again under a bound no float32 export meets.
       const failDir = join(dir, "impossible");
@@ -69,8 +80,22 @@ test(
       const [evalRun, failRun] = await Promise.all([
         python(["models/train/evaluate.py", `synth:${join(dir, "synth")}`, "--model", onnxPath, "--out", join(dir, "eval")]),
         python([
-          "models/train/train.py", "--init", join(dir, "model.pt"), "--steps", "0", "--no-eval", "--threads", "1",
-          "--max-parity-diff", "1e-12", "--work", failDir, "--onnx", failOnnx, "--card", join(failDir, "never.json"),
+          "models/train/train.py",
+          "--init",
+          join(dir, "model.pt"),
+          "--steps",
+          "0",
+          "--no-eval",
+          "--threads",
+          "1",
+          "--max-parity-diff",
+          "1e-12",
+          "--work",
+          failDir,
+          "--onnx",
+          failOnnx,
+          "--card",
+          join(failDir, "never.json"),
         ]),
       ]);
       succeeded(evalRun, "evaluate.py");

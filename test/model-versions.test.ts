@@ -118,7 +118,10 @@ function versionSuite(name: string, open: () => Promise<Database>, cleanup: () =
     });
 
     test("a server still on v1 refuses 1:N (retryable) and re-embeds for verification without moving rows back", async () => {
-      await assert.rejects(v1.identifyPet({ photo: { bytes: photo("B", 2) } }), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE, new RegExp(`moved to model version ${V2}`)));
+      await assert.rejects(
+        v1.identifyPet({ photo: { bytes: photo("B", 2) } }),
+        rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE, new RegExp(`moved to model version ${V2}`)),
+      );
       await assert.rejects(
         v1.registerPet({ photos: [{ bytes: photo("E", 0) }, { bytes: photo("E", 1) }] }),
         rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE, new RegExp(`moved to model version ${V2}; this server runs ${V1}`)),
@@ -127,7 +130,10 @@ function versionSuite(name: string, open: () => Promise<Database>, cleanup: () =
       const r = await v1.verifyPet({ petDid: pets.A, photo: { bytes: photo("A", 3) } });
       assert.equal(r.verdict, "SAME");
       assert.equal(r.modelVersion, V1);
-      assert.ok((await registry.embeddingsOf(pets.A)).every((e) => e.modelVersion === V2), "rows stay on v2");
+      assert.ok(
+        (await registry.embeddingsOf(pets.A)).every((e) => e.modelVersion === V2),
+        "rows stay on v2",
+      );
       assert.equal((await registry.auditOf(pets.A, ["reembed"])).length, audits, "nothing moved, nothing audited");
     });
 
@@ -146,7 +152,12 @@ function versionSuite(name: string, open: () => Promise<Database>, cleanup: () =
     test("EXPLAIN: the version-filtered nearest-rows query still scans the HNSW index", async () => {
       const plan = await db.transaction(async (tx) => {
         await tx.query("SELECT set_config('enable_seqscan', 'off', true), set_config('hnsw.iterative_scan', 'relaxed_order', true)");
-        const { rows } = await tx.query<Record<string, string>>(`EXPLAIN ${NEAREST_ROWS_SQL}`, [toVectorLiteral(await modelV2(photo("A", 5))), 40, 5, V2]);
+        const { rows } = await tx.query<Record<string, string>>(`EXPLAIN ${NEAREST_ROWS_SQL}`, [
+          toVectorLiteral(await modelV2(photo("A", 5))),
+          40,
+          5,
+          V2,
+        ]);
         return rows.map((r) => Object.values(r)[0]).join("\n");
       });
       assert.match(plan, /Index Scan using pet_embeddings_embedding_hnsw/, plan);

@@ -53,14 +53,16 @@ function run(args: string[]): void {
   if (r.status !== 0) throw new Error(`${args[0]} failed: ${r.stderr || r.error}`);
 }
 
-
 /** Images carrying a Display P3 profile, which Pillow ignores and so must we. */
 async function writeIccImages(dir: string): Promise<Entry[]> {
   const w = 320;
   const h = 240;
   const noise = randomBytes(w * h * 3, SEED);
   // Smooth the noise a little so that JPEG keeps some structure.
-  const raw = await sharp(noise, { raw: { width: w, height: h, channels: 3 } }).blur(1.2).raw().toBuffer();
+  const raw = await sharp(noise, { raw: { width: w, height: h, channels: 3 } })
+    .blur(1.2)
+    .raw()
+    .toBuffer();
   const img = () => sharp(raw, { raw: { width: w, height: h, channels: 3 } }).withIccProfile("p3");
   writeFileSync(path.join(dir, "icc-p3.jpg"), await img().jpeg({ quality: 90 }).toBuffer());
   writeFileSync(path.join(dir, "icc-p3.png"), await img().png().toBuffer());
@@ -104,7 +106,10 @@ describe("preprocessing matches Pillow 9.4", { skip: noPython }, () => {
 
   test("Pillow opens every image of the corpus", () => {
     const failed = entries.filter((e) => refs[e.file]?.error !== null);
-    assert.deepEqual(failed.map((e) => `${e.file}: ${refs[e.file]?.error}`), []);
+    assert.deepEqual(
+      failed.map((e) => `${e.file}: ${refs[e.file]?.error}`),
+      [],
+    );
     assert.ok(entries.length >= 50, `corpus has only ${entries.length} images`);
     // The corpus really covers the layouts it claims to.
     const modes = new Set(entries.map((e) => refs[e.file].mode));
@@ -135,7 +140,11 @@ describe("preprocessing matches Pillow 9.4", { skip: noPython }, () => {
   });
 
   test("embeddings of our tensors and Pillow's agree (cosine >= 0.9999)", async (t) => {
-    const noModel = requireSystem("the model", !existsSync(MODEL) && `no file at ${MODEL}`, "restore models/nose-embedder.onnx from git, or set MODEL_PATH");
+    const noModel = requireSystem(
+      "the model",
+      !existsSync(MODEL) && `no file at ${MODEL}`,
+      "restore models/nose-embedder.onnx from git, or set MODEL_PATH",
+    );
     if (noModel) {
       t.skip(noModel);
       return;

@@ -58,8 +58,14 @@ async function startPollAndCallEverything(env: Record<string, string>) {
       ["RegisterPet", c.seed.call("RegisterPet", { photos: [bytes(photo(0, 0)), bytes(photo(0, 1))] })],
       ["IdentifyPet", c.seed.call("IdentifyPet", { photo: bytes(photo(1, 0)) })],
       ["VerifyPet", c.seed.call("VerifyPet", { pet_did: UNKNOWN, photo: bytes(photo(1, 0)) })],
-      ["CompareWithStoredImage", c.seed.call("CompareWithStoredImage", { pet_did: UNKNOWN, image_key: `nose-print-photo/${UNKNOWN}/verify_1.jpg` })],
-      ["ApproveTransfer", c.seed.call("ApproveTransfer", { pet_did: UNKNOWN, photo: bytes(photo(1, 0)), from_guardian: "0xa", to_guardian: "0xb" })],
+      [
+        "CompareWithStoredImage",
+        c.seed.call("CompareWithStoredImage", { pet_did: UNKNOWN, image_key: `nose-print-photo/${UNKNOWN}/verify_1.jpg` }),
+      ],
+      [
+        "ApproveTransfer",
+        c.seed.call("ApproveTransfer", { pet_did: UNKNOWN, photo: bytes(photo(1, 0)), from_guardian: "0xa", to_guardian: "0xb" }),
+      ],
       ["SetTrainingConsent", c.seed.call("SetTrainingConsent", { pet_did: UNKNOWN, training_consent: true })],
     ];
     const answers = await Promise.all(calls.map(([, p]) => p));

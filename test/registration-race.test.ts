@@ -138,7 +138,9 @@ describe("registration race on PostgreSQL", { skip: pgMissing }, () => {
         // Identical pairs and the other pair of the same shoot, alternating between the replicas.
         const answers = await Promise.all(
           Array.from({ length: N }, (_, i) =>
-            clients[i % 2].call("RegisterPet", { photos: i % 4 < 2 ? [bytes(shot(0, 0)), bytes(shot(0, 1))] : [bytes(shot(0, 2)), bytes(shot(0, 3))] }),
+            clients[i % 2].call("RegisterPet", {
+              photos: i % 4 < 2 ? [bytes(shot(0, 0)), bytes(shot(0, 1))] : [bytes(shot(0, 2)), bytes(shot(0, 3))],
+            }),
           ),
         );
         const won = answers.filter((a) => a.success);

@@ -41,7 +41,9 @@ async function blend(a: Buffer, b: Buffer, alpha: number): Promise<Buffer> {
   const rb = await sharp(b).resize(ra.info.width, ra.info.height).removeAlpha().raw().toBuffer();
   const out = Buffer.alloc(ra.data.length);
   for (let i = 0; i < out.length; i++) out[i] = Math.round(alpha * ra.data[i] + (1 - alpha) * rb[i]);
-  return sharp(out, { raw: { width: ra.info.width, height: ra.info.height, channels: 3 } }).jpeg({ quality: 95 }).toBuffer();
+  return sharp(out, { raw: { width: ra.info.width, height: ra.info.height, channels: 3 } })
+    .jpeg({ quality: 95 })
+    .toBuffer();
 }
 
 function assertError(res: any, code: string, retryable: boolean) {
@@ -58,7 +60,11 @@ interface Enrolled {
 
 /** register -> duplicate refused -> verify -> compare -> identify -> transfer, as the gateway drives them. */
 async function roundTrip(client: GatewayClient, photo: (dog: number, shot: number) => Buffer): Promise<Enrolled> {
-  const regA = await client.call("RegisterPet", { photos: [bytes(photo(0, 0)), bytes(photo(0, 1))], request_id: "reg-a", requested_by: "0xguardian1" });
+  const regA = await client.call("RegisterPet", {
+    photos: [bytes(photo(0, 0)), bytes(photo(0, 1))],
+    request_id: "reg-a",
+    requested_by: "0xguardian1",
+  });
   assert.equal(regA.success, true, regA.error_message);
   assert.match(regA.pet_did, /^did:ethr:besu:0x[0-9a-f]{40}$/);
   assert.equal(regA.pet_did, petDidFromVector(Float32Array.from(regA.vector)), "DID is keccak256 of the template");
@@ -119,9 +125,20 @@ async function roundTrip(client: GatewayClient, photo: (dog: number, shot: numbe
     pet_did: `did:ethr:besu:0x${"ab".repeat(20)}`,
   });
   assertError(unknown, "VECTOR_NOT_FOUND", false);
-  assertError(await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${regA.pet_did}/../x.jpg`, pet_did: regA.pet_did }), "INVALID_REQUEST", false);
-  assertError(await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${regB.pet_did}/image_1.jpg`, pet_did: regA.pet_did }), "INVALID_REQUEST", false);
-  const missing = await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${regA.pet_did}/verify_9.jpg`, pet_did: regA.pet_did });
+  assertError(
+    await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${regA.pet_did}/../x.jpg`, pet_did: regA.pet_did }),
+    "INVALID_REQUEST",
+    false,
+  );
+  assertError(
+    await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${regB.pet_did}/image_1.jpg`, pet_did: regA.pet_did }),
+    "INVALID_REQUEST",
+    false,
+  );
+  const missing = await client.call("CompareWithStoredImage", {
+    image_key: `nose-print-photo/${regA.pet_did}/verify_9.jpg`,
+    pet_did: regA.pet_did,
+  });
   assertError(missing, "INVALID_REQUEST", false);
   assert.match(missing.error_message, /verify_9\.jpg/);
 
@@ -131,12 +148,23 @@ async function roundTrip(client: GatewayClient, photo: (dog: number, shot: numbe
   assert.equal(found.matches[0].verdict, "SAME");
   assert.ok(found.matches.length <= 2);
 
-  const ok = await client.call("ApproveTransfer", { pet_did: regA.pet_did, photo: bytes(photo(0, 3)), from_guardian: "0xguardian1", to_guardian: "0xguardian2", request_id: "tr-1" });
+  const ok = await client.call("ApproveTransfer", {
+    pet_did: regA.pet_did,
+    photo: bytes(photo(0, 3)),
+    from_guardian: "0xguardian1",
+    to_guardian: "0xguardian2",
+    request_id: "tr-1",
+  });
   assert.equal(ok.success, true, ok.error_message);
   assert.equal(ok.approved, true);
   assert.ok(ok.approval_id.length > 0);
   assert.ok(!Number.isNaN(Date.parse(ok.approved_at)));
-  const refused = await client.call("ApproveTransfer", { pet_did: regA.pet_did, photo: bytes(photo(1, 3)), from_guardian: "0xguardian1", to_guardian: "0xguardian3" });
+  const refused = await client.call("ApproveTransfer", {
+    pet_did: regA.pet_did,
+    photo: bytes(photo(1, 3)),
+    from_guardian: "0xguardian1",
+    to_guardian: "0xguardian3",
+  });
   assert.equal(refused.success, true, refused.error_message);
   assert.equal(refused.approved, false);
   assert.notEqual(refused.verdict, "SAME");
@@ -167,7 +195,11 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     const { a, vectorA } = enrolled;
     const npy = path.join(dataDir, "objects", "nose-print-photo", a, "vector.npy");
     const loaded = JSON.parse(
-      execFileSync("/usr/bin/python3", ["-c", "import numpy,sys,json; v=numpy.load(sys.argv[1]); print(json.dumps([str(v.dtype), list(v.shape), v.tolist()]))", npy]).toString(),
+      execFileSync("/usr/bin/python3", [
+        "-c",
+        "import numpy,sys,json; v=numpy.load(sys.argv[1]); print(json.dumps([str(v.dtype), list(v.shape), v.tolist()]))",
+        npy,
+      ]).toString(),
     );
     assert.equal(loaded[0], "float32");
     assert.deepEqual(loaded[1], [512]);
@@ -266,7 +298,12 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
     assert.ok(badScore < 0.7, `pair scores ${badScore}`);
     const refused = await client.call("RegisterPet", { photos: pairBad.map(bytes) });
     assertError(refused, "INVALID_REQUEST", false);
-    assert.match(refused.error_message, new RegExp(`photos 1 and 2 do not show the same nose \\(similarity ${badScore.toFixed(3)} < 0\\.7, \\d+ keypoint inliers < ${DEFAULT_GEOMETRY_POLICY.consistencyInliers}\\)`));
+    assert.match(
+      refused.error_message,
+      new RegExp(
+        `photos 1 and 2 do not show the same nose \\(similarity ${badScore.toFixed(3)} < 0\\.7, \\d+ keypoint inliers < ${DEFAULT_GEOMETRY_POLICY.consistencyInliers}\\)`,
+      ),
+    );
     near(refused.min_pair_similarity, badScore);
     assert.ok(refused.min_pair_inliers < DEFAULT_GEOMETRY_POLICY.consistencyInliers, `inliers ${refused.min_pair_inliers}`);
 
@@ -278,7 +315,10 @@ describe("registry flows through the gateway's gRPC client, embedded defaults (f
       (await blendScoring(photo(1, 1), photo(4, 1), againstB, 0.955, 0.965)).img,
     ];
     const bestB = await Promise.all(lookalike.map(againstB));
-    assert.ok(bestB.every((s) => s >= 0.95 && s < CARD_DUPLICATE_SIMILARITY), `scores against B: ${bestB}`);
+    assert.ok(
+      bestB.every((s) => s >= 0.95 && s < CARD_DUPLICATE_SIMILARITY),
+      `scores against B: ${bestB}`,
+    );
     assert.ok((await sim(lookalike[0], lookalike[1])) >= 0.7, "the look-alike's photos are consistent");
     const twin = await client.call("RegisterPet", { photos: lookalike.map(bytes), request_id: "reg-lookalike" });
     assert.equal(twin.success, true, twin.error_message);
@@ -362,7 +402,11 @@ describe("registry flows on an S3-protocol server and PostgreSQL with pgvector, 
     s3Link.resume();
     for (const r of await Promise.all(inflight)) assertError(r, "STORAGE_CONNECTION_ERROR", true);
     assertError(await verify(), "STORAGE_CONNECTION_ERROR", true);
-    assertError(await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${a}/image_1.jpg`, pet_did: a }), "STORAGE_CONNECTION_ERROR", true);
+    assertError(
+      await client.call("CompareWithStoredImage", { image_key: `nose-print-photo/${a}/image_1.jpg`, pet_did: a }),
+      "STORAGE_CONNECTION_ERROR",
+      true,
+    );
     await s3.start();
     const back = await verify();
     assert.equal(back.success, true, back.error_message);

@@ -63,14 +63,16 @@ async function fakeEmbed(bytes: Uint8Array): Promise<Float32Array> {
 // ---------------------------------------------------------------------------
 
 const PYTHON = "/usr/bin/python3";
-const hasNumpy = existsSync(PYTHON) && (() => {
-  try {
-    execFileSync(PYTHON, ["-c", "import numpy"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasNumpy =
+  existsSync(PYTHON) &&
+  (() => {
+    try {
+      execFileSync(PYTHON, ["-c", "import numpy"], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
 
 const pgSkip = requireSystem("PostgreSQL with pgvector", postgresUnavailable(), INSTALL.postgres);
 if (pgSkip) console.log(`# skipping the PostgreSQL half: ${pgSkip}`);
@@ -78,7 +80,9 @@ if (pgSkip) console.log(`# skipping the PostgreSQL half: ${pgSkip}`);
 /** Bounds a hang, not a speed: rejects when `p` has not settled after `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout>;
-  const hung = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms)));
+  const hung = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms)),
+  );
   return Promise.race([p, hung]).finally(() => clearTimeout(timer));
 }
 
@@ -134,10 +138,11 @@ function databaseContract(name: string, open: () => Promise<Database>) {
       assert.deepEqual(await migrate(db), []);
       assert.ok(first.length === 0 || first[0] === 1);
       const { rows } = await db.query<{ version: number }>("SELECT version FROM schema_migrations ORDER BY version");
-      assert.deepEqual(rows.map((r) => Number(r.version)), MIGRATIONS.map((m) => m.version));
-      const idx = await db.query<{ indexdef: string }>(
-        "SELECT indexdef FROM pg_indexes WHERE indexname = 'pet_embeddings_embedding_hnsw'",
+      assert.deepEqual(
+        rows.map((r) => Number(r.version)),
+        MIGRATIONS.map((m) => m.version),
       );
+      const idx = await db.query<{ indexdef: string }>("SELECT indexdef FROM pg_indexes WHERE indexname = 'pet_embeddings_embedding_hnsw'");
       assert.match(idx.rows[0].indexdef, /USING hnsw \(embedding vector_cosine_ops\)/);
     });
 
@@ -188,7 +193,10 @@ function databaseContract(name: string, open: () => Promise<Database>) {
         rec.statements.length = 0;
         const got = await recorded.nearestPets(probe, k);
         assert.equal(got.length, k);
-        assert.ok(got.every((g, i) => i === 0 || g.distance >= got[i - 1].distance), "nearest first");
+        assert.ok(
+          got.every((g, i) => i === 0 || g.distance >= got[i - 1].distance),
+          "nearest first",
+        );
         assert.equal(new Set(got.map((g) => g.petDid)).size, k, "one entry per pet");
         if (got[0].petDid === `did:pet:${dog}`) hits++;
         // The returned embedding is the stored one, bit for bit.
@@ -219,7 +227,11 @@ function databaseContract(name: string, open: () => Promise<Database>) {
         if (!planChecked) {
           planChecked = true;
           const plan = JSON.stringify(await run(viaIndex, `EXPLAIN (FORMAT JSON) ${search.sql}`));
-          assert.match(plan, /"Node Type":\s*"Index Scan"[^}]*"Index Name":\s*"pet_embeddings_embedding_hnsw"/, `the search must run on the HNSW index: ${plan.slice(0, 400)}`);
+          assert.match(
+            plan,
+            /"Node Type":\s*"Index Scan"[^}]*"Index Name":\s*"pet_embeddings_embedding_hnsw"/,
+            `the search must run on the HNSW index: ${plan.slice(0, 400)}`,
+          );
           const seq = JSON.stringify(await run(noIndex, `EXPLAIN (FORMAT JSON) ${search.sql}`));
           assert.doesNotMatch(seq, /pet_embeddings_embedding_hnsw/);
           assert.match(seq, /"Node Type":\s*"Seq Scan","Parent Relationship":"Outer"[^}]*"Relation Name":\s*"pet_embeddings"/);
@@ -263,7 +275,11 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
     });
 
     test("registers a dog from two photos: DID, images, vector.npy, rows", async () => {
-      const r = await flows.registerPet({ photos: [{ bytes: photo("rex", 1) }, { bytes: photo("rex", 2) }], requestId: "reg-rex", requestedBy: "0xguardian1" });
+      const r = await flows.registerPet({
+        photos: [{ bytes: photo("rex", 1) }, { bytes: photo("rex", 2) }],
+        requestId: "reg-rex",
+        requestedBy: "0xguardian1",
+      });
       assert.equal(r.created, true);
       assert.match(r.petDid, /^did:ethr:besu:0x[0-9a-f]{40}$/);
       assert.deepEqual(r.imageKeys, [`nose-print-photo/${r.petDid}/image_1.jpg`, `nose-print-photo/${r.petDid}/image_2.jpg`]);
@@ -276,20 +292,28 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       rexDid = r.petDid;
     });
 
-    test("vector.npy written by registration loads in numpy as the template", { skip: requireSystem("numpy under /usr/bin/python3", !hasNumpy && "import numpy failed", INSTALL.python) }, async () => {
-      const bytes = (await backend.store.get(vectorKey(rexDid)))!;
-      const dir = mkdtempSync(join(tmpdir(), "nosepaw-npy-"));
-      try {
-        writeFileSync(join(dir, "vector.npy"), bytes);
-        const out = execFileSync(PYTHON, ["-c", "import numpy as np, sys, json; a = np.load(sys.argv[1]); print(json.dumps([str(a.dtype), list(a.shape), [float(x) for x in a]]))", join(dir, "vector.npy")]);
-        const [dtype, shape, values] = JSON.parse(out.toString()) as [string, number[], number[]];
-        assert.equal(dtype, "float32");
-        assert.deepEqual(shape, [512]);
-        assert.deepEqual(Float32Array.from(values), (await registry.findPet(rexDid))!.template);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
+    test(
+      "vector.npy written by registration loads in numpy as the template",
+      { skip: requireSystem("numpy under /usr/bin/python3", !hasNumpy && "import numpy failed", INSTALL.python) },
+      async () => {
+        const bytes = (await backend.store.get(vectorKey(rexDid)))!;
+        const dir = mkdtempSync(join(tmpdir(), "nosepaw-npy-"));
+        try {
+          writeFileSync(join(dir, "vector.npy"), bytes);
+          const out = execFileSync(PYTHON, [
+            "-c",
+            "import numpy as np, sys, json; a = np.load(sys.argv[1]); print(json.dumps([str(a.dtype), list(a.shape), [float(x) for x in a]]))",
+            join(dir, "vector.npy"),
+          ]);
+          const [dtype, shape, values] = JSON.parse(out.toString()) as [string, number[], number[]];
+          assert.equal(dtype, "float32");
+          assert.deepEqual(shape, [512]);
+          assert.deepEqual(Float32Array.from(values), (await registry.findPet(rexDid))!.template);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    );
 
     test("a retry with the same request id returns the same registration without re-embedding", async () => {
       const calls = embedCalls;
@@ -308,10 +332,16 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       // A stored photo, so neither a verification shot nor an audit row is written.
       const r = await v2.compareWithStoredImage({ petDid: rexDid, imageKey: `nose-print-photo/${rexDid}/image_2.jpg` });
       assert.equal(r.verdict, "SAME");
-      assert.deepEqual((await registry.embeddingsOf(rexDid)).map((e) => e.modelVersion), ["fake-2", "fake-2"]);
+      assert.deepEqual(
+        (await registry.embeddingsOf(rexDid)).map((e) => e.modelVersion),
+        ["fake-2", "fake-2"],
+      );
       // The background sweep brings them back to the running version.
       assert.equal(await flows.reembedStale(), 2);
-      assert.deepEqual((await registry.embeddingsOf(rexDid)).map((e) => e.modelVersion), ["fake-1", "fake-1"]);
+      assert.deepEqual(
+        (await registry.embeddingsOf(rexDid)).map((e) => e.modelVersion),
+        ["fake-1", "fake-1"],
+      );
       assert.equal(await flows.reembedStale(), 0);
     });
 
@@ -341,7 +371,10 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
     test("refuses to register the same nose again when both photos match the pet at >= 0.95, and names it", async () => {
       const photos = [photo("rex", 3, 0.05), photo("rex", 4, 0.05)];
       const best = await bestAgainst(rexDid, photos);
-      assert.ok(best.every((b) => b >= 0.95), `both photos score >= 0.95 against rex: ${best}`);
+      assert.ok(
+        best.every((b) => b >= 0.95),
+        `both photos score >= 0.95 against rex: ${best}`,
+      );
       await assert.rejects(flows.registerPet({ photos: photos.map((bytes) => ({ bytes })) }), (e: unknown) => {
         assert.ok(e instanceof DuplicatePetError, String(e));
         assert.equal(e.existingPetDid, rexDid);
@@ -402,7 +435,10 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       const toby = await flows.registerPet({ photos: [{ bytes: photo("toby", 1, 0.05) }, { bytes: photo("toby", 2, 0.05) }] });
       const photos = [photo("toby-twin", 1, 0.05, { dog: "toby", cos: 0.9 }), photo("toby-twin", 2, 0.05, { dog: "toby", cos: 0.9 })];
       const best = await bestAgainst(toby.petDid, photos);
-      assert.ok(best.every((b) => b >= 0.85 && b < 0.95), `both photos score SAME but under 0.95 against toby: ${best}`);
+      assert.ok(
+        best.every((b) => b >= 0.85 && b < 0.95),
+        `both photos score SAME but under 0.95 against toby: ${best}`,
+      );
       const events: Array<{ event: string; fields: Record<string, unknown> }> = [];
       const logged = createFlows({ ...deps, log: (event, fields) => events.push({ event, fields }) });
       const r = await logged.registerPet({ photos: photos.map((bytes) => ({ bytes })), requestId: "reg-toby-twin" });
@@ -460,7 +496,10 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       // Re-takes scoring about 0.97: refused at the default 0.95 ...
       const photos = [photo("odie", 3, 0.05), photo("odie", 4, 0.05)];
       const best = await bestAgainst(odie.petDid, photos);
-      assert.ok(best.every((b) => b >= 0.95 && b < 0.999), `${best}`);
+      assert.ok(
+        best.every((b) => b >= 0.95 && b < 0.999),
+        `${best}`,
+      );
       await assert.rejects(flows.registerPet({ photos: photos.map((bytes) => ({ bytes })) }), DuplicatePetError);
       // ... registered for review under a card (identity calibration on [0, 1]) whose duplicate_similarity is 0.999.
       const strict = createFlows({ ...deps, calibration: { cosine: [0, 1], similarity: [0, 1], duplicateSimilarity: 0.999 } });
@@ -471,7 +510,10 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
     });
 
     test("refuses bad registrations with messages that name the photo", async () => {
-      await assert.rejects(flows.registerPet({ photos: [{ bytes: photo("solo", 1) }] }), rejectsWith(MLErrorCode.INVALID_REQUEST, /at least 2 photos/));
+      await assert.rejects(
+        flows.registerPet({ photos: [{ bytes: photo("solo", 1) }] }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /at least 2 photos/),
+      );
       await assert.rejects(
         flows.registerPet({ photos: [{ bytes: photo("a", 1) }, { bytes: photo("a", 2) }, { bytes: photo("b", 1) }] }),
         rejectsWith(MLErrorCode.INVALID_REQUEST, /photos [12] and 3 do not show the same nose \(similarity 0\.\d+ < 0\.7\)/),
@@ -494,7 +536,9 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       const upload = "did:pet:upload-42";
       await backend.store.put(`nose-print-photo/${upload}/a.jpg`, photo("fido", 1));
       await backend.store.put(`nose-print-photo/${upload}/b.jpg`, photo("fido", 2));
-      const r = await flows.registerPet({ photos: [{ key: `nose-print-photo/${upload}/a.jpg` }, { key: `nose-print-photo/${upload}/b.jpg` }] });
+      const r = await flows.registerPet({
+        photos: [{ key: `nose-print-photo/${upload}/a.jpg` }, { key: `nose-print-photo/${upload}/b.jpg` }],
+      });
       assert.notEqual(r.petDid, rexDid);
       assert.deepEqual(await backend.store.get(r.imageKeys[0]), photo("fido", 1));
       fidoDid = r.petDid;
@@ -529,7 +573,10 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
         assert.equal(isRetryable((e as MLError).code), false);
         return true;
       });
-      await assert.rejects(flows.verifyPet({ petDid: "did:ethr:besu:0x12", photo: { bytes: photo("rex", 1) } }), rejectsWith(MLErrorCode.INVALID_REQUEST, /invalid pet DID/));
+      await assert.rejects(
+        flows.verifyPet({ petDid: "did:ethr:besu:0x12", photo: { bytes: photo("rex", 1) } }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /invalid pet DID/),
+      );
       await assert.rejects(
         flows.verifyPet({ petDid: rexDid, photo: { key: `nose-print-photo/${fidoDid}/image_1.jpg` } }),
         rejectsWith(MLErrorCode.INVALID_REQUEST, /must lie under/),
@@ -560,18 +607,30 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
 
       const jsonDid = "did:pet:legacy-json";
       const fv = Array.from(await fakeEmbed(photo("old2", 1)));
-      await backend.store.put(legacyVectorKey(jsonDid), new TextEncoder().encode(JSON.stringify({ petDID: jsonDid, featureVector: fv, vectorSize: 512, createdAt: "2024-01-01", version: "1" })));
+      await backend.store.put(
+        legacyVectorKey(jsonDid),
+        new TextEncoder().encode(
+          JSON.stringify({ petDID: jsonDid, featureVector: fv, vectorSize: 512, createdAt: "2024-01-01", version: "1" }),
+        ),
+      );
       await backend.store.put(`nose-print-photo/${jsonDid}/q.jpg`, photo("old3", 1));
       const b = await flows.compareWithStoredImage({ imageKey: `nose-print-photo/${jsonDid}/q.jpg`, petDid: jsonDid });
       assert.equal(b.verdict, "DIFFERENT");
       await backend.store.put(`nose-print-photo/${jsonDid}/same.jpg`, photo("old2", 2));
-      assert.equal((await flows.compareWithStoredImage({ imageKey: `nose-print-photo/${jsonDid}/same.jpg`, petDid: jsonDid })).verdict, "SAME", "the JSON alone is read");
+      assert.equal(
+        (await flows.compareWithStoredImage({ imageKey: `nose-print-photo/${jsonDid}/same.jpg`, petDid: jsonDid })).verdict,
+        "SAME",
+        "the JSON alone is read",
+      );
 
       // Both files, holding different dogs: vector.npy is the template, the JSON is not read.
       const bothDid = "did:pet:legacy-both";
       await backend.store.put(vectorKey(bothDid), writeNpy(await fakeEmbed(photo("npy-dog", 1))));
       const otherFv = Array.from(await fakeEmbed(photo("json-dog", 1)));
-      await backend.store.put(legacyVectorKey(bothDid), new TextEncoder().encode(JSON.stringify({ petDID: bothDid, featureVector: otherFv, vectorSize: 512 })));
+      await backend.store.put(
+        legacyVectorKey(bothDid),
+        new TextEncoder().encode(JSON.stringify({ petDID: bothDid, featureVector: otherFv, vectorSize: 512 })),
+      );
       await backend.store.put(`nose-print-photo/${bothDid}/npy.jpg`, photo("npy-dog", 2));
       await backend.store.put(`nose-print-photo/${bothDid}/json.jpg`, photo("json-dog", 2));
       const npyWins = await flows.compareWithStoredImage({ imageKey: `nose-print-photo/${bothDid}/npy.jpg`, petDid: bothDid });
@@ -604,36 +663,71 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       assert.ok(r.matches.every((m, i) => i === 0 || m.similarity <= r.matches[i - 1].similarity));
 
       const top = await flows.identifyPet({ photo: { bytes: photo("fido", 8) }, topK: 1 });
-      assert.deepEqual(top.matches.map((m) => m.petDid), [fidoDid]);
+      assert.deepEqual(
+        top.matches.map((m) => m.petDid),
+        [fidoDid],
+      );
       const filtered = await flows.identifyPet({ photo: { bytes: photo("fido", 9) }, topK: 50, minSimilarity: 0.5 });
-      assert.deepEqual(filtered.matches.map((m) => m.petDid), [fidoDid]);
-      await assert.rejects(flows.identifyPet({ photo: { bytes: photo("rex", 1) }, topK: 51 }), rejectsWith(MLErrorCode.INVALID_REQUEST, /topK/));
+      assert.deepEqual(
+        filtered.matches.map((m) => m.petDid),
+        [fidoDid],
+      );
+      await assert.rejects(
+        flows.identifyPet({ photo: { bytes: photo("rex", 1) }, topK: 51 }),
+        rejectsWith(MLErrorCode.INVALID_REQUEST, /topK/),
+      );
     });
 
     test("approves a transfer only at SAME, once per request id", async () => {
-      const ok = await flows.approveTransfer({ petDid: rexDid, photo: { bytes: photo("rex", 10) }, fromGuardian: "0xaaa", toGuardian: "0xbbb", requestId: "tx-1" });
+      const ok = await flows.approveTransfer({
+        petDid: rexDid,
+        photo: { bytes: photo("rex", 10) },
+        fromGuardian: "0xaaa",
+        toGuardian: "0xbbb",
+        requestId: "tx-1",
+      });
       assert.equal(ok.approved, true);
       assert.equal(ok.verdict, "SAME");
       assert.match(ok.approvalId, /^[0-9a-f-]{36}$/);
       assert.ok(!Number.isNaN(Date.parse(ok.approvedAt)));
 
       const calls = embedCalls;
-      const again = await flows.approveTransfer({ petDid: rexDid, photo: { bytes: photo("rex", 10) }, fromGuardian: "0xaaa", toGuardian: "0xbbb", requestId: "tx-1" });
+      const again = await flows.approveTransfer({
+        petDid: rexDid,
+        photo: { bytes: photo("rex", 10) },
+        fromGuardian: "0xaaa",
+        toGuardian: "0xbbb",
+        requestId: "tx-1",
+      });
       assert.equal(embedCalls, calls);
       assert.equal(again.approvalId, ok.approvalId);
       assert.equal(again.approvedAt, ok.approvedAt);
       await assert.rejects(
-        flows.approveTransfer({ petDid: fidoDid, photo: { bytes: photo("fido", 10) }, fromGuardian: "0xaaa", toGuardian: "0xbbb", requestId: "tx-1" }),
+        flows.approveTransfer({
+          petDid: fidoDid,
+          photo: { bytes: photo("fido", 10) },
+          fromGuardian: "0xaaa",
+          toGuardian: "0xbbb",
+          requestId: "tx-1",
+        }),
         rejectsWith(MLErrorCode.INVALID_REQUEST, /already used/),
       );
 
-      const refused = await flows.approveTransfer({ petDid: rexDid, photo: { bytes: photo("fido", 11) }, fromGuardian: "0xaaa", toGuardian: "0xccc", requestId: "tx-2" });
+      const refused = await flows.approveTransfer({
+        petDid: rexDid,
+        photo: { bytes: photo("fido", 11) },
+        fromGuardian: "0xaaa",
+        toGuardian: "0xccc",
+        requestId: "tx-2",
+      });
       assert.equal(refused.approved, false);
       assert.equal(refused.approvalId, "");
       assert.equal(refused.verdict, "DIFFERENT");
       assert.equal(await registry.findApproval("tx-2"), undefined);
 
-      const { rows } = await backend.db.query<{ kind: string; n: string }>("SELECT kind, count(*)::text AS n FROM audit_log GROUP BY kind ORDER BY kind");
+      const { rows } = await backend.db.query<{ kind: string; n: string }>(
+        "SELECT kind, count(*)::text AS n FROM audit_log GROUP BY kind ORDER BY kind",
+      );
       const counts = Object.fromEntries(rows.map((r) => [r.kind, Number(r.n)]));
       assert.equal(counts.transfer, 2);
       assert.equal(counts.verify, 4);
@@ -650,7 +744,10 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
         },
       };
       const photos = [{ bytes: photo("milo", 1) }, { bytes: photo("milo", 2) }, { bytes: photo("milo", 3) }];
-      await assert.rejects(createFlows({ ...deps, store: flaky }).registerPet({ photos, requestId: "reg-milo" }), rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR));
+      await assert.rejects(
+        createFlows({ ...deps, store: flaky }).registerPet({ photos, requestId: "reg-milo" }),
+        rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR),
+      );
       assert.equal(await registry.findPetByRequestId("reg-milo"), undefined);
 
       const r = await flows.registerPet({ photos, requestId: "reg-milo" });
@@ -699,13 +796,20 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       await o.stopStore();
       try {
         // Bounded against a hang, not timed: the store's deadline is 2.5 s.
-        await assert.rejects(within(flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 20) } }), 15_000, "verify with the store down"), (e: unknown) => {
-          rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR)(e);
-          assert.equal(toWireError(e).retryable, true);
-          return true;
-        });
         await assert.rejects(
-          within(flows.compareWithStoredImage({ imageKey: `nose-print-photo/${rexDid}/image_1.jpg`, petDid: rexDid }), 15_000, "compare with the store down"),
+          within(flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 20) } }), 15_000, "verify with the store down"),
+          (e: unknown) => {
+            rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR)(e);
+            assert.equal(toWireError(e).retryable, true);
+            return true;
+          },
+        );
+        await assert.rejects(
+          within(
+            flows.compareWithStoredImage({ imageKey: `nose-print-photo/${rexDid}/image_1.jpg`, petDid: rexDid }),
+            15_000,
+            "compare with the store down",
+          ),
           rejectsWith(MLErrorCode.STORAGE_CONNECTION_ERROR),
         );
       } finally {
@@ -714,12 +818,18 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
 
       await o.stopDb();
       try {
-        await assert.rejects(within(flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 21) } }), 15_000, "verify with the database down"), (e: unknown) => {
-          rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE, /database unavailable/)(e);
-          assert.equal(toWireError(e).retryable, true);
-          return true;
-        });
-        await assert.rejects(within(flows.identifyPet({ photo: { bytes: photo("rex", 22) } }), 15_000, "identify with the database down"), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE));
+        await assert.rejects(
+          within(flows.verifyPet({ petDid: rexDid, photo: { bytes: photo("rex", 21) } }), 15_000, "verify with the database down"),
+          (e: unknown) => {
+            rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE, /database unavailable/)(e);
+            assert.equal(toWireError(e).retryable, true);
+            return true;
+          },
+        );
+        await assert.rejects(
+          within(flows.identifyPet({ photo: { bytes: photo("rex", 22) } }), 15_000, "identify with the database down"),
+          rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE),
+        );
       } finally {
         await o.startDb();
       }
@@ -741,7 +851,10 @@ after(() => rmSync(pgliteDir, { recursive: true, force: true }));
 databaseContract("PGlite", async () => {
   // Open, migrate, close and reopen: the schema persists in the data dir.
   const first = await openPglite({ dataDir: join(pgliteDir, "contract") });
-  assert.deepEqual(await migrate(first), MIGRATIONS.map((m) => m.version));
+  assert.deepEqual(
+    await migrate(first),
+    MIGRATIONS.map((m) => m.version),
+  );
   await first.close();
   return openPglite({ dataDir: join(pgliteDir, "contract") });
 });
@@ -775,7 +888,10 @@ describe("PostgreSQL server", { skip: pgSkip ?? false }, () => {
     const b = openPostgres(pg.config);
     try {
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
-      assert.deepEqual([...ra, ...rb].sort((x, y) => x - y), MIGRATIONS.map((m) => m.version));
+      assert.deepEqual(
+        [...ra, ...rb].sort((x, y) => x - y),
+        MIGRATIONS.map((m) => m.version),
+      );
     } finally {
       await a.close();
       await b.close();
@@ -797,7 +913,10 @@ describe("PostgreSQL server", { skip: pgSkip ?? false }, () => {
           assert.equal(isRetryable((r.reason as MLError).code), true);
         }
         await assert.rejects(pool.query("SELECT 1"), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE));
-        await assert.rejects(pool.transaction(async () => {}), rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE));
+        await assert.rejects(
+          pool.transaction(async () => {}),
+          rejectsWith(MLErrorCode.SERVICE_UNAVAILABLE),
+        );
       } finally {
         await pg.start();
       }
@@ -817,20 +936,24 @@ describe("PostgreSQL server", { skip: pgSkip ?? false }, () => {
     after(async () => {
       await s3?.dispose();
     });
-    flowsSuite("PostgreSQL + s3rver", async () => {
-      // A fresh database so the suite starts empty.
-      const admin = openPostgres(pg.config);
-      await admin.query("CREATE DATABASE flows");
-      await admin.close();
-      const db = openPostgres({ ...pg.config, database: "flows", onError: () => {} });
-      return {
-        db,
-        store: createS3Store(s3.config),
-        async dispose() {
-          await db.close();
-        },
-        outage: { stopStore: s3.stop, startStore: s3.start, stopDb: pg.stop, startDb: pg.start },
-      };
-    }, true);
+    flowsSuite(
+      "PostgreSQL + s3rver",
+      async () => {
+        // A fresh database so the suite starts empty.
+        const admin = openPostgres(pg.config);
+        await admin.query("CREATE DATABASE flows");
+        await admin.close();
+        const db = openPostgres({ ...pg.config, database: "flows", onError: () => {} });
+        return {
+          db,
+          store: createS3Store(s3.config),
+          async dispose() {
+            await db.close();
+          },
+          outage: { stopStore: s3.stop, startStore: s3.start, stopDb: pg.stop, startDb: pg.start },
+        };
+      },
+      true,
+    );
   });
 });

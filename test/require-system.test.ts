@@ -9,7 +9,10 @@ test("CI=true, CI=1 and CI=yes are all CI: a missing dependency fails instead of
   const before = process.env.CI;
   try {
     process.env.CI = "1";
-    assert.throws(() => requireSystem("a thing", "not installed", "apt-get install thing"), /CI=1 and a test dependency is missing: a thing is not available/);
+    assert.throws(
+      () => requireSystem("a thing", "not installed", "apt-get install thing"),
+      /CI=1 and a test dependency is missing: a thing is not available/,
+    );
     process.env.CI = "";
     assert.match(String(requireSystem("a thing", "not installed", "apt-get install thing")), /install it with: apt-get install thing/);
     assert.equal(requireSystem("a thing", false, "apt-get install thing"), false);

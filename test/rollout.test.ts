@@ -48,8 +48,11 @@ async function untilHealth(c: GatewayClient, want: "SERVING" | "NOT_SERVING", ti
 
 function reembedCli(env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
-    execFile("npm", ["run", "--silent", "registry:reembed"], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      "npm",
+      ["run", "--silent", "registry:reembed"],
+      { cwd: ROOT, env: { ...process.env, ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     ),
   );
 }
@@ -74,9 +77,11 @@ describe("rollout of a new model version across replicas", { skip: pgMissing }, 
     return { s, c };
   };
   const versions = async () =>
-    (await db.query<{ model_version: string; n: string }>("SELECT model_version, count(*) AS n FROM pet_embeddings GROUP BY model_version ORDER BY 1")).rows.map(
-      (r) => `${r.model_version}:${r.n}`,
-    );
+    (
+      await db.query<{ model_version: string; n: string }>(
+        "SELECT model_version, count(*) AS n FROM pet_embeddings GROUP BY model_version ORDER BY 1",
+      )
+    ).rows.map((r) => `${r.model_version}:${r.n}`);
 
   before(async () => {
     [s3, pgServer] = await Promise.all([startS3("rollout"), startPostgres("rollout")]);
@@ -151,9 +156,14 @@ describe("rollout of a new model version across replicas", { skip: pgMissing }, 
     await Promise.any([n1, n2].map((n) => n.s.waitForLog((l) => l.msg === "embeddings re-embedded", 10_000)));
     const swept = [n1, n2].flatMap((n) => n.s.logs.filter((l) => l.msg === "embeddings re-embedded").map((l) => l.count as number));
     assert.deepEqual(swept, [6], "one replica swept the six remaining rows, once");
-    const audits = await db.query<{ pet_did: string; n: string }>("SELECT pet_did, count(*) AS n FROM audit_log WHERE kind = 'reembed' GROUP BY pet_did");
+    const audits = await db.query<{ pet_did: string; n: string }>(
+      "SELECT pet_did, count(*) AS n FROM audit_log WHERE kind = 'reembed' GROUP BY pet_did",
+    );
     assert.equal(audits.rows.length, 4);
-    assert.ok(audits.rows.every((r) => r.n === "1"), JSON.stringify(audits.rows));
+    assert.ok(
+      audits.rows.every((r) => r.n === "1"),
+      JSON.stringify(audits.rows),
+    );
 
     const found = await n2.c.call("IdentifyPet", { photo: bytes(photo(2, 2)) });
     assert.equal(found.success, true, found.error_message);
@@ -169,7 +179,10 @@ describe("rollout of a new model version across replicas", { skip: pgMissing }, 
     await Promise.all([n1.s.stop(), n2.s.stop()]);
     const back = await reembedCli({ ...env, MODEL_PATH: v1 });
     assert.equal(back.code, 0, back.stderr);
-    assert.match(back.stdout, /re-embedded 8 embedding\(s\) of 4 pet\(s\) to model version test-pattern-1 \(8 from test-pattern-2\); 0 photo\(s\) missing/);
+    assert.match(
+      back.stdout,
+      /re-embedded 8 embedding\(s\) of 4 pet\(s\) to model version test-pattern-1 \(8 from test-pattern-2\); 0 photo\(s\) missing/,
+    );
     assert.deepEqual(await versions(), ["test-pattern-1:8"]);
     // The old replica is current again: SERVING, and 1:N answers.
     await untilHealth(old.c, "SERVING", 5000);
@@ -181,7 +194,10 @@ describe("rollout of a new model version across replicas", { skip: pgMissing }, 
     await store.delete(`nose-print-photo/${pets[3]}/image_2.jpg`);
     const partial = await reembedCli({ ...env, MODEL_PATH: v2 });
     assert.equal(partial.code, 1);
-    assert.match(partial.stdout, /re-embedded 7 embedding\(s\) of 4 pet\(s\) to model version test-pattern-2 \(7 from test-pattern-1\); 1 photo\(s\) missing/);
+    assert.match(
+      partial.stdout,
+      /re-embedded 7 embedding\(s\) of 4 pet\(s\) to model version test-pattern-2 \(7 from test-pattern-1\); 1 photo\(s\) missing/,
+    );
     assert.match(partial.stderr, new RegExp(`not moved: nose-print-photo/${pets[3]}/image_2.jpg`));
 
     const noModel = await reembedCli({ ...env, MODEL_PATH: path.join(dir, "missing.onnx") });

@@ -31,7 +31,9 @@ const OTHER = "did:ethr:besu:0x" + "cd".repeat(20);
 /** Bounds a hang, not a speed: rejects when `p` has not settled after `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout>;
-  const hung = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms)));
+  const hung = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms)),
+  );
   return Promise.race([p, hung]).finally(() => clearTimeout(timer));
 }
 
@@ -82,7 +84,12 @@ describe("key layout", () => {
 
   test("an uploaded photo key must sit under a valid pet DID folder", () => {
     assert.deepEqual(validateUploadedPhotoKey(`nose-print-photo/${DID}/a.jpg`), { key: `nose-print-photo/${DID}/a.jpg`, petDid: DID });
-    for (const k of ["nose-print-photo/not-a-did/a.jpg", `other/${DID}/a.jpg`, `nose-print-photo/${DID}/x/a.jpg`, `nose-print-photo/${DID}/../a.jpg`]) {
+    for (const k of [
+      "nose-print-photo/not-a-did/a.jpg",
+      `other/${DID}/a.jpg`,
+      `nose-print-photo/${DID}/x/a.jpg`,
+      `nose-print-photo/${DID}/../a.jpg`,
+    ]) {
       assert.throws(() => validateUploadedPhotoKey(k), assertMLError(MLErrorCode.INVALID_REQUEST), k);
     }
   });
@@ -150,10 +157,16 @@ describe("folder store", () => {
     await writes;
     for (const r of reads) {
       assert.equal(r.length, 256 * 1024);
-      assert.ok(r.every((b) => b === r[0]), "torn read");
+      assert.ok(
+        r.every((b) => b === r[0]),
+        "torn read",
+      );
     }
     const names = readdirSync(join(root, "nose-print-photo", DID));
-    assert.deepEqual(names.filter((n) => n.includes("tmp")), []);
+    assert.deepEqual(
+      names.filter((n) => n.includes("tmp")),
+      [],
+    );
     assert.ok(!(await store.list("nose-print-photo/")).some((k) => k.includes("tmp")));
   });
 
@@ -174,7 +187,10 @@ describe("folder store", () => {
       } catch (e) {
         console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message }));
       }`;
-    const child = spawnSync("bash", ["-c", 'ulimit -f 8 && exec "$0" --import tsx --input-type=module -e "$1"', process.execPath, script], { cwd: ROOT, encoding: "utf8" });
+    const child = spawnSync("bash", ["-c", 'ulimit -f 8 && exec "$0" --import tsx --input-type=module -e "$1"', process.execPath, script], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
     assert.equal(child.status, 0, child.stderr);
     const failed = JSON.parse(child.stdout.trim().split("\n").pop()!);
     assert.equal(failed.name, "MLError", child.stdout);
@@ -182,7 +198,11 @@ describe("folder store", () => {
     assert.equal(isRetryable(failed.code), true);
     assert.match(failed.message, /folder store: put .*overwrite\.jpg failed: .*EFBIG/);
     assert.deepEqual(await store.get(key), old, "the old object, whole");
-    assert.deepEqual(readdirSync(join(root, "nose-print-photo", DID)).filter((n) => n.includes("tmp")), [], "the partial file is removed");
+    assert.deepEqual(
+      readdirSync(join(root, "nose-print-photo", DID)).filter((n) => n.includes("tmp")),
+      [],
+      "the partial file is removed",
+    );
   });
 });
 
@@ -222,7 +242,12 @@ describe("S3 store against s3rver", () => {
     await new Promise<void>((resolve) => blackhole.listen(0, "127.0.0.1", resolve));
     const { port } = blackhole.address() as { port: number };
     try {
-      const store = createS3Store({ ...s3.config, endpoint: `http://127.0.0.1:${port}`, requestTimeoutMs: 600, operationTimeoutMs: 10_000 });
+      const store = createS3Store({
+        ...s3.config,
+        endpoint: `http://127.0.0.1:${port}`,
+        requestTimeoutMs: 600,
+        operationTimeoutMs: 10_000,
+      });
       // The per-attempt request timeout ends it (its message, not the
       // operation deadline's "Request aborted"); the bound only catches a hang.
       await assert.rejects(

@@ -19,11 +19,17 @@ test("tracing is off unless an OTLP endpoint is set; the traces path is appended
   assert.equal(plain.otelServiceName, "nosepaw");
   assert.equal(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" }).otlpTracesUrl, "http://collector:4318/v1/traces");
   assert.equal(
-    loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://traces.example.com/in" }).otlpTracesUrl,
+    loadConfig({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318",
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://traces.example.com/in",
+    }).otlpTracesUrl,
     "https://traces.example.com/in",
   );
   assert.equal(loadConfig({ METRICS_ENABLED: "false" }).metricsEnabled, false);
-  assert.throws(() => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" }), (e: ConfigError) => /OTEL_EXPORTER_OTLP_ENDPOINT/.test(e.message));
+  assert.throws(
+    () => loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" }),
+    (e: ConfigError) => /OTEL_EXPORTER_OTLP_ENDPOINT/.test(e.message),
+  );
 });
 
 /** A span as OTLP/HTTP JSON carries it (ids in hex, times in nanoseconds as strings). */
@@ -107,10 +113,13 @@ describe("OpenTelemetry tracing to an OTLP/HTTP collector", () => {
         for (const [k, v] of Object.entries(headers)) meta.set(k, v);
         client.raw.ExtractNoseVector(req, meta, { deadline: Date.now() + 20_000 }, (err, res) => (err ? reject(err) : resolve(res)));
       });
-    const ok = await call({ image_data: await jpeg(640, 480, 7), image_format: "jpeg" }, {
-      "x-request-id": "trace-ok-1",
-      traceparent: `00-${callerTrace}-${callerSpan}-01`,
-    });
+    const ok = await call(
+      { image_data: await jpeg(640, 480, 7), image_format: "jpeg" },
+      {
+        "x-request-id": "trace-ok-1",
+        traceparent: `00-${callerTrace}-${callerSpan}-01`,
+      },
+    );
     assert.equal(ok.success, true, ok.error_message);
     const bad = await call({ image_data: Buffer.from("not a photo"), image_format: "jpeg" }, { "x-request-id": "trace-bad-1" });
     assert.equal(bad.error_code, "INVALID_IMAGE_FORMAT");
@@ -118,7 +127,10 @@ describe("OpenTelemetry tracing to an OTLP/HTTP collector", () => {
 
     assert.equal(await server.stop(), 0);
     assert.ok(collector.paths.length > 0, "spans were posted on shutdown");
-    assert.ok(collector.paths.every((p) => p.startsWith("POST /v1/traces application/json")), collector.paths.join("; "));
+    assert.ok(
+      collector.paths.every((p) => p.startsWith("POST /v1/traces application/json")),
+      collector.paths.join("; "),
+    );
 
     const rpc = (id: string) => {
       const found = collector.spans.filter((s) => s.kind === 2 && attr(s, "nosepaw.request_id") === id);
@@ -136,14 +148,14 @@ describe("OpenTelemetry tracing to an OTLP/HTTP collector", () => {
     assert.equal(attr(okSpan, "nosepaw.result"), "OK");
     assert.notEqual(okSpan.status?.code, 2);
     const stages = children(okSpan);
-    assert.deepEqual(
-      stages.map((s) => s.name).sort(),
-      ["batch_wait", "decode", "handoff", "inference", "queue", "resize", "tensor"],
-    );
+    assert.deepEqual(stages.map((s) => s.name).sort(), ["batch_wait", "decode", "handoff", "inference", "queue", "resize", "tensor"]);
     for (const s of stages) {
       assert.equal(s.traceId, callerTrace);
       assert.equal(attr(s, "nosepaw.request_id"), "trace-ok-1");
-      assert.ok(ns(s.startTimeUnixNano) >= ns(okSpan.startTimeUnixNano) && ns(s.endTimeUnixNano) <= ns(okSpan.endTimeUnixNano), `${s.name} lies inside the call`);
+      assert.ok(
+        ns(s.startTimeUnixNano) >= ns(okSpan.startTimeUnixNano) && ns(s.endTimeUnixNano) <= ns(okSpan.endTimeUnixNano),
+        `${s.name} lies inside the call`,
+      );
       assert.ok(Number(attr(s, "nosepaw.stage_ms")) >= 0);
     }
 
@@ -152,6 +164,10 @@ describe("OpenTelemetry tracing to an OTLP/HTTP collector", () => {
     assert.equal(badSpan.parentSpanId ?? "", "");
     assert.equal(badSpan.status?.code, 2, "in-band failures are errors");
     assert.equal(badSpan.status?.message, "ML_4003");
-    assert.deepEqual(children(badSpan).map((s) => s.name), ["queue"], "refused in the worker before decoding");
+    assert.deepEqual(
+      children(badSpan).map((s) => s.name),
+      ["queue"],
+      "refused in the worker before decoding",
+    );
   });
 });

@@ -9,7 +9,8 @@ import { ROOT } from "./support/server.js";
 function typeScriptFiles(dir = ROOT): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) return ["node_modules", "build", "dist", ".git"].includes(e.name) || e.name.startsWith(".") ? [] : typeScriptFiles(p);
+    if (e.isDirectory())
+      return ["node_modules", "build", "dist", ".git"].includes(e.name) || e.name.startsWith(".") ? [] : typeScriptFiles(p);
     return /\.(c|m)?ts$/.test(e.name) && !e.name.endsWith(".d.ts") ? [path.relative(ROOT, p)] : [];
   });
 }

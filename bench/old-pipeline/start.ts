@@ -28,8 +28,13 @@ export function oldPipelineUnavailable(): string | undefined {
 export async function startOldPipeline(): Promise<OldPipeline> {
   const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-old-pipeline-"));
   const descriptors = path.join(dir, "nose_embedder.binpb");
-  execFileSync(path.join(ROOT, "node_modules/.bin/buf"), ["build", "-o", descriptors, "--path", "proto/nose_embedder.proto"], { cwd: ROOT, stdio: "pipe" });
-  const proc = spawn("/usr/bin/python3", [path.join(ROOT, "bench/old-pipeline/server.py"), descriptors], { stdio: ["pipe", "pipe", "pipe"] });
+  execFileSync(path.join(ROOT, "node_modules/.bin/buf"), ["build", "-o", descriptors, "--path", "proto/nose_embedder.proto"], {
+    cwd: ROOT,
+    stdio: "pipe",
+  });
+  const proc = spawn("/usr/bin/python3", [path.join(ROOT, "bench/old-pipeline/server.py"), descriptors], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let stderr = "";
   proc.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
   const port = await new Promise<number>((resolve, reject) => {

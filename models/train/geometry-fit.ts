@@ -19,7 +19,15 @@ import { readFile, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
-import { DEFAULT_GEOMETRY_PARAMS, extractFeatures, featureSetId, loadOpenCv, matchFeatures, type GeometryParams, type NoseFeatures } from "../../shared/geometry/index.js";
+import {
+  DEFAULT_GEOMETRY_PARAMS,
+  extractFeatures,
+  featureSetId,
+  loadOpenCv,
+  matchFeatures,
+  type GeometryParams,
+  type NoseFeatures,
+} from "../../shared/geometry/index.js";
 import { calibrate, cosine, type Calibration } from "../../shared/similarity.js";
 import { preprocessPhoto } from "../../server/image/preprocess-photo.js";
 import { greyForGeometry } from "../../server/geometry/grey.js";
@@ -47,7 +55,12 @@ const params: GeometryParams = {
   ...DEFAULT_GEOMETRY_PARAMS,
   ...(values["model-kind"] ? { model: values["model-kind"] as GeometryParams["model"] } : {}),
   ...(values["max-keypoints"] ? { maxKeypoints: Number(values["max-keypoints"]) } : {}),
-  ...(values.side ? { side: Number(values.side), reprojectionPx: (DEFAULT_GEOMETRY_PARAMS.reprojectionPx * Number(values.side)) / DEFAULT_GEOMETRY_PARAMS.side } : {}),
+  ...(values.side
+    ? {
+        side: Number(values.side),
+        reprojectionPx: (DEFAULT_GEOMETRY_PARAMS.reprojectionPx * Number(values.side)) / DEFAULT_GEOMETRY_PARAMS.side,
+      }
+    : {}),
 };
 const far = Number(values.far);
 const limits = { maxBytes: 50 << 20, maxPixels: 50_000_000 };
@@ -62,7 +75,9 @@ interface Photo {
 
 const cardText = await readFile(values.card!, "utf8");
 const card = JSON.parse(cardText) as { calibration?: { cosine: number[]; similarity: number[] }; geometry?: unknown };
-const calibration: Calibration | undefined = card.calibration ? { cosine: card.calibration.cosine, similarity: card.calibration.similarity } : undefined;
+const calibration: Calibration | undefined = card.calibration
+  ? { cosine: card.calibration.cosine, similarity: card.calibration.similarity }
+  : undefined;
 const manifest = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8")) as { photos: Record<string, string | null> };
 const session = await ort.InferenceSession.create(values.model!, { intraOpNumThreads: 2 });
 const cv = await loadOpenCv();
@@ -110,9 +125,9 @@ for (const a of firsts) {
 }
 // A seeded sample of impostor pairs between different families.
 let seed = 20261206;
-const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
 const wanted = Number(values.impostors);
-for (let n = 0; n < wanted; ) {
+for (let n = 0; n < wanted;) {
   const a = firsts[Math.floor(rand() * firsts.length)];
   const b = firsts[Math.floor(rand() * firsts.length)];
   if (a.id === b.id || (a.family !== null && a.family === b.family)) continue;
@@ -160,7 +175,8 @@ const rules: Record<string, (p: Pair) => boolean> = {
   [`inliers >= ${sameInliers}`]: (p) => p.inliers >= sameInliers,
   "similarity >= 0.70 and inliers >= 16": (p) => p.similarity >= 0.7 && p.inliers >= 16,
   [`similarity >= 0.85 and inliers >= 8`]: (p) => p.similarity >= 0.85 && p.inliers >= 8,
-  [`similarity >= ${sameSimilarity} and inliers >= ${sameInliers} (SAME)`]: (p) => p.similarity >= sameSimilarity && p.inliers >= sameInliers,
+  [`similarity >= ${sameSimilarity} and inliers >= ${sameInliers} (SAME)`]: (p) =>
+    p.similarity >= sameSimilarity && p.inliers >= sameInliers,
 };
 const report = {
   pairs: dir,
@@ -169,17 +185,36 @@ const report = {
   far,
   photos: photos.length,
   keypoints: quantiles(photos.map((p) => p.features.count)),
-  inliers: { genuine: quantiles(of("genuine").map((p) => p.inliers)), impostor: quantiles(of("impostor").map((p) => p.inliers)), lookalike: quantiles(of("lookalike").map((p) => p.inliers)) },
+  inliers: {
+    genuine: quantiles(of("genuine").map((p) => p.inliers)),
+    impostor: quantiles(of("impostor").map((p) => p.inliers)),
+    lookalike: quantiles(of("lookalike").map((p) => p.inliers)),
+  },
   policy: { sameSimilarity, sameInliers, duplicateInliers, consistencyInliers: sameInliers, minKeypoints: sameInliers * 2 },
-  negativesAtSameInliers: { passed: atSame, of: negatives.length, rate: atSame / negatives.length, upper95: upper95(atSame, negatives.length) },
-  duplicateRule: certifiable ? `fitted at ${far / 10}` : `one more than the most inliers any of ${negatives.length} negative pairs reached (too few pairs to certify ${far / 10})`,
-  rules: Object.fromEntries(Object.entries(rules).map(([name, r]) => [name, { genuine: rate(of("genuine"), r), impostor: rate(of("impostor"), r), lookalike: rate(of("lookalike"), r) }])),
+  negativesAtSameInliers: {
+    passed: atSame,
+    of: negatives.length,
+    rate: atSame / negatives.length,
+    upper95: upper95(atSame, negatives.length),
+  },
+  duplicateRule: certifiable
+    ? `fitted at ${far / 10}`
+    : `one more than the most inliers any of ${negatives.length} negative pairs reached (too few pairs to certify ${far / 10})`,
+  rules: Object.fromEntries(
+    Object.entries(rules).map(([name, r]) => [
+      name,
+      { genuine: rate(of("genuine"), r), impostor: rate(of("impostor"), r), lookalike: rate(of("lookalike"), r) },
+    ]),
+  ),
   costMs: { featuresPerPhoto: featureMs / photos.length, matchPerPair: matchMs / pairs.length },
 };
 console.log(JSON.stringify(report, null, 1));
 if (values.report) await writeFile(values.report, JSON.stringify(report, null, 1) + "\n");
 if (values["write-card"]) {
   const { pairs: _p, ...kept } = report;
-  card.geometry = { ...kept, fitted_on: `${report.photos} rendered photos (models/train/geometry_pairs.py): ${of("genuine").length} genuine, ${of("impostor").length} impostor and ${of("lookalike").length} look-alike pairs` };
+  card.geometry = {
+    ...kept,
+    fitted_on: `${report.photos} rendered photos (models/train/geometry_pairs.py): ${of("genuine").length} genuine, ${of("impostor").length} impostor and ${of("lookalike").length} look-alike pairs`,
+  };
   await writeFile(values.card!, JSON.stringify(card, null, 2) + "\n");
 }

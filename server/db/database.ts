@@ -93,7 +93,16 @@ export async function openPglite(config: PgliteConfig = {}): Promise<Database> {
 // SQLSTATE classes and codes that mean "the server is not there or not
 // serving", as opposed to "your statement is wrong".
 const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-4]|57014|58)/;
-const NETWORK_ERRNO = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EPIPE", "ENOTFOUND", "EAI_AGAIN"]);
+const NETWORK_ERRNO = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EPIPE",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
 
 /** True when an error from `pg` means the database could not be reached or stopped serving. */
 export function isConnectionError(e: unknown): boolean {
@@ -103,7 +112,9 @@ export function isConnectionError(e: unknown): boolean {
     if (/^[0-9A-Z]{5}$/.test(err.code)) return UNAVAILABLE_SQLSTATE.test(err.code);
   }
   const m = err?.message ?? "";
-  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|not queryable|Connection ended/i.test(m);
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|not queryable|Connection ended/i.test(
+    m,
+  );
 }
 
 function mapPgError(e: unknown): unknown {

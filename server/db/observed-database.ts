@@ -17,7 +17,8 @@ export function observeDatabase(db: Database, onError: (op: DatabaseOperation, e
   return {
     kind: db.kind,
     query: <T>(sql: string, params?: unknown[]) => timed("database", async () => db.query<T>(sql, params)).catch(report("query")),
-    transaction: <R>(fn: (tx: Queryable) => Promise<R>) => timed("database", async () => db.transaction<R>(fn)).catch(report("transaction")),
+    transaction: <R>(fn: (tx: Queryable) => Promise<R>) =>
+      timed("database", async () => db.transaction<R>(fn)).catch(report("transaction")),
     close: () => db.close(),
   };
 }

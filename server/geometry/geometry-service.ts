@@ -18,7 +18,6 @@ export interface GeometryService {
   close(): Promise<void>;
 }
 
-
 type Task = GeometryTask extends infer T ? (T extends GeometryTask ? Omit<T, "id"> : never) : never;
 type Pending = { resolve: (r: GeometryReply & { ok: true }) => void; reject: (e: Error) => void };
 
@@ -53,7 +52,12 @@ export function createGeometryService(params: GeometryParams, limits: DecodeLimi
         if (!p) return;
         pending.delete(m.id);
         if (m.ok) p.resolve(m);
-        else p.reject(m.decode ? invalidImage(`image cannot be decoded for keypoints: ${m.message}`) : internalError(`keypoint geometry failed: ${m.message}`));
+        else
+          p.reject(
+            m.decode
+              ? invalidImage(`image cannot be decoded for keypoints: ${m.message}`)
+              : internalError(`keypoint geometry failed: ${m.message}`),
+          );
       });
       w.on("error", (e) => {
         failAll(internalError(`geometry worker crashed: ${e.message}`, e));
@@ -102,7 +106,10 @@ export function createGeometryService(params: GeometryParams, limits: DecodeLimi
     },
     async match(probe, references) {
       if (references.length === 0) return [];
-      const r = await call<GeometryReply & { ok: true; matches: GeometricMatch[] }>({ op: "match", probe, references, params }, "geometry_match");
+      const r = await call<GeometryReply & { ok: true; matches: GeometricMatch[] }>(
+        { op: "match", probe, references, params },
+        "geometry_match",
+      );
       return r.matches;
     },
     async close() {

@@ -5,7 +5,14 @@
  * so it lives here, off the event loop, loaded once.
  */
 import { parentPort } from "node:worker_threads";
-import { extractFeatures, loadOpenCv, matchFeatures, type GeometricMatch, type GeometryParams, type NoseFeatures } from "../../shared/geometry/index.js";
+import {
+  extractFeatures,
+  loadOpenCv,
+  matchFeatures,
+  type GeometricMatch,
+  type GeometryParams,
+  type NoseFeatures,
+} from "../../shared/geometry/index.js";
 import { greyForGeometry } from "./grey.js";
 import type { DecodeLimits } from "../image/decode.js";
 
@@ -35,7 +42,12 @@ parentPort!.on("message", async (task: GeometryTask) => {
       }
       reply = { id: task.id, ok: true, features: extractFeatures(cv, grey, task.params), ms: performance.now() - t0 };
     } else {
-      reply = { id: task.id, ok: true, matches: task.references.map((r) => matchFeatures(cv, task.probe, r, task.params)), ms: performance.now() - t0 };
+      reply = {
+        id: task.id,
+        ok: true,
+        matches: task.references.map((r) => matchFeatures(cv, task.probe, r, task.params)),
+        ms: performance.now() - t0,
+      };
     }
   } catch (e) {
     reply = { id: task.id, ok: false, message: String((e as Error)?.message ?? e), decode: false };

@@ -13,7 +13,11 @@ import { checkEncoded, DECODE_TIMEOUT_S, type DecodeLimits } from "../image/deco
  */
 export async function greyForGeometry(bytes: Uint8Array, side: number, limits: DecodeLimits): Promise<GreyImage> {
   checkEncoded(bytes, limits);
-  const { data, info } = await sharp(bytes, { failOn: "error", limitInputPixels: Math.max(1, Math.floor(limits.maxPixels)), autoOrient: true })
+  const { data, info } = await sharp(bytes, {
+    failOn: "error",
+    limitInputPixels: Math.max(1, Math.floor(limits.maxPixels)),
+    autoOrient: true,
+  })
     .timeout({ seconds: DECODE_TIMEOUT_S })
     .greyscale()
     .resize(side, side, { fit: "fill", kernel: "lanczos3", fastShrinkOnLoad: true })

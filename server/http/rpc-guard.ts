@@ -69,7 +69,9 @@ export function createRpcGuard(opts: RpcGuardOptions): RpcGuard {
     if (needsKey && key === undefined) {
       const reason = loopbackOnly ? "no keys configured, caller on another machine" : presented ? "key not accepted" : "no key";
       opts.log.debug("rpc refused", { reason, protocol, path, client });
-      refuseRpc(req, res, "unauthenticated", loopbackOnly ? NO_KEYS : presented ? "API key not accepted" : NEEDS_KEY, { "WWW-Authenticate": "Bearer" });
+      refuseRpc(req, res, "unauthenticated", loopbackOnly ? NO_KEYS : presented ? "API key not accepted" : NEEDS_KEY, {
+        "WWW-Authenticate": "Bearer",
+      });
       return true;
     }
     return false;

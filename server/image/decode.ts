@@ -99,9 +99,7 @@ export function checkEncoded(bytes: Uint8Array, limits: DecodeLimits): { format:
   const header = readHeader(bytes, format);
   // Checked before decoding: a tiny file can declare billions of pixels.
   if (header.width * header.height > limits.maxPixels) {
-    throw imageTooLarge(
-      `image declares ${header.width}x${header.height} pixels, the limit is ${limits.maxPixels} pixels`,
-    );
+    throw imageTooLarge(`image declares ${header.width}x${header.height} pixels, the limit is ${limits.maxPixels} pixels`);
   }
   if (format === "png") checkPngChunks(bytes);
   else checkJpegMarkers(bytes);

@@ -152,8 +152,7 @@ function readJpegHeader(b: Uint8Array): ImageHeader {
 // Markers libjpeg's reader knows; meeting any other one is a fatal error for
 // it (JERR_UNKNOWN_MARKER): SOFn/DHT/JPG/DAC, RSTn, SOI, EOI, SOS, DQT, DNL,
 // DRI, APPn, COM and TEM.
-const isKnownMarker = (m: number) =>
-  (m >= 0xc0 && m <= 0xdd) || (m >= 0xe0 && m <= 0xef) || m === 0xfe || m === 0x01;
+const isKnownMarker = (m: number) => (m >= 0xc0 && m <= 0xdd) || (m >= 0xe0 && m <= 0xef) || m === 0xfe || m === 0x01;
 
 /**
  * Walks the marker structure of a JPEG up to its EOI, including the

@@ -26,8 +26,14 @@ test("workers give the same tensors as decoding in process, for more jobs than w
 test("decoder errors keep their ML code across the thread boundary", async () => {
   const pool = createPreprocessPool(limits, 1);
   try {
-    await assert.rejects(pool.preprocess(new Uint8Array([0x47, 0x49, 0x46, 0x38]), 224), (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INVALID_IMAGE_FORMAT);
-    await assert.rejects(pool.preprocess(new Uint8Array(0), 224), (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INVALID_REQUEST);
+    await assert.rejects(
+      pool.preprocess(new Uint8Array([0x47, 0x49, 0x46, 0x38]), 224),
+      (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INVALID_IMAGE_FORMAT,
+    );
+    await assert.rejects(
+      pool.preprocess(new Uint8Array(0), 224),
+      (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INVALID_REQUEST,
+    );
     const ok = await pool.preprocess(await jpeg(64, 64, 1), 32);
     assert.equal(ok.length, 3 * 32 * 32);
   } finally {
@@ -38,7 +44,10 @@ test("decoder errors keep their ML code across the thread boundary", async () =>
 test("a closed pool refuses work instead of hanging", async () => {
   const pool = createPreprocessPool(limits, 1);
   await pool.close();
-  await assert.rejects(pool.preprocess(new Uint8Array([1]), 224), (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INTERNAL_SERVER_ERROR);
+  await assert.rejects(
+    pool.preprocess(new Uint8Array([1]), 224),
+    (e: unknown) => e instanceof MLError && e.code === MLErrorCode.INTERNAL_SERVER_ERROR,
+  );
 });
 
 test("past the queue limit, photos are refused as SERVICE_UNAVAILABLE (retryable) instead of piling up", async () => {
@@ -52,7 +61,10 @@ test("past the queue limit, photos are refused as SERVICE_UNAVAILABLE (retryable
     const { busy, queued, refused } = pool.stats();
     assert.deepEqual({ busy, queued, refused }, { busy: 1, queued: 2, refused: 3 });
     const settled = await all;
-    assert.deepEqual(settled.map((r) => r.status), ["fulfilled", "fulfilled", "fulfilled", "rejected", "rejected", "rejected"]);
+    assert.deepEqual(
+      settled.map((r) => r.status),
+      ["fulfilled", "fulfilled", "fulfilled", "rejected", "rejected", "rejected"],
+    );
     for (const r of settled.slice(3)) {
       const reason = (r as PromiseRejectedResult).reason;
       assert.ok(reason instanceof MLError && reason.code === MLErrorCode.SERVICE_UNAVAILABLE, String(reason));

@@ -21,7 +21,6 @@ export interface PreprocessPool {
   close(): Promise<void>;
 }
 
-
 /**
  * A fixed set of workers, one task each at a time, so concurrent requests
  * use every core and at most `size` full-resolution images are decoded at
@@ -78,8 +77,10 @@ export function createPreprocessPool(
           addStage("tensor", tensor, job.ctx);
           if (job.ctx) job.ctx.path = reply.path;
           job.resolve(reply.tensor);
-        }
-        else job.reject(reply.code === undefined ? internalError(`preprocessing failed: ${reply.message}`) : new MLError(reply.code, reply.message));
+        } else
+          job.reject(
+            reply.code === undefined ? internalError(`preprocessing failed: ${reply.message}`) : new MLError(reply.code, reply.message),
+          );
       }
       idle.push(w);
       pump();
@@ -134,7 +135,8 @@ export function createPreprocessPool(
 
   return {
     preprocess(bytes, inputSize) {
-      if (closed || broken) return Promise.reject(internalError(closed ? "preprocessing pool is closed" : "preprocessing workers cannot start"));
+      if (closed || broken)
+        return Promise.reject(internalError(closed ? "preprocessing pool is closed" : "preprocessing workers cannot start"));
       if (queue.length >= maxQueue) {
         refused++;
         return Promise.reject(serviceUnavailable(`server busy: ${queue.length} photos already wait for preprocessing, retry shortly`));
@@ -175,5 +177,10 @@ export function createPreprocessPool(
 
 /** The preprocessing pool the server and its tools open, from the settings. */
 export function preprocessPoolFromConfig(config: Config): PreprocessPool {
-  return createPreprocessPool({ maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels }, config.preprocessWorkers, config.maxPending, !config.exactPreprocess);
+  return createPreprocessPool(
+    { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
+    config.preprocessWorkers,
+    config.maxPending,
+    !config.exactPreprocess,
+  );
 }

@@ -26,7 +26,10 @@ parentPort!.on("message", async (task: PreprocessTask) => {
   try {
     reply = { id: task.id, ok: true, ...(await preprocessPhoto(task.bytes, task.size, task.limits, task.shrink)) };
   } catch (e) {
-    reply = e instanceof MLError ? { id: task.id, ok: false, code: e.code, message: e.message } : { id: task.id, ok: false, message: String((e as Error)?.message ?? e) };
+    reply =
+      e instanceof MLError
+        ? { id: task.id, ok: false, code: e.code, message: e.message }
+        : { id: task.id, ok: false, message: String((e as Error)?.message ?? e) };
   }
   parentPort!.postMessage(reply, reply.ok ? [reply.tensor.buffer as ArrayBuffer] : []);
 });

@@ -45,7 +45,8 @@ export function checkContract(
   const want = [3, inputSize, inputSize];
   if (input.type && input.type !== "float32") problems.push(`input '${input.name}' has type ${input.type}, expected float32`);
   if (input.shape && input.shape.length > 0) {
-    if (input.shape.length !== 4) problems.push(`input '${input.name}' has shape ${fmt(input.shape)}, expected (N,3,${inputSize},${inputSize})`);
+    if (input.shape.length !== 4)
+      problems.push(`input '${input.name}' has shape ${fmt(input.shape)}, expected (N,3,${inputSize},${inputSize})`);
     else
       want.forEach((w, i) => {
         const got = input.shape![i + 1];
@@ -80,7 +81,9 @@ export const SESSION_CONFIG = { session: { intra_op: { allow_spinning: "0" } } }
 export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
   const bytes = await readFile(opts.modelPath).catch((e: NodeJS.ErrnoException) => {
     throw new Error(
-      e.code === "ENOENT" ? `model file not found: ${opts.modelPath} (set MODEL_PATH)` : `cannot read model ${opts.modelPath}: ${e.message}`,
+      e.code === "ENOENT"
+        ? `model file not found: ${opts.modelPath} (set MODEL_PATH)`
+        : `cannot read model ${opts.modelPath}: ${e.message}`,
     );
   });
   const sha256 = createHash("sha256").update(bytes).digest("hex");
@@ -98,7 +101,9 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
   }
   if (session.inputNames.length !== 1 || session.outputNames.length < 1) {
     await session.close();
-    throw new Error(`model must have exactly one input and at least one output, has inputs [${session.inputNames}] outputs [${session.outputNames}]`);
+    throw new Error(
+      `model must have exactly one input and at least one output, has inputs [${session.inputNames}] outputs [${session.outputNames}]`,
+    );
   }
   let dynamicBatch: boolean;
   try {

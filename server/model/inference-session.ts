@@ -13,13 +13,15 @@ export interface InferenceSession {
   close(): Promise<void>;
 }
 
-
 /** Creates the session in a new worker; rejects with ONNX Runtime's message when the model cannot be loaded. */
 export function openInferenceSession(bytes: Uint8Array, options: ort.InferenceSession.SessionOptions): Promise<InferenceSession> {
   // The worker gets its own copy: the caller keeps the model's bytes (served to browsers).
   const workerData: InferenceWorkerData = { bytes: new Uint8Array(bytes), options };
   const worker = startWorker(import.meta.url, "inference-worker", { workerData });
-  const pending = new Map<number, { resolve: (r: { type: string; dims: number[]; data: Float32Array }) => void; reject: (e: Error) => void }>();
+  const pending = new Map<
+    number,
+    { resolve: (r: { type: string; dims: number[]; data: Float32Array }) => void; reject: (e: Error) => void }
+  >();
   let nextId = 1;
   let stopped: Error | undefined;
   const failAll = (e: Error) => {

@@ -22,7 +22,8 @@ export type InferenceWorkerReady =
   | { kind: "ready"; inputNames: string[]; outputNames: string[]; input: TensorInfo; output: TensorInfo }
   | { kind: "failed"; message: string };
 
-export type InferenceRequest = { kind: "run"; id: number; input: string; output: string; data: Float32Array; dims: number[] } | { kind: "close" };
+export type InferenceRequest =
+  { kind: "run"; id: number; input: string; output: string; data: Float32Array; dims: number[] } | { kind: "close" };
 
 export type InferenceReply =
   | { kind: "result"; id: number; ok: true; type: string; dims: number[]; data: Float32Array }

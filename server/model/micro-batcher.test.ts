@@ -4,7 +4,11 @@ import { createMicroBatcher } from "./micro-batcher.js";
 
 test("items arriving within the window form one batch, in order", async () => {
   const batches: number[][] = [];
-  const call = createMicroBatcher<number, number>({ windowMs: 20, maxBatch: 8, run: async (xs) => (batches.push(xs), xs.map((x) => x * 2)) });
+  const call = createMicroBatcher<number, number>({
+    windowMs: 20,
+    maxBatch: 8,
+    run: async (xs) => (batches.push(xs), xs.map((x) => x * 2)),
+  });
   const out = await Promise.all([1, 2, 3].map(call));
   assert.deepEqual(out, [2, 4, 6]);
   assert.deepEqual(batches, [[1, 2, 3]]);
@@ -23,7 +27,14 @@ test("a full batch runs at once and the rest waits for the next run, not for the
     await new Promise<void>((r) => setImmediate(r));
     turns++;
   }
-  assert.deepEqual(batches, [[1, 2], [3, 4]], `after ${turns} turns of the event loop`);
+  assert.deepEqual(
+    batches,
+    [
+      [1, 2],
+      [3, 4],
+    ],
+    `after ${turns} turns of the event loop`,
+  );
   assert.deepEqual(await out, [1, 2, 3, 4]);
 });
 
@@ -38,7 +49,10 @@ test("a failing run rejects every item of its batch and later batches still run"
     },
   });
   const results = await Promise.allSettled([call(1), call(2)]);
-  assert.deepEqual(results.map((r) => r.status), ["rejected", "rejected"]);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ["rejected", "rejected"],
+  );
   fail = false;
   assert.equal(await call(3), 3);
 });

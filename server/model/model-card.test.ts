@@ -29,6 +29,9 @@ test("a card without duplicate_similarity, or no card, refuses duplicates from 0
 
 test("a duplicate_similarity below SAME (0.85), above 1 or not a number is refused at load", async () => {
   for (const bad of [0.8, 1.2, "0.97", true]) {
-    await assert.rejects(readModelCard(card(`bad-${String(bad)}`, { duplicate_similarity: bad })), /duplicate_similarity must be a number from 0\.85 to 1/);
+    await assert.rejects(
+      readModelCard(card(`bad-${String(bad)}`, { duplicate_similarity: bad })),
+      /duplicate_similarity must be a number from 0\.85 to 1/,
+    );
   }
 });

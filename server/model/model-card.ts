@@ -1,6 +1,13 @@
 import { readFile } from "node:fs/promises";
 import { checkCalibration, type Calibration } from "../../shared/similarity.js";
-import { checkGeometryParams, checkGeometryPolicy, DEFAULT_GEOMETRY_PARAMS, DEFAULT_GEOMETRY_POLICY, type GeometryParams, type GeometryPolicy } from "../../shared/geometry/index.js";
+import {
+  checkGeometryParams,
+  checkGeometryPolicy,
+  DEFAULT_GEOMETRY_PARAMS,
+  DEFAULT_GEOMETRY_POLICY,
+  type GeometryParams,
+  type GeometryPolicy,
+} from "../../shared/geometry/index.js";
 
 export interface ModelCard {
   name?: string;

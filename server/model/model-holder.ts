@@ -17,10 +17,7 @@ export interface LoadedModel {
   card: Record<string, unknown> | undefined;
 }
 
-export type ModelState =
-  | { status: "loading" }
-  | { status: "ready"; model: LoadedModel }
-  | { status: "failed"; reason: string };
+export type ModelState = { status: "loading" } | { status: "ready"; model: LoadedModel } | { status: "failed"; reason: string };
 
 /** What a reload did: switched to another model, found the same one, or failed (the running model, if any, stays). */
 export type ReloadOutcome =
@@ -91,7 +88,13 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
     let model: LoadedModel;
     try {
       const [embedder, card] = await Promise.all([loadEmbedder(opts), readModelCard(opts.cardPath)]);
-      model = { embedder, version: card?.version ?? `sha256:${embedder.fingerprint}`, calibration: card?.calibration, geometry: card?.geometry ?? { params: DEFAULT_GEOMETRY_PARAMS, policy: DEFAULT_GEOMETRY_POLICY }, card: card?.raw };
+      model = {
+        embedder,
+        version: card?.version ?? `sha256:${embedder.fingerprint}`,
+        calibration: card?.calibration,
+        geometry: card?.geometry ?? { params: DEFAULT_GEOMETRY_PARAMS, policy: DEFAULT_GEOMETRY_POLICY },
+        card: card?.raw,
+      };
     } catch (e) {
       const reason = (e as Error).message;
       if (slot) {

@@ -24,9 +24,32 @@ import { serviceUnavailable, type MLError } from "../errors.js";
  *   against enrolled photos), in its own worker;
  * - storage, database: object-store and PostgreSQL calls.
  */
-export type Stage = "queue" | "handoff" | "decode" | "resize" | "tensor" | "batch_wait" | "inference" | "keypoints" | "geometry_match" | "storage" | "database";
+export type Stage =
+  | "queue"
+  | "handoff"
+  | "decode"
+  | "resize"
+  | "tensor"
+  | "batch_wait"
+  | "inference"
+  | "keypoints"
+  | "geometry_match"
+  | "storage"
+  | "database";
 
-export const STAGES: readonly Stage[] = ["queue", "handoff", "decode", "resize", "tensor", "batch_wait", "inference", "keypoints", "geometry_match", "storage", "database"];
+export const STAGES: readonly Stage[] = [
+  "queue",
+  "handoff",
+  "decode",
+  "resize",
+  "tensor",
+  "batch_wait",
+  "inference",
+  "keypoints",
+  "geometry_match",
+  "storage",
+  "database",
+];
 
 export interface RequestContext {
   readonly id: string;

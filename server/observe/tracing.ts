@@ -79,7 +79,15 @@ export function startTracing(opts: TracingOptions): Tracing {
       const from = Math.min(at, end);
       const to = Math.min(at + ms, end);
       tracer
-        .startSpan(stage, { kind: SpanKind.INTERNAL, startTime: from, attributes: { "nosepaw.stage": stage, "nosepaw.stage_ms": ms, "nosepaw.request_id": r.id } }, inCall)
+        .startSpan(
+          stage,
+          {
+            kind: SpanKind.INTERNAL,
+            startTime: from,
+            attributes: { "nosepaw.stage": stage, "nosepaw.stage_ms": ms, "nosepaw.request_id": r.id },
+          },
+          inCall,
+        )
         .end(to);
       at += ms;
     }
@@ -96,7 +104,10 @@ export function startTracing(opts: TracingOptions): Tracing {
       const gaveUp = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), CLOSE_TIMEOUT_MS)));
       const outcome = await Promise.race([provider.shutdown().then(() => "done" as const), gaveUp]).catch((e: unknown) => e);
       clearTimeout(timer);
-      if (outcome !== "done") opts.log.warn("tracing: the last spans were not exported", { err: outcome === "timeout" ? `no answer within ${CLOSE_TIMEOUT_MS} ms` : outcome });
+      if (outcome !== "done")
+        opts.log.warn("tracing: the last spans were not exported", {
+          err: outcome === "timeout" ? `no answer within ${CLOSE_TIMEOUT_MS} ms` : outcome,
+        });
     },
   };
 }

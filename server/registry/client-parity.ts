@@ -84,7 +84,8 @@ export function checkClientVectors(vectors: ClientVector[], labels: string[], mo
       throw invalidRequest(`${at}client embedding has ${v?.length ?? 0} values, the model gives ${dim}`);
     }
     for (let k = 0; k < v.length; k++) {
-      if (typeof v[k] !== "number" || !Number.isFinite(v[k])) throw invalidRequest(`${at}client embedding value ${k} is not a finite number`);
+      if (typeof v[k] !== "number" || !Number.isFinite(v[k]))
+        throw invalidRequest(`${at}client embedding value ${k} is not a finite number`);
     }
     const p = c.executionProvider ?? "";
     if (typeof p !== "string" || p.length > MAX_PROVIDER_LENGTH || CONTROL.test(p)) {

@@ -103,7 +103,12 @@ export async function embedPhoto(ctx: FlowContext, bytes: Uint8Array, label: str
  * Bytes of a photo given inline or by key. With `petDid` the key must lie
  * under that pet's folder; without, under some pet's folder.
  */
-export async function loadPhoto(ctx: FlowContext, photo: PhotoInput | undefined, label: string, petDid?: string): Promise<{ bytes: Uint8Array; key?: string }> {
+export async function loadPhoto(
+  ctx: FlowContext,
+  photo: PhotoInput | undefined,
+  label: string,
+  petDid?: string,
+): Promise<{ bytes: Uint8Array; key?: string }> {
   const p = photo as { bytes?: unknown; key?: unknown } | undefined;
   const hasBytes = p?.bytes !== undefined && p?.bytes !== null;
   const hasKey = p?.key !== undefined && p?.key !== null && p?.key !== "";
@@ -139,14 +144,31 @@ export function clientVectors(ctx: FlowContext, given: ClientVector[] | undefine
 
 /** The audit detail's record of accepted client vectors. */
 export function clientDetail(a: ClientAgreement | undefined) {
-  return a ? { clientEmbedding: { agreement: a.agreement, cosines: a.cosines, executionProvider: a.executionProvider, modelVersion: a.modelVersion } } : {};
+  return a
+    ? {
+        clientEmbedding: {
+          agreement: a.agreement,
+          cosines: a.cosines,
+          executionProvider: a.executionProvider,
+          modelVersion: a.modelVersion,
+        },
+      }
+    : {};
 }
 
 /** The audit detail's record of the geometric check. */
 export function geometryDetail(g: GeometryEvidence | undefined) {
   if (!g) return {};
   return g.checked
-    ? { geometry: { inliers: g.inliers, inlierRatio: g.inlierRatio, required: g.required, supported: g.supported, probeKeypoints: g.probeKeypoints } }
+    ? {
+        geometry: {
+          inliers: g.inliers,
+          inlierRatio: g.inlierRatio,
+          required: g.required,
+          supported: g.supported,
+          probeKeypoints: g.probeKeypoints,
+        },
+      }
     : { geometry: { checked: false, reason: g.reason } };
 }
 

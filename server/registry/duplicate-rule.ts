@@ -6,7 +6,12 @@ import type { RegistryReader } from "./registry.js";
 import type { DuplicateReview, PhotoMatch } from "./types.js";
 
 /** The best geometric support any new photo has against an enrolled pet (undefined without geometry). */
-async function duplicateGeometry(ctx: FlowContext, petDid: string, features: Array<NoseFeatures | undefined>, memo: Map<string, GeometryEvidence>) {
+async function duplicateGeometry(
+  ctx: FlowContext,
+  petDid: string,
+  features: Array<NoseFeatures | undefined>,
+  memo: Map<string, GeometryEvidence>,
+) {
   const geometric = ctx.geometry;
   if (!geometric) return undefined;
   const known = memo.get(petDid);
@@ -59,15 +64,16 @@ export async function checkNotRegistered(
   }
   if (matches.length === 0) return undefined;
   const lowest = Math.min(...matches.map((m) => m.similarity));
-  if (
-    matches.length === embeddings.length &&
-    matches.every((m) => m.petDid === matches[0].petDid) &&
-    lowest >= ctx.duplicateAt
-  ) {
+  if (matches.length === embeddings.length && matches.every((m) => m.petDid === matches[0].petDid) && lowest >= ctx.duplicateAt) {
     const geometry = await duplicateGeometry(ctx, matches[0].petDid, features, evidence);
     if (!geometry?.checked || geometry.supported) throw new DuplicatePetError(matches[0].petDid, lowest, ctx.duplicateAt);
     // The embedding says duplicate, the keypoints do not: registered, and recorded for review below.
-    ctx.log("register.duplicate_without_geometry", { candidatePetDid: matches[0].petDid, similarity: lowest, inliers: geometry.inliers, required: geometry.required });
+    ctx.log("register.duplicate_without_geometry", {
+      candidatePetDid: matches[0].petDid,
+      similarity: lowest,
+      inliers: geometry.inliers,
+      required: geometry.required,
+    });
   }
   const top = matches.reduce((a, b) => (b.similarity > a.similarity ? b : a));
   if (top.similarity < SAME_THRESHOLD) return undefined;

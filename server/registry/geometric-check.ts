@@ -1,4 +1,11 @@
-import { decodeFeatures, FeatureFileError, encodeFeatures, type GeometryEvidence, type GeometryPolicy, type NoseFeatures } from "../../shared/geometry/index.js";
+import {
+  decodeFeatures,
+  FeatureFileError,
+  encodeFeatures,
+  type GeometryEvidence,
+  type GeometryPolicy,
+  type NoseFeatures,
+} from "../../shared/geometry/index.js";
 import type { GeometryService } from "../geometry/geometry-service.js";
 import { featuresKey } from "../storage/keys.js";
 import type { ObjectStore } from "../storage/object-store.js";
@@ -102,7 +109,10 @@ export function createGeometricCheck(deps: GeometricCheckDeps): GeometricCheck {
 
   const enrolledOf = async (imageKeys: string[]): Promise<EnrolledKeypoints> => {
     if (imageKeys.length === 0) {
-      return { usable: [], reason: "the pet's enrolment photos are not on record (enrolled as a vector only); decided by similarity alone" };
+      return {
+        usable: [],
+        reason: "the pet's enrolment photos are not on record (enrolled as a vector only); decided by similarity alone",
+      };
     }
     const refs = (await Promise.all(imageKeys.map(enrolled))).filter((f): f is NoseFeatures => f !== undefined);
     const usable = refs.filter((f) => f.count >= policy.minKeypoints);

@@ -57,7 +57,13 @@ export interface RegistryFailureHooks {
  * background while the registry RPCs answer SERVICE_UNAVAILABLE (retryable),
  * and ExtractNoseVector keeps working.
  */
-export function openRegistry(config: Config, model: ModelHolder, embed: EmbedImage, log: Logger, hooks: RegistryFailureHooks = {}): RegistryHost {
+export function openRegistry(
+  config: Config,
+  model: ModelHolder,
+  embed: EmbedImage,
+  log: Logger,
+  hooks: RegistryFailureHooks = {},
+): RegistryHost {
   // Observed: time booked to the calls' storage / database stages, failures to the hooks.
   const store = observeStore(openObjectStore(config), hooks.storageError);
 
@@ -145,7 +151,8 @@ export function openRegistry(config: Config, model: ModelHolder, embed: EmbedIma
     });
     try {
       const later = await Promise.race([query, timeout]);
-      if (later !== undefined) return { ready: false, detail: `the registry has moved to model version ${later}; this server runs ${version}` };
+      if (later !== undefined)
+        return { ready: false, detail: `the registry has moved to model version ${later}; this server runs ${version}` };
       return { ready: true, detail: `registry on ${db!.kind}` };
     } catch (e) {
       return { ready: false, detail: `registry database not answering: ${(e as Error).message}` };

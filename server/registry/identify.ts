@@ -63,7 +63,11 @@ export async function identifyPet(ctx: FlowContext, req: IdentifyRequest): Promi
     detail: {
       topK,
       minSimilarity,
-      matches: matches.map((m) => ({ petDid: m.petDid, similarity: m.similarity, ...(m.geometry?.checked ? { inliers: m.geometry.inliers } : {}) })),
+      matches: matches.map((m) => ({
+        petDid: m.petDid,
+        similarity: m.similarity,
+        ...(m.geometry?.checked ? { inliers: m.geometry.inliers } : {}),
+      })),
       ...clientDetail(agreement),
     },
   });

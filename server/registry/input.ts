@@ -73,6 +73,8 @@ export function checkEnrolmentSize(bytes: Uint8Array, label: string): void {
     return; // the decoder reports a broken header with its own message
   }
   if (side < MIN_ENROL_SIDE) {
-    throw invalidRequest(`${label} is only ${side} px on its short side; registration needs at least ${MIN_ENROL_SIDE} px, retake it closer`);
+    throw invalidRequest(
+      `${label} is only ${side} px on its short side; registration needs at least ${MIN_ENROL_SIDE} px, retake it closer`,
+    );
   }
 }

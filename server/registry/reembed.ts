@@ -39,7 +39,11 @@ async function auditModelChange(ctx: FlowContext, petDid: string, from: string[]
 }
 
 /** The image's embedding by the running model; `written` is false when the registry has moved past it (kept in memory only). */
-async function reembedImage(ctx: FlowContext, petDid: string, imageKey: string): Promise<{ embedding: Float32Array; written: boolean } | undefined> {
+async function reembedImage(
+  ctx: FlowContext,
+  petDid: string,
+  imageKey: string,
+): Promise<{ embedding: Float32Array; written: boolean } | undefined> {
   const bytes = await ctx.store.get(imageKey);
   if (bytes === undefined) {
     ctx.log("reembed.missing_image", { petDid, imageKey });
@@ -59,7 +63,9 @@ export async function migrateStale(
   // Rows that cannot move (image missing, registry moved on) stay stale: skip them on later pages.
   const skipped = new Set<string>();
   while (keepGoing()) {
-    const stale = (await ctx.registry.staleEmbeddings(ctx.modelVersion, batch + skipped.size)).filter((s) => !skipped.has(`${s.petDid}\n${s.imageKey}`));
+    const stale = (await ctx.registry.staleEmbeddings(ctx.modelVersion, batch + skipped.size)).filter(
+      (s) => !skipped.has(`${s.petDid}\n${s.imageKey}`),
+    );
     if (stale.length === 0) break;
     const moved = new Map<string, string[]>();
     for (const s of stale.slice(0, batch)) {

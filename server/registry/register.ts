@@ -6,7 +6,17 @@ import { invalidRequest } from "../errors.js";
 import { throwIfCancelled } from "../observe/request-context.js";
 import { imageKey, vectorKey } from "../storage/keys.js";
 import { clientAgreement } from "./client-parity.js";
-import { clientDetail, clientVectors, contentTypeOf, embedPhoto, errorMessage, loadPhoto, refuseIfSuperseded, scored, type FlowContext } from "./context.js";
+import {
+  clientDetail,
+  clientVectors,
+  contentTypeOf,
+  embedPhoto,
+  errorMessage,
+  loadPhoto,
+  refuseIfSuperseded,
+  scored,
+  type FlowContext,
+} from "./context.js";
 import { checkNotRegistered } from "./duplicate-rule.js";
 import { DuplicatePetError, InconsistentPhotosError } from "./errors.js";
 import {
@@ -65,7 +75,11 @@ export async function registerPet(ctx: FlowContext, req: RegisterRequest): Promi
   if (givenClient.length > 0 && givenClient.length !== photoCount) {
     throw invalidRequest(`give one client embedding per photo: ${photoCount} photos, ${givenClient.length} client embeddings`);
   }
-  const client = clientVectors(ctx, givenClient, givenClient.map((_, i) => `photo ${i + 1}`));
+  const client = clientVectors(
+    ctx,
+    givenClient,
+    givenClient.map((_, i) => `photo ${i + 1}`),
+  );
   if (requestId) {
     const done = await registry.findPetByRequestId(requestId);
     if (done) return registered(done);
@@ -92,7 +106,15 @@ export async function registerPet(ctx: FlowContext, req: RegisterRequest): Promi
     Promise.all(loaded.map((p, i) => embedPhoto(ctx, p.bytes, `photo ${i + 1}`))),
     Promise.all(loaded.map((p) => ctx.geometry?.photo(p.bytes))),
   ]);
-  const agreement = client.length > 0 ? clientAgreement(client, embeddings, client.map((_, i) => `photo ${i + 1}`), ctx.parityBound) : undefined;
+  const agreement =
+    client.length > 0
+      ? clientAgreement(
+          client,
+          embeddings,
+          client.map((_, i) => `photo ${i + 1}`),
+          ctx.parityBound,
+        )
+      : undefined;
   const { minPair, worst, minPairInliers } = await checkConsistent(ctx, embeddings, features);
   const tpl = template(embeddings);
   const petDid = petDidFromVector(tpl);
@@ -192,7 +214,14 @@ export async function registerPet(ctx: FlowContext, req: RegisterRequest): Promi
     });
   }
   await ctx.geometry?.enrol(imageKeys.map((key, i) => ({ imageKey: key, features: features[i] })));
-  log("register.done", { petDid, photos: photos.length, idempotencyKey: requestId, minPairSimilarity: minPair, minPairInliers, clientAgreement: agreement?.agreement });
+  log("register.done", {
+    petDid,
+    photos: photos.length,
+    idempotencyKey: requestId,
+    minPairSimilarity: minPair,
+    minPairInliers,
+    clientAgreement: agreement?.agreement,
+  });
   return {
     petDid,
     vector: tpl,

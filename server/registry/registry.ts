@@ -1,5 +1,16 @@
 import type { Database, Queryable } from "../db/database.js";
-import { APPROVAL_COLUMNS, PET_COLUMNS, parseVector, toApproval, toAudit, toPet, toVectorLiteral, type ApprovalRow, type AuditRow, type PetRow } from "./rows.js";
+import {
+  APPROVAL_COLUMNS,
+  PET_COLUMNS,
+  parseVector,
+  toApproval,
+  toAudit,
+  toPet,
+  toVectorLiteral,
+  type ApprovalRow,
+  type AuditRow,
+  type PetRow,
+} from "./rows.js";
 import type { NearestPet, AuditEntry, RegistryReader, Registry, RegistryOptions } from "./records.js";
 
 export type * from "./records.js";
@@ -30,7 +41,11 @@ export const NEAREST_ROWS_SQL = `SELECT best.pet_did, best.image_key, best.embed
 const SUPERSEDED_SQL = `SELECT v.version FROM model_versions v JOIN model_versions mine ON mine.version = $1
   WHERE v.promotion > mine.promotion ORDER BY v.promotion DESC LIMIT 1`;
 
-function reader(q: Queryable, efSearch: number, inTransaction: (fn: (tx: Queryable) => Promise<NearestPet[]>) => Promise<NearestPet[]>): RegistryReader {
+function reader(
+  q: Queryable,
+  efSearch: number,
+  inTransaction: (fn: (tx: Queryable) => Promise<NearestPet[]>) => Promise<NearestPet[]>,
+): RegistryReader {
   return {
     async findPet(petDid) {
       const { rows } = await q.query<PetRow>(`SELECT ${PET_COLUMNS} FROM pets WHERE pet_did = $1`, [petDid]);
@@ -59,7 +74,9 @@ function reader(q: Queryable, efSearch: number, inTransaction: (fn: (tx: Queryab
       const rowLimit = Math.min(1000, Math.max(40, k * 8));
       const ef = Math.min(1000, Math.max(efSearch, rowLimit));
       return inTransaction(async (tx) => {
-        await tx.query("SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)", [String(ef)]);
+        await tx.query("SELECT set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)", [
+          String(ef),
+        ]);
         const { rows } = await tx.query<{ pet_did: string; image_key: string; embedding: string; distance: number }>(NEAREST_ROWS_SQL, [
           toVectorLiteral(v),
           rowLimit,
@@ -140,10 +157,12 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
         );
         if (inserted.rows.length === 0) return "exists" as const;
         for (const e of pet.embeddings) {
-          await tx.query(
-            "INSERT INTO pet_embeddings (pet_did, image_key, embedding, model_version) VALUES ($1, $2, $3::vector, $4)",
-            [pet.petDid, e.imageKey, toVectorLiteral(e.embedding), pet.modelVersion],
-          );
+          await tx.query("INSERT INTO pet_embeddings (pet_did, image_key, embedding, model_version) VALUES ($1, $2, $3::vector, $4)", [
+            pet.petDid,
+            e.imageKey,
+            toVectorLiteral(e.embedding),
+            pet.modelVersion,
+          ]);
         }
         await insertAudit(tx, audit);
         return "inserted" as const;
@@ -198,17 +217,16 @@ export function createRegistry(db: Database, options: RegistryOptions = {}): Reg
 
     async setTrainingConsent(petDid, trainingConsent, audit) {
       return db.transaction(async (tx) => {
-        const { rows } = await tx.query<{ training_consent: boolean }>(
-          "SELECT training_consent FROM pets WHERE pet_did = $1 FOR UPDATE",
-          [petDid],
-        );
+        const { rows } = await tx.query<{ training_consent: boolean }>("SELECT training_consent FROM pets WHERE pet_did = $1 FOR UPDATE", [
+          petDid,
+        ]);
         if (!rows[0]) return undefined;
         const current = rows[0].training_consent === true;
         if (audit.requestId) {
-          const prior = await tx.query(
-            "SELECT 1 FROM audit_log WHERE kind = 'consent' AND pet_did = $1 AND request_id = $2 LIMIT 1",
-            [petDid, audit.requestId],
-          );
+          const prior = await tx.query("SELECT 1 FROM audit_log WHERE kind = 'consent' AND pet_did = $1 AND request_id = $2 LIMIT 1", [
+            petDid,
+            audit.requestId,
+          ]);
           if (prior.rows.length > 0) return { petDid, previous: current, trainingConsent: current, recorded: false };
         }
         await tx.query("UPDATE pets SET training_consent = $2 WHERE pet_did = $1", [petDid, trainingConsent]);

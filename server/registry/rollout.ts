@@ -67,7 +67,10 @@ export function startRollout(deps: RolloutDeps): Rollout {
       .pinned(async () => {
         const later = await reg.supersededBy(m.version);
         if (later !== undefined) {
-          log.warn("the registry has moved to a later model version; this server does not re-embed", { modelVersion: m.version, registryModelVersion: later });
+          log.warn("the registry has moved to a later model version; this server does not re-embed", {
+            modelVersion: m.version,
+            registryModelVersion: later,
+          });
           return;
         }
         const outcome = await reg.withSweepLock(() => deps.flows().migrateStale({ keepGoing: () => isCurrent(m) }));
@@ -89,6 +92,9 @@ export function startRollout(deps: RolloutDeps): Rollout {
 function logSweep(log: Logger, r: ReembedReport, version: string): void {
   if (r.embeddings > 0) log.info("embeddings re-embedded", { count: r.embeddings, pets: r.pets, from: r.from, modelVersion: version });
   if (r.missing.length > 0) {
-    log.warn("enrolled photos missing or unreadable; their embeddings stay on the earlier model", { count: r.missing.length, missing: r.missing.slice(0, 20) });
+    log.warn("enrolled photos missing or unreadable; their embeddings stay on the earlier model", {
+      count: r.missing.length,
+      missing: r.missing.slice(0, 20),
+    });
   }
 }

@@ -51,7 +51,13 @@ export async function approveTransfer(ctx: FlowContext, req: TransferRequest): P
     cosine: match.cosine,
     verdict: match.verdict,
     modelVersion,
-    detail: { fromGuardian, toGuardian, imageKey: key ?? storedImageKey, approved: match.verdict === "SAME", ...geometryDetail(match.geometry) },
+    detail: {
+      fromGuardian,
+      toGuardian,
+      imageKey: key ?? storedImageKey,
+      approved: match.verdict === "SAME",
+      ...geometryDetail(match.geometry),
+    },
   };
   if (match.verdict !== "SAME") {
     await registry.addAudit(audit);

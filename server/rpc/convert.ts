@@ -46,7 +46,15 @@ export function geometryField(g: GeometryEvidence | undefined): { geometry?: Mes
   if (g === undefined) return {};
   return {
     geometry: g.checked
-      ? { checked: true, inliers: g.inliers, score: g.inlierRatio, requiredInliers: g.required, supported: g.supported, probeKeypoints: g.probeKeypoints, note: "" }
+      ? {
+          checked: true,
+          inliers: g.inliers,
+          score: g.inlierRatio,
+          requiredInliers: g.required,
+          supported: g.supported,
+          probeKeypoints: g.probeKeypoints,
+          note: "",
+        }
       : { checked: false, note: g.reason },
   };
 }

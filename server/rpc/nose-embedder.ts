@@ -110,9 +110,12 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
 
     async verifyPet(req) {
       const res = await inBand("VerifyPet", log, async () => {
-        const r = await registry
-          .flows()
-          .verifyPet({ petDid: req.petDid, photo: photoInput(req.photo), requestedBy: req.requestedBy, clientEmbedding: clientVector(req.clientEmbedding) });
+        const r = await registry.flows().verifyPet({
+          petDid: req.petDid,
+          photo: photoInput(req.photo),
+          requestedBy: req.requestedBy,
+          clientEmbedding: clientVector(req.clientEmbedding),
+        });
         return {
           success: true,
           ...scoreFields(r),
@@ -128,9 +131,12 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
 
     async identifyPet(req) {
       const res = await inBand("IdentifyPet", log, async () => {
-        const r = await registry
-          .flows()
-          .identifyPet({ photo: photoInput(req.photo), topK: req.topK, minSimilarity: req.minSimilarity, clientEmbedding: clientVector(req.clientEmbedding) });
+        const r = await registry.flows().identifyPet({
+          photo: photoInput(req.photo),
+          topK: req.topK,
+          minSimilarity: req.minSimilarity,
+          clientEmbedding: clientVector(req.clientEmbedding),
+        });
         return {
           success: true,
           matches: r.matches.map((m) => ({ petDid: m.petDid, ...scoreFields(m) })),
@@ -170,8 +176,16 @@ export function noseEmbedderService(deps: ServiceDeps): ServiceImpl<typeof NoseE
           { petDid: req.petDid, trainingConsent: req.trainingConsent, requestedBy: req.requestedBy, requestId: req.requestId },
           registry.modelVersion(),
         );
-        if (r.recorded) log.info("consent.changed", { petDid: r.petDid, previous: r.previous, trainingConsent: r.trainingConsent, idempotencyKey: req.requestId || undefined });
-        return { success: true, petDid: r.petDid, trainingConsent: r.trainingConsent } satisfies MessageInitShape<typeof SetTrainingConsentResponseSchema>;
+        if (r.recorded)
+          log.info("consent.changed", {
+            petDid: r.petDid,
+            previous: r.previous,
+            trainingConsent: r.trainingConsent,
+            idempotencyKey: req.requestId || undefined,
+          });
+        return { success: true, petDid: r.petDid, trainingConsent: r.trainingConsent } satisfies MessageInitShape<
+          typeof SetTrainingConsentResponseSchema
+        >;
       });
       return create(SetTrainingConsentResponseSchema, res);
     },

@@ -10,7 +10,8 @@ export type StoreOperation = keyof ObjectStore;
  * behind it.
  */
 export function observeStore(store: ObjectStore, onError: (op: StoreOperation, err: unknown) => void = () => {}): ObjectStore {
-  const observed = <A extends unknown[], R>(op: StoreOperation, fn: (...args: A) => Promise<R>) =>
+  const observed =
+    <A extends unknown[], R>(op: StoreOperation, fn: (...args: A) => Promise<R>) =>
     (...args: A): Promise<R> =>
       timed("storage", async () => fn(...args)).catch((e: unknown) => {
         onError(op, e);

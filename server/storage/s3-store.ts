@@ -136,10 +136,7 @@ export function createS3Store(config: S3StoreConfig): ObjectStore {
       let token: string | undefined;
       try {
         do {
-          const res = await client.send(
-            new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }),
-            opts(),
-          );
+          const res = await client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }), opts());
           for (const o of res.Contents ?? []) if (o.Key) keys.push(o.Key);
           token = res.IsTruncated ? res.NextContinuationToken : undefined;
         } while (token);

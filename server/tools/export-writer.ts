@@ -64,7 +64,6 @@ export interface Manifest {
   totals: { pets: number; photos: number; enrolmentPhotos: number; verificationPhotos: number; skipped: number };
 }
 
-
 /** A folder name for a pet: the hex part of `did:ethr:besu:0x...`, `pet_NAME` for `did:pet:NAME`. */
 export function folderOf(petDid: string): string {
   const ethr = /^did:ethr:besu:(0x[0-9a-fA-F]{40})$/.exec(petDid);
@@ -99,7 +98,12 @@ interface Loaded {
  * its manifest. Per-photo problems are skipped and reported through `report`;
  * database or output failures throw.
  */
-export async function writeExport(src: ExportSource, opts: ExportOptions, dir: string, report: (line: string) => void = () => {}): Promise<Manifest> {
+export async function writeExport(
+  src: ExportSource,
+  opts: ExportOptions,
+  dir: string,
+  report: (line: string) => void = () => {},
+): Promise<Manifest> {
   const { registry, store } = src;
   const skipped: SkippedEntry[] = [];
   const skip = (entry: SkippedEntry) => {
@@ -218,7 +222,11 @@ export async function writeExport(src: ExportSource, opts: ExportOptions, dir: s
   const manifest: Manifest = {
     format: "nosepaw-registry-export/1",
     exportedAt: new Date().toISOString(),
-    options: { since: opts.since ? opts.since.toISOString().slice(0, 10) : null, minPhotos: opts.minPhotos, withVerifications: opts.withVerifications },
+    options: {
+      since: opts.since ? opts.since.toISOString().slice(0, 10) : null,
+      minPhotos: opts.minPhotos,
+      withVerifications: opts.withVerifications,
+    },
     source: { database: src.database, objectStore: src.objectStore },
     pets: kept,
     skipped,
@@ -255,4 +263,3 @@ function consentRecordedAt(pet: PetRecord, audit: AuditRecord[]): Date {
   const granted = audit.filter((r) => r.kind === "consent" && r.detail?.trainingConsent === true);
   return granted.length ? granted[granted.length - 1].createdAt : pet.createdAt;
 }
-

@@ -53,7 +53,11 @@ function options(argv: string[], env: Record<string, string | undefined>) {
   };
 }
 
-export async function main(argv = process.argv.slice(2), env: Record<string, string | undefined> = process.env, io: Io = stdio): Promise<number> {
+export async function main(
+  argv = process.argv.slice(2),
+  env: Record<string, string | undefined> = process.env,
+  io: Io = stdio,
+): Promise<number> {
   let args;
   try {
     args = options(argv, env);

@@ -80,7 +80,8 @@ export function parseArgs(argv: string[]): ExportOptions {
   if (values["min-photos"] !== undefined) {
     const v = values["min-photos"] as string;
     const n = Number(v);
-    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--min-photos must be a whole number >= 1, got ${JSON.stringify(v)}`);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1)
+      throw new UsageError(`--min-photos must be a whole number >= 1, got ${JSON.stringify(v)}`);
     minPhotos = n;
   }
   if (positionals.length > 1) throw new UsageError(`more than one output folder: ${positionals[0]}, ${positionals[1]}`);
@@ -136,7 +137,10 @@ async function openSource(config: Config): Promise<{ src: ExportSource; close():
       have = 0;
     }
     if (have < need) {
-      throw new ExportError(`the registry schema is at version ${have}, this export needs ${need}: start the upgraded server once to migrate it`, 2);
+      throw new ExportError(
+        `the registry schema is at version ${have}, this export needs ${need}: start the upgraded server once to migrate it`,
+        2,
+      );
     }
   } catch (e) {
     await db.close().catch(() => {});
@@ -146,7 +150,8 @@ async function openSource(config: Config): Promise<{ src: ExportSource; close():
     src: {
       registry: createRegistry(db),
       store,
-      database: db.kind === "postgres" ? `postgres ${config.pg!.host}:${config.pg!.port}/${config.pg!.database}` : `pglite ${config.pgliteDir}`,
+      database:
+        db.kind === "postgres" ? `postgres ${config.pg!.host}:${config.pg!.port}/${config.pg!.database}` : `pglite ${config.pgliteDir}`,
       objectStore: config.s3 ? `s3 ${config.s3.endpoint}/${config.s3.bucket}` : `folder ${config.objectDir}`,
     },
     close: () => db.close(),
@@ -174,7 +179,9 @@ export async function exportRegistry(config: Config, opts: ExportOptions, report
     } catch (e) {
       if (e instanceof ExportError) throw e;
       const code = (e as NodeJS.ErrnoException)?.code;
-      throw new ExportError(code ? `writing the export failed: ${errorText(e)}` : `registry database failed: ${errorText(e)}`, 1, { cause: e });
+      throw new ExportError(code ? `writing the export failed: ${errorText(e)}` : `registry database failed: ${errorText(e)}`, 1, {
+        cause: e,
+      });
     }
     await checkOut(opts.out);
     const previous = `${opts.out}.previous-${process.pid}`;

@@ -36,7 +36,8 @@ export function emptyFeatures(width: number, height: number): NoseFeatures {
  */
 export function extractFeatures(cv: OpenCv, grey: GreyImage, params: GeometryParams): NoseFeatures {
   const { width, height } = grey;
-  if (grey.data.length !== width * height) throw new RangeError(`grey image of ${width}x${height} needs ${width * height} bytes, got ${grey.data.length}`);
+  if (grey.data.length !== width * height)
+    throw new RangeError(`grey image of ${width}x${height} needs ${width * height} bytes, got ${grey.data.length}`);
   const src = cv.matFromArray(height, width, cv.CV_8UC1, grey.data);
   const equalised = new cv.Mat();
   const clahe = new cv.CLAHE(params.claheClip, new cv.Size(params.claheTiles, params.claheTiles));

@@ -22,7 +22,7 @@ import {
 /** Seeded generator, so every run sees the same pictures. */
 function rng(seed: number) {
   let s = seed >>> 0;
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 }
 
 /**
@@ -130,7 +130,14 @@ describe("keypoint geometry", () => {
 
   test("the feature-set id changes with every setting that changes a stored file", () => {
     const base = featureSetId(params);
-    for (const change of [{ side: 320 }, { akazeThreshold: 0.001 }, { akazeOctaveLayers: 2 }, { maxKeypoints: 500 }, { claheClip: 3 }, { claheTiles: 4 }]) {
+    for (const change of [
+      { side: 320 },
+      { akazeThreshold: 0.001 },
+      { akazeOctaveLayers: 2 },
+      { maxKeypoints: 500 },
+      { claheClip: 3 },
+      { claheTiles: 4 },
+    ]) {
       assert.notEqual(featureSetId({ ...params, ...change }), base, JSON.stringify(change));
     }
     // Matching settings do not change what a file holds.

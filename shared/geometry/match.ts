@@ -28,7 +28,8 @@ function descriptorMat(cv: OpenCv, f: NoseFeatures): CvMat {
  */
 export function matchFeatures(cv: OpenCv, a: NoseFeatures, b: NoseFeatures, params: GeometryParams): GeometricMatch {
   if (a.count < 2 || b.count < 2) return NONE;
-  if (a.descriptorBytes !== b.descriptorBytes) throw new RangeError(`descriptor sizes differ: ${a.descriptorBytes} vs ${b.descriptorBytes}`);
+  if (a.descriptorBytes !== b.descriptorBytes)
+    throw new RangeError(`descriptor sizes differ: ${a.descriptorBytes} vs ${b.descriptorBytes}`);
   const da = descriptorMat(cv, a);
   const db = descriptorMat(cv, b);
   const matcher = new cv.BFMatcher(cv.NORM_HAMMING, false);

@@ -47,7 +47,10 @@ export interface OpenCv {
     delete(): void;
   };
   KeyPointVector: new () => CvVector<CvKeyPoint>;
-  BFMatcher: new (norm: number, crossCheck: boolean) => {
+  BFMatcher: new (
+    norm: number,
+    crossCheck: boolean,
+  ) => {
     knnMatch(a: CvMat, b: CvMat, out: CvVector<CvVector<{ queryIdx: number; trainIdx: number; distance: number }>>, k: number): void;
     delete(): void;
   };

@@ -53,10 +53,13 @@ export function featureSetId(p: GeometryParams): string {
 export function checkGeometryParams(p: GeometryParams): GeometryParams {
   const num = (v: unknown, lo: number, hi: number) => typeof v === "number" && Number.isFinite(v) && v >= lo && v <= hi;
   if (!num(p.side, 64, 1024) || !Number.isInteger(p.side)) throw new Error("geometry.params.side must be a whole number from 64 to 1024");
-  if (!num(p.claheClip, 0, 40) || !num(p.claheTiles, 1, 64) || !Number.isInteger(p.claheTiles)) throw new Error("geometry.params.claheClip/claheTiles out of range");
+  if (!num(p.claheClip, 0, 40) || !num(p.claheTiles, 1, 64) || !Number.isInteger(p.claheTiles))
+    throw new Error("geometry.params.claheClip/claheTiles out of range");
   if (!num(p.akazeThreshold, 1e-6, 1)) throw new Error("geometry.params.akazeThreshold must lie in [1e-6, 1]");
-  if (!num(p.akazeOctaveLayers, 1, 8) || !Number.isInteger(p.akazeOctaveLayers)) throw new Error("geometry.params.akazeOctaveLayers must be a whole number from 1 to 8");
-  if (!num(p.maxKeypoints, 16, 10_000) || !Number.isInteger(p.maxKeypoints)) throw new Error("geometry.params.maxKeypoints must be a whole number from 16 to 10000");
+  if (!num(p.akazeOctaveLayers, 1, 8) || !Number.isInteger(p.akazeOctaveLayers))
+    throw new Error("geometry.params.akazeOctaveLayers must be a whole number from 1 to 8");
+  if (!num(p.maxKeypoints, 16, 10_000) || !Number.isInteger(p.maxKeypoints))
+    throw new Error("geometry.params.maxKeypoints must be a whole number from 16 to 10000");
   if (!num(p.ratio, 0.1, 1)) throw new Error("geometry.params.ratio must lie in [0.1, 1]");
   if (!["homography", "affine"].includes(p.model)) throw new Error("geometry.params.model must be homography or affine");
   if (!num(p.reprojectionPx, 0.1, 100)) throw new Error("geometry.params.reprojectionPx must lie in [0.1, 100]");

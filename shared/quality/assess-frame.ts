@@ -31,11 +31,7 @@ export function assessFrame(frame: Frame, previous?: FrameStats, options?: Parti
   let noseBox: NoseBox | undefined;
   let region: Region;
   if (nose) {
-    const box = clipBox(
-      { x: nose.x * factor, y: nose.y * factor, w: nose.w * factor, h: nose.h * factor },
-      frame.width,
-      frame.height,
-    );
+    const box = clipBox({ x: nose.x * factor, y: nose.y * factor, w: nose.w * factor, h: nose.h * factor }, frame.width, frame.height);
     noseBox = box;
     region = sampleRegion(frame, box, o.sharpnessWidth);
   } else {

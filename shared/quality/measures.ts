@@ -26,8 +26,7 @@ export function thumbnail(work: Grey, frame: Frame): FrameStats {
 
 /** Estimated shift between two thumbnails as a fraction of the width; 0 if they are not comparable. */
 export function motionBetween(a: FrameStats, b: FrameStats): number {
-  if (a.width !== b.width || a.height !== b.height || a.frameWidth !== b.frameWidth || a.frameHeight !== b.frameHeight)
-    return 0;
+  if (a.width !== b.width || a.height !== b.height || a.frameWidth !== b.frameWidth || a.frameHeight !== b.frameHeight) return 0;
   const { width: w, height: h } = b;
   if (w < 3 || h < 3 || a.thumb.length !== w * h) return 0;
   let ma = 0;

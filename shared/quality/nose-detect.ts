@@ -168,7 +168,6 @@ function holdsNostrils(l: Blob, nostrils: Blob[]): boolean {
   return false;
 }
 
-
 /** Pixels at or below `t` (at or above it when `bright`). */
 function threshold(g: Grey, t: number, bright: boolean, out: Uint8Array): Uint8Array {
   const v = g.v;
@@ -195,7 +194,15 @@ function half(g: Grey): Grey {
  * surroundings (the bounding box grown by half its size each way, clipped to
  * the frame): 1 - mean / surroundings' mean, negative for bright regions.
  */
-function regions(g: Grey, mask: Uint8Array, sat: Float64Array, labels: Int32Array, stack: Int32Array, pix: Int32Array, solidFrom = Infinity): Blob[] {
+function regions(
+  g: Grey,
+  mask: Uint8Array,
+  sat: Float64Array,
+  labels: Int32Array,
+  stack: Int32Array,
+  pix: Int32Array,
+  solidFrom = Infinity,
+): Blob[] {
   const { w, h, v } = g;
   labels.fill(0);
   const out: Blob[] = [];
@@ -227,10 +234,10 @@ function regions(g: Grey, mask: Uint8Array, sat: Float64Array, labels: Int32Arra
       if (x > x1) x1 = x;
       if (y < y0) y0 = y;
       if (y > y1) y1 = y;
-      if (x > 0 && labels[p - 1] === 0 && mask[p - 1] === 1) (labels[p - 1] = next), (stack[top++] = p - 1);
-      if (x < w - 1 && labels[p + 1] === 0 && mask[p + 1] === 1) (labels[p + 1] = next), (stack[top++] = p + 1);
-      if (y > 0 && labels[p - w] === 0 && mask[p - w] === 1) (labels[p - w] = next), (stack[top++] = p - w);
-      if (y < h - 1 && labels[p + w] === 0 && mask[p + w] === 1) (labels[p + w] = next), (stack[top++] = p + w);
+      if (x > 0 && labels[p - 1] === 0 && mask[p - 1] === 1) ((labels[p - 1] = next), (stack[top++] = p - 1));
+      if (x < w - 1 && labels[p + 1] === 0 && mask[p + 1] === 1) ((labels[p + 1] = next), (stack[top++] = p + 1));
+      if (y > 0 && labels[p - w] === 0 && mask[p - w] === 1) ((labels[p - w] = next), (stack[top++] = p - w));
+      if (y < h - 1 && labels[p + w] === 0 && mask[p + w] === 1) ((labels[p + w] = next), (stack[top++] = p + w));
     }
     if (area < 4) continue;
     const bw = x1 - x0 + 1;
@@ -314,7 +321,7 @@ function pairScore(a: Blob, b: Blob, g: Grey): number {
   let sum = 0;
   let n = 0;
   for (let y = Math.max(0, my - r); y <= Math.min(g.h - 1, my + r); y++)
-    for (let x = Math.max(0, mx - r); x <= Math.min(g.w - 1, mx + r); x++) (sum += g.v[y * g.w + x]), n++;
+    for (let x = Math.max(0, mx - r); x <= Math.min(g.w - 1, mx + r); x++) ((sum += g.v[y * g.w + x]), n++);
   const between = sum / n;
   const dark = Math.max(a.mean, b.mean);
   if (between < dark / (1 - (a.contrast + b.contrast) / 4)) return 0;

@@ -60,7 +60,6 @@ export function percentile(hist: Uint32Array, n: number, q: number): number {
   return hist.length - 1;
 }
 
-
 /** Summed-area table, (w + 1) x (h + 1). */
 export function integral(g: Grey): Float64Array {
   const W = g.w + 1;

@@ -21,11 +21,19 @@ export function browserSkipReason(): string | undefined {
   return requireSystem("Debian's Chromium", !existsSync(CHROMIUM) && `${CHROMIUM} not found`, INSTALL.chromium) || undefined;
 }
 
-const BASE_FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
+const BASE_FLAGS = [
+  "--no-sandbox",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
 
 export async function launchChromium(opts: { y4m?: string; webgpu?: boolean } = {}): Promise<Browser> {
   const args = [...BASE_FLAGS];
-  if (opts.y4m) args.push("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", `--use-file-for-fake-video-capture=${opts.y4m}`);
+  if (opts.y4m)
+    args.push("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", `--use-file-for-fake-video-capture=${opts.y4m}`);
   if (opts.webgpu) args.push("--enable-unsafe-webgpu");
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }
@@ -59,7 +67,9 @@ export async function watchCsp(page: Page): Promise<() => Promise<string[]>> {
   await page.addInitScript(() => {
     const seen: string[] = [];
     (window as unknown as { cspViolations: string[] }).cspViolations = seen;
-    document.addEventListener("securitypolicyviolation", (e) => seen.push(`${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber})`));
+    document.addEventListener("securitypolicyviolation", (e) =>
+      seen.push(`${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber})`),
+    );
   });
   return async () => [...lines, ...(await page.evaluate(() => (window as unknown as { cspViolations?: string[] }).cspViolations ?? []))];
 }
@@ -92,7 +102,9 @@ export async function rgbFrame(photo: string, kind: Stretch, index: number): Pro
   const fg = await nose.removeAlpha().raw().toBuffer();
   if (kind === "glare") {
     // a specular disc on the leather above the nostrils, where a wet nose catches the light
-    const gx = side * 0.5, gy = side * 0.38, r = side * 0.16;
+    const gx = side * 0.5,
+      gy = side * 0.38,
+      r = side * 0.16;
     for (let y = Math.floor(gy - r); y <= gy + r; y++)
       for (let x = Math.floor(gx - r); x <= gx + r; x++)
         if ((x - gx) ** 2 + (y - gy) ** 2 <= r * r) fg.fill(250, (y * side + x) * 3, (y * side + x) * 3 + 3);
@@ -139,12 +151,23 @@ function toI420(rgb: Buffer): Buffer {
   }
   for (let y = 0; y < h; y += 2) {
     for (let x = 0; x < w; x += 2) {
-      let r = 0, g = 0, b = 0;
-      for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
+      let r = 0,
+        g = 0,
+        b = 0;
+      for (const [dx, dy] of [
+        [0, 0],
+        [1, 0],
+        [0, 1],
+        [1, 1],
+      ]) {
         const p = ((y + dy) * w + x + dx) * 3;
-        r += rgb[p]; g += rgb[p + 1]; b += rgb[p + 2];
+        r += rgb[p];
+        g += rgb[p + 1];
+        b += rgb[p + 2];
       }
-      r /= 4; g /= 4; b /= 4;
+      r /= 4;
+      g /= 4;
+      b /= 4;
       const j = (y / 2) * (w / 2) + x / 2;
       out[u0 + j] = Math.round(128 + (-37.797 * r - 74.203 * g + 112 * b) / 255);
       out[v0 + j] = Math.round(128 + (112 * r - 93.786 * g - 18.214 * b) / 255);

@@ -18,7 +18,9 @@ const timeoutMs = raw === undefined || raw === "" ? 15 * 60_000 : Number(raw);
 if (context?.startsWith("child") && Number.isFinite(timeoutMs) && timeoutMs > 0) {
   const file = process.argv[1] ?? "(unknown file)";
   const timer = setTimeout(() => {
-    process.stderr.write(`\nnosepaw: test file ${file} still running after ${Math.round(timeoutMs / 1000)} s (NOSEPAW_TEST_FILE_TIMEOUT_MS): ended as a failure\n`);
+    process.stderr.write(
+      `\nnosepaw: test file ${file} still running after ${Math.round(timeoutMs / 1000)} s (NOSEPAW_TEST_FILE_TIMEOUT_MS): ended as a failure\n`,
+    );
     process.exitCode = 1;
     process.exit(1);
   }, timeoutMs);

@@ -15,7 +15,11 @@ export interface GatewayClient {
   close(): void;
 }
 
-export function gatewayClient(address: string, proto = "nose_embedder.proto", service = "nose_embedder.NoseEmbedderService"): GatewayClient {
+export function gatewayClient(
+  address: string,
+  proto = "nose_embedder.proto",
+  service = "nose_embedder.NoseEmbedderService",
+): GatewayClient {
   const def = protoLoader.loadSync(path.join(ROOT, "proto", proto), { ...GATEWAY_LOADER_OPTIONS, includeDirs: [path.join(ROOT, "proto")] });
   const pkg = grpc.loadPackageDefinition(def) as any;
   const Ctor = service.split(".").reduce((o, k) => o[k], pkg) as typeof grpc.Client;

@@ -181,7 +181,8 @@ function bmp(): Buffer {
 }
 
 /** The start of an ISO-BMFF (HEIF family) file: an ftyp box with `brand`. */
-const ftyp = (brand: string) => Buffer.concat([Buffer.from([0, 0, 0, 0x18]), Buffer.from(`ftyp${brand}\0\0\0\0mif1${brand}`, "latin1"), randomBytes(200, 9)]);
+const ftyp = (brand: string) =>
+  Buffer.concat([Buffer.from([0, 0, 0, 0x18]), Buffer.from(`ftyp${brand}\0\0\0\0mif1${brand}`, "latin1"), randomBytes(200, 9)]);
 
 /** The well-formed pictures of every layout the decoder takes, `w` x `h`: the fuzzer's seeds too. */
 export async function layoutSamples(w: number, h: number, seed = 1): Promise<Record<string, Buffer>> {
@@ -212,7 +213,14 @@ export async function layoutSamples(w: number, h: number, seed = 1): Promise<Rec
     "8-bit grey+alpha PNG": pngOf({ width: w, height: h, bitDepth: 8, colorType: 4, seed }),
     "1-bit grey PNG": pngOf({ width: w, height: h, bitDepth: 1, colorType: 0, seed }),
     "palette PNG": pngOf({ width: w, height: h, bitDepth: 8, colorType: 3, seed }),
-    "4-bit palette PNG with tRNS": pngOf({ width: w, height: h, bitDepth: 4, colorType: 3, seed, extra: [pngChunk("tRNS", Buffer.from([0, 128, 255]))] }),
+    "4-bit palette PNG with tRNS": pngOf({
+      width: w,
+      height: h,
+      bitDepth: 4,
+      colorType: 3,
+      seed,
+      extra: [pngChunk("tRNS", Buffer.from([0, 128, 255]))],
+    }),
     // acTL + fcTL before IDAT: a one-frame animation whose default image is the first frame.
     APNG: Buffer.concat([
       png8.subarray(0, 33),
@@ -251,7 +259,13 @@ export async function imageCases(): Promise<ImageCase[]> {
   const sof = markerAt(jpeg, 0xc0);
   const sos = markerAt(jpeg, 0xda);
   const TRUNCATED = /truncated|premature|cannot decode|corrupt/i;
-  add("JPEG cut after 2 bytes (SOI only)", jpeg.subarray(0, 2), refused("ML_4003", /got the first 2 bytes of a JPEG \(cut short\)/), "jpeg", false);
+  add(
+    "JPEG cut after 2 bytes (SOI only)",
+    jpeg.subarray(0, 2),
+    refused("ML_4003", /got the first 2 bytes of a JPEG \(cut short\)/),
+    "jpeg",
+    false,
+  );
   add("JPEG cut after 3 bytes", jpeg.subarray(0, 3), refused("ML_4001", /JPEG is truncated before its frame header/));
   add("JPEG cut inside APP0", jpeg.subarray(0, 11), refused("ML_4001", /JPEG is truncated before its frame header/));
   add("JPEG cut inside the quantisation tables", jpeg.subarray(0, 60), refused("ML_4001", /JPEG is truncated before its frame header/));
@@ -260,7 +274,11 @@ export async function imageCases(): Promise<ImageCase[]> {
   add("JPEG cut right after the scan header", jpeg.subarray(0, segmentEnd(jpeg, sos)), refused("ML_4001", TRUNCATED));
   add("JPEG cut in the middle of the scan", jpeg.subarray(0, Math.floor(jpeg.length / 2)), refused("ML_4001", TRUNCATED));
   add("JPEG cut 1 byte before the end", jpeg.subarray(0, jpeg.length - 1), refused("ML_4001", TRUNCATED));
-  add("progressive JPEG cut after its first scan", progressive.subarray(0, markerAt(progressive.subarray(markerAt(progressive, 0xda) + 2), 0xda) + markerAt(progressive, 0xda) + 2), refused("ML_4001", TRUNCATED));
+  add(
+    "progressive JPEG cut after its first scan",
+    progressive.subarray(0, markerAt(progressive.subarray(markerAt(progressive, 0xda) + 2), 0xda) + markerAt(progressive, 0xda) + 2),
+    refused("ML_4001", TRUNCATED),
+  );
   add("progressive JPEG cut at 75%", progressive.subarray(0, Math.floor(progressive.length * 0.75)), refused("ML_4001", TRUNCATED));
   add("PNG cut after 4 bytes", png.subarray(0, 4), refused("ML_4003", /got the first 4 bytes of a PNG \(cut short\)/), "png", false);
   add("PNG cut after its signature", png.subarray(0, 8), refused("ML_4001", /PNG is truncated before its IHDR header/), "png");
@@ -272,15 +290,45 @@ export async function imageCases(): Promise<ImageCase[]> {
   // Not an image at all.
   add("empty image", Buffer.alloc(0), refused("ML_4006", /image is empty/), "jpeg", false);
   add("one 0xFF byte", Buffer.from([0xff]), refused("ML_4003", /only JPEG and PNG/), "jpeg", false);
-  add("4 kB of zero bytes", Buffer.alloc(4096), refused("ML_4003", /only JPEG and PNG images are accepted, got unrecognised data/), "jpeg", false);
-  add("4 kB of random bytes", randomBytes(4096, 11), refused("ML_4003", /only JPEG and PNG images are accepted, got unrecognised data/), "png", false);
+  add(
+    "4 kB of zero bytes",
+    Buffer.alloc(4096),
+    refused("ML_4003", /only JPEG and PNG images are accepted, got unrecognised data/),
+    "jpeg",
+    false,
+  );
+  add(
+    "4 kB of random bytes",
+    randomBytes(4096, 11),
+    refused("ML_4003", /only JPEG and PNG images are accepted, got unrecognised data/),
+    "png",
+    false,
+  );
   add("text that says it is a JPEG", Buffer.from("JFIF image/jpeg"), refused("ML_4003", /unrecognised data/), "jpeg", false);
 
   // Valid header, garbage after it.
-  add("JPEG frame header followed by noise", Buffer.concat([jpeg.subarray(0, segmentEnd(jpeg, sof)), randomBytes(8000, 12)]), refused("ML_4001", /JPEG/));
-  add("JPEG scan replaced by noise", Buffer.concat([jpeg.subarray(0, segmentEnd(jpeg, sos)), randomBytes(8000, 13), Buffer.from([0xff, 0xd9])]), refused("ML_4001", /JPEG/));
-  add("PNG IHDR followed by noise", Buffer.concat([png.subarray(0, 33), randomBytes(8000, 14)]), refused("ML_4001", /PNG is corrupt \(no valid chunk type at byte 37\)/), "png");
-  add("PNG IDAT of noise with a valid CRC", Buffer.concat([png.subarray(0, 33), pngChunk("IDAT", randomBytes(8000, 15)), pngChunk("IEND", Buffer.alloc(0))]), refused("ML_4001", /PNG/), "png");
+  add(
+    "JPEG frame header followed by noise",
+    Buffer.concat([jpeg.subarray(0, segmentEnd(jpeg, sof)), randomBytes(8000, 12)]),
+    refused("ML_4001", /JPEG/),
+  );
+  add(
+    "JPEG scan replaced by noise",
+    Buffer.concat([jpeg.subarray(0, segmentEnd(jpeg, sos)), randomBytes(8000, 13), Buffer.from([0xff, 0xd9])]),
+    refused("ML_4001", /JPEG/),
+  );
+  add(
+    "PNG IHDR followed by noise",
+    Buffer.concat([png.subarray(0, 33), randomBytes(8000, 14)]),
+    refused("ML_4001", /PNG is corrupt \(no valid chunk type at byte 37\)/),
+    "png",
+  );
+  add(
+    "PNG IDAT of noise with a valid CRC",
+    Buffer.concat([png.subarray(0, 33), pngChunk("IDAT", randomBytes(8000, 15)), pngChunk("IEND", Buffer.alloc(0))]),
+    refused("ML_4001", /PNG/),
+    "png",
+  );
   const badCrc = Buffer.from(png);
   badCrc[29] ^= 0xff;
   add("PNG IHDR with a bad CRC", badCrc, refused("ML_4001", /IHDR chunk is corrupt \(CRC mismatch\)/), "png");
@@ -288,11 +336,31 @@ export async function imageCases(): Promise<ImageCase[]> {
   // Sizes the header declares.
   add("JPEG declaring 65535x65535", withDeclaredSize(jpeg, 65535, 65535), refused("ML_4002", /65535x65535/));
   add("JPEG declaring 0x120", withDeclaredSize(jpeg, 0, H), refused("ML_4001", /unsupported size 0x120/));
-  add("PNG declaring 65535x65535", Buffer.concat([PNG_SIGNATURE, ihdr(65535, 65535, 8, 2), png.subarray(33)]), refused("ML_4002", /65535x65535/), "png");
-  add("PNG declaring 0x0", Buffer.concat([PNG_SIGNATURE, ihdr(0, 0, 8, 2), png.subarray(33)]), refused("ML_4001", /impossible size 0x0/), "png");
-  add("PNG declaring 2^31x1", Buffer.concat([PNG_SIGNATURE, ihdr(0x80000000, 1, 8, 2), png.subarray(33)]), refused("ML_4001", /impossible size/), "png");
+  add(
+    "PNG declaring 65535x65535",
+    Buffer.concat([PNG_SIGNATURE, ihdr(65535, 65535, 8, 2), png.subarray(33)]),
+    refused("ML_4002", /65535x65535/),
+    "png",
+  );
+  add(
+    "PNG declaring 0x0",
+    Buffer.concat([PNG_SIGNATURE, ihdr(0, 0, 8, 2), png.subarray(33)]),
+    refused("ML_4001", /impossible size 0x0/),
+    "png",
+  );
+  add(
+    "PNG declaring 2^31x1",
+    Buffer.concat([PNG_SIGNATURE, ihdr(0x80000000, 1, 8, 2), png.subarray(33)]),
+    refused("ML_4001", /impossible size/),
+    "png",
+  );
   // Decompression bombs: a few kB of zlib that inflate to hundreds of MB.
-  add("PNG bomb: 20000x20000 declared, 12 MB of zeros in 12 kB", zeroPng(20000, 20000, 12_000_000), refused("ML_4002", /20000x20000/), "png");
+  add(
+    "PNG bomb: 20000x20000 declared, 12 MB of zeros in 12 kB",
+    zeroPng(20000, 20000, 12_000_000),
+    refused("ML_4002", /20000x20000/),
+    "png",
+  );
   add("PNG bomb within the pixel limit: 1200x1200 of zeros", zeroPng(1200, 1200, 1200 * 3601), accepted, "png");
   add("PNG bomb: 64x64 declared, IDAT inflating to 40 MB", zeroPng(64, 64, 40_000_000), accepted, "png");
 
@@ -307,8 +375,19 @@ export async function imageCases(): Promise<ImageCase[]> {
 
   // Metadata.
   add("JPEG with an EXIF IFD declaring 65535 entries", withSegments(jpeg, exifApp1([orientation(6)], 65535)), accepted);
-  add("JPEG with a 64 kB EXIF block of 5000 entries", withSegments(jpeg, exifApp1([orientation(3), ...Array.from({ length: 5000 }, (_, i): [number, number, number, number] => [0xc800 + i, 3, 1, i])])), accepted);
-  add("JPEG with 512 kB of EXIF in 8 APP1 segments", withSegments(jpeg, ...Array.from({ length: 8 }, () => exifApp1([orientation(1)], 1, 65000))), accepted);
+  add(
+    "JPEG with a 64 kB EXIF block of 5000 entries",
+    withSegments(
+      jpeg,
+      exifApp1([orientation(3), ...Array.from({ length: 5000 }, (_, i): [number, number, number, number] => [0xc800 + i, 3, 1, i])]),
+    ),
+    accepted,
+  );
+  add(
+    "JPEG with 512 kB of EXIF in 8 APP1 segments",
+    withSegments(jpeg, ...Array.from({ length: 8 }, () => exifApp1([orientation(1)], 1, 65000))),
+    accepted,
+  );
 
   // Labels and extreme shapes.
   add("PNG labelled jpeg", png, accepted, "jpeg");
@@ -318,7 +397,13 @@ export async function imageCases(): Promise<ImageCase[]> {
   add("1x1 JPEG", await tiny.clone().jpeg().toBuffer(), accepted);
   add("1x1 PNG", await tiny.clone().png().toBuffer(), accepted, "png");
   add("10000x1 PNG", pngOf({ width: 10_000, height: 1, bitDepth: 8, colorType: 2, seed: 16 }), accepted, "png");
-  add("1x10000 JPEG", await sharp(randomBytes(30_000, 17), { raw: { width: 1, height: 10_000, channels: 3 } }).jpeg().toBuffer(), accepted);
+  add(
+    "1x10000 JPEG",
+    await sharp(randomBytes(30_000, 17), { raw: { width: 1, height: 10_000, channels: 3 } })
+      .jpeg()
+      .toBuffer(),
+    accepted,
+  );
 
   // Other formats: refused by name.
   const other = (name: string, bytes: Buffer, format: RegExp) => add(name, bytes, refused("ML_4003", format), "jpeg", false);
@@ -379,7 +464,11 @@ export function keyCases(ctx: { did: string; objectDir: string; photo: Buffer })
   compare("./ segment", `${own}/./image_1.jpg`, refused(SHAPE, /has a '\.' segment/));
   compare("..\\ (Windows separators)", `${own}/..\\..\\${did}\\image_1.jpg`, refused(SHAPE, /contains a backslash/));
   compare("URL-encoded ../ (%2e%2e%2f)", `${own}/%2e%2e%2f${did}%2fimage_1.jpg`, refused(SHAPE, /contains a percent-escape/));
-  compare("double-encoded ../ (%252e%252e%252f)", `${own}/%252e%252e%252f${did}%252fimage_1.jpg`, refused(SHAPE, /contains a percent-escape/));
+  compare(
+    "double-encoded ../ (%252e%252e%252f)",
+    `${own}/%252e%252e%252f${did}%252fimage_1.jpg`,
+    refused(SHAPE, /contains a percent-escape/),
+  );
   compare("mixed-case encoded ..%2F", `${own}/..%2F${did}%2Fimage_1.jpg`, refused(SHAPE, /contains a percent-escape/));
   compare("absolute key", `/${key}`, refused(SHAPE, /must be relative, not absolute/));
   compare("absolute path of the stored file", `${objectDir}/${key}`, refused(SHAPE, /must be relative, not absolute/));
@@ -387,14 +476,26 @@ export function keyCases(ctx: { did: string; objectDir: string; photo: Buffer })
   compare("NUL before an extension", `${key}\u0000.png`, refused(SHAPE, /contains a control character/));
   compare("NUL in place of a separator", `${own}\u0000image_1.jpg`, refused(SHAPE, /contains a control character/));
   compare("newline in the key", `${key}\n`, refused(SHAPE, /contains a control character/));
-  compare("right-to-left override in the key", `${own}/\u202egpj.1_egami`, refused(SHAPE, /contains an invisible formatting character \(U\+202E\)/));
-  compare("zero-width space in the key", `${own}/image_1\u200b.jpg`, refused(SHAPE, /contains an invisible formatting character \(U\+200B\)/));
+  compare(
+    "right-to-left override in the key",
+    `${own}/\u202egpj.1_egami`,
+    refused(SHAPE, /contains an invisible formatting character \(U\+202E\)/),
+  );
+  compare(
+    "zero-width space in the key",
+    `${own}/image_1\u200b.jpg`,
+    refused(SHAPE, /contains an invisible formatting character \(U\+200B\)/),
+  );
   compare("empty segment (//)", `${own}//image_1.jpg`, refused(SHAPE, /has an empty path segment/));
   // Look-alikes are ordinary characters: a file of that literal name, which does not exist.
   compare("fullwidth look-alikes (．．／)", `${own}/\uff0e\uff0e\uff0f${did}\uff0fimage_1.jpg`, refused(SHAPE, /image not found/));
   compare("one-dot leaders and division slash (․․∕)", `${own}/\u2024\u2024\u2215image_1.jpg`, refused(SHAPE, /image not found/));
   compare("combining dot look-alike of ..", `${own}/.\u0307./image_1.jpg`, refused(SHAPE, /must name a file directly under/));
-  compare("key of another pet's folder", `nose-print-photo/did:pet:other-dog/image_1.jpg`, refused(SHAPE, /must lie under nose-print-photo\/did:/));
+  compare(
+    "key of another pet's folder",
+    `nose-print-photo/did:pet:other-dog/image_1.jpg`,
+    refused(SHAPE, /must lie under nose-print-photo\/did:/),
+  );
   compare("key outside the photo area", `pet-vectors/${did}.json`, refused(SHAPE, /must lie under nose-print-photo\//));
   compare("a subfolder of the pet's folder", `${own}/sub/image_1.jpg`, refused(SHAPE, /must name a file directly under/));
   compare("10 kB key", `${own}/${"a".repeat(10_000)}.jpg`, refused(SHAPE, /longer than 512 characters/));
@@ -414,7 +515,12 @@ export function keyCases(ctx: { did: string; objectDir: string; photo: Buffer })
   badDid("DID with a trailing NUL", `${did}\u0000`);
   badDid("10 kB DID", `did:pet:${"a".repeat(10_000)}`, /invalid pet DID "did:pet:a{72}\.\.\."/);
   compare("empty DID", key, refused(SHAPE, /invalid pet DID ""/), "");
-  compare("a well-formed DID nobody registered", "nose-print-photo/did:pet:nobody/image_1.jpg", refused("ML_4004", /no enrolled nose print for pet did:pet:nobody/), "did:pet:nobody");
+  compare(
+    "a well-formed DID nobody registered",
+    "nose-print-photo/did:pet:nobody/image_1.jpg",
+    refused("ML_4004", /no enrolled nose print for pet did:pet:nobody/),
+    "did:pet:nobody",
+  );
 
   // Bytes no JS string holds (the gateway cannot send them): invalid UTF-8 in
   // proto3 string fields makes the whole message unparsable.
@@ -425,20 +531,69 @@ export function keyCases(ctx: { did: string; objectDir: string; photo: Buffer })
       wire: Buffer.concat([lengthDelimited(1, imageKey), lengthDelimited(2, petDid)]),
       expected: unparsable(/not valid for encoding utf-8/),
     });
-  rawCompare("non-UTF-8 bytes in the key", Buffer.concat([Buffer.from(`${own}/`), Buffer.from([0xc0, 0xae, 0xc0, 0xae, 0xff])]), Buffer.from(did));
+  rawCompare(
+    "non-UTF-8 bytes in the key",
+    Buffer.concat([Buffer.from(`${own}/`), Buffer.from([0xc0, 0xae, 0xc0, 0xae, 0xff])]),
+    Buffer.from(did),
+  );
   rawCompare("non-UTF-8 bytes in the DID", Buffer.from(key), Buffer.concat([Buffer.from("did:pet:"), Buffer.from([0xfe, 0xff, 0x80])]));
 
   // The same checks behind the registry calls.
   cases.push(
-    { name: "../ in the photo key", rpc: "VerifyPet", request: { pet_did: did, photo: { image_key: `${own}/../${did}/image_1.jpg` } }, expected: refused(SHAPE, /photo: image key has a '\.\.' segment/) },
-    { name: "another pet's photo key", rpc: "VerifyPet", request: { pet_did: did, photo: { image_key: "nose-print-photo/did:pet:other-dog/image_1.jpg" } }, expected: refused(SHAPE, /photo: image key must lie under/) },
-    { name: "10 kB DID", rpc: "VerifyPet", request: { pet_did: "did:pet:" + "b".repeat(10_000), photo: { image_data: photo } }, expected: refused(SHAPE, /invalid pet DID/) },
-    { name: "10 kB requested_by", rpc: "VerifyPet", request: { pet_did: did, photo: { image_data: photo }, requested_by: "c".repeat(10_000) }, expected: refused(SHAPE, /requested by must be text of at most 256 characters/) },
-    { name: "traversal out of the photo area", rpc: "RegisterPet", request: { photos: [{ image_key: "nose-print-photo/../../etc/passwd" }, { image_key: key }] }, expected: refused(SHAPE, /photo 1: image key has a '\.\.' segment/) },
-    { name: "key whose folder is not a DID", rpc: "RegisterPet", request: { photos: [{ image_key: "nose-print-photo/not-a-did/x.jpg" }, { image_key: key }] }, expected: refused(SHAPE, /photo 1: image key must have the form nose-print-photo\/\{petDID\}\/\{fileName\}/) },
-    { name: "10 kB request id", rpc: "RegisterPet", request: { photos: [{ image_data: photo }, { image_data: photo }], request_id: "r".repeat(10_000) }, expected: refused(SHAPE, /request id must be text of at most 128 characters/) },
-    { name: "NUL in requested_by", rpc: "RegisterPet", request: { photos: [{ image_data: photo }, { image_data: photo }], requested_by: "0xabc\u0000" }, expected: refused(SHAPE, /requested by must be text/) },
-    { name: "double-encoded traversal", rpc: "IdentifyPet", request: { photo: { image_key: `nose-print-photo/${did}/%252e%252e%252fimage_1.jpg` } }, expected: refused(SHAPE, /photo: image key contains a percent-escape/) },
+    {
+      name: "../ in the photo key",
+      rpc: "VerifyPet",
+      request: { pet_did: did, photo: { image_key: `${own}/../${did}/image_1.jpg` } },
+      expected: refused(SHAPE, /photo: image key has a '\.\.' segment/),
+    },
+    {
+      name: "another pet's photo key",
+      rpc: "VerifyPet",
+      request: { pet_did: did, photo: { image_key: "nose-print-photo/did:pet:other-dog/image_1.jpg" } },
+      expected: refused(SHAPE, /photo: image key must lie under/),
+    },
+    {
+      name: "10 kB DID",
+      rpc: "VerifyPet",
+      request: { pet_did: "did:pet:" + "b".repeat(10_000), photo: { image_data: photo } },
+      expected: refused(SHAPE, /invalid pet DID/),
+    },
+    {
+      name: "10 kB requested_by",
+      rpc: "VerifyPet",
+      request: { pet_did: did, photo: { image_data: photo }, requested_by: "c".repeat(10_000) },
+      expected: refused(SHAPE, /requested by must be text of at most 256 characters/),
+    },
+    {
+      name: "traversal out of the photo area",
+      rpc: "RegisterPet",
+      request: { photos: [{ image_key: "nose-print-photo/../../etc/passwd" }, { image_key: key }] },
+      expected: refused(SHAPE, /photo 1: image key has a '\.\.' segment/),
+    },
+    {
+      name: "key whose folder is not a DID",
+      rpc: "RegisterPet",
+      request: { photos: [{ image_key: "nose-print-photo/not-a-did/x.jpg" }, { image_key: key }] },
+      expected: refused(SHAPE, /photo 1: image key must have the form nose-print-photo\/\{petDID\}\/\{fileName\}/),
+    },
+    {
+      name: "10 kB request id",
+      rpc: "RegisterPet",
+      request: { photos: [{ image_data: photo }, { image_data: photo }], request_id: "r".repeat(10_000) },
+      expected: refused(SHAPE, /request id must be text of at most 128 characters/),
+    },
+    {
+      name: "NUL in requested_by",
+      rpc: "RegisterPet",
+      request: { photos: [{ image_data: photo }, { image_data: photo }], requested_by: "0xabc\u0000" },
+      expected: refused(SHAPE, /requested by must be text/),
+    },
+    {
+      name: "double-encoded traversal",
+      rpc: "IdentifyPet",
+      request: { photo: { image_key: `nose-print-photo/${did}/%252e%252e%252fimage_1.jpg` } },
+      expected: refused(SHAPE, /photo: image key contains a percent-escape/),
+    },
   );
   return cases;
 }

@@ -23,7 +23,12 @@ export function randomBytes(n: number, seed: number): Buffer {
 /** A textured RGB test picture: smooth blobs plus grain, different per seed. */
 export function rawPicture(width: number, height: number, seed: number): Buffer {
   const rnd = prng(seed);
-  const blobs = Array.from({ length: 12 }, () => ({ x: rnd() * width, y: rnd() * height, r: 5 + rnd() * width * 0.3, c: [rnd(), rnd(), rnd()] }));
+  const blobs = Array.from({ length: 12 }, () => ({
+    x: rnd() * width,
+    y: rnd() * height,
+    r: 5 + rnd() * width * 0.3,
+    c: [rnd(), rnd(), rnd()],
+  }));
   const out = Buffer.alloc(width * height * 3);
   for (let y = 0; y < height; y++)
     for (let x = 0; x < width; x++) {
@@ -41,11 +46,15 @@ export function rawPicture(width: number, height: number, seed: number): Buffer 
 }
 
 export async function jpeg(width: number, height: number, seed: number, quality = 90): Promise<Buffer> {
-  return sharp(rawPicture(width, height, seed), { raw: { width, height, channels: 3 } }).jpeg({ quality }).toBuffer();
+  return sharp(rawPicture(width, height, seed), { raw: { width, height, channels: 3 } })
+    .jpeg({ quality })
+    .toBuffer();
 }
 
 export async function png(width: number, height: number, seed: number): Promise<Buffer> {
-  return sharp(rawPicture(width, height, seed), { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(rawPicture(width, height, seed), { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /** A valid PNG signature and IHDR that declare width x height, then nothing. */

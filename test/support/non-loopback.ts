@@ -19,13 +19,16 @@ export type OwnAddressResult = { ok: true; own: OwnAddress } | { ok: false; miss
 export function addNonLoopbackAddress(): OwnAddressResult {
   // One address per process, so concurrent test processes do not share one.
   const n = process.pid % 65_000;
-  const address = `198.18.${(n >> 8) & 255}.${(n & 255) || 1}`;
+  const address = `198.18.${(n >> 8) & 255}.${n & 255 || 1}`;
   const ip = (...args: string[]) => execFileSync("ip", args, { stdio: ["ignore", "pipe", "pipe"], timeout: 10_000 }).toString();
   try {
     if (!ip("-4", "addr", "show", "dev", "lo").includes(` ${address}/`)) ip("addr", "add", `${address}/32`, "dev", "lo");
   } catch (e) {
     const err = e as { stderr?: Buffer; message: string; code?: string };
-    return { ok: false, missing: `cannot add ${address}/32 to lo with iproute2: ${err.code === "ENOENT" ? "no `ip` command" : (err.stderr?.toString().trim() || err.message)}` };
+    return {
+      ok: false,
+      missing: `cannot add ${address}/32 to lo with iproute2: ${err.code === "ENOENT" ? "no `ip` command" : err.stderr?.toString().trim() || err.message}`,
+    };
   }
   let removed = false;
   const remove = () => {

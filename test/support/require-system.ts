@@ -29,7 +29,8 @@ export function requireSystem(what: string, missing: string | false | undefined 
 /** The install steps of the system dependencies tests use, as .ci/run performs them. */
 export const INSTALL = {
   postgres: "bash scripts/install-pgvector.sh (as root: Debian's postgresql-15, pgvector built from source)",
-  python: "bash scripts/install-train-deps.sh (Debian's python3-pil, python3-numpy, python3-torch, python3-onnx, python3-opencv, python3-grpcio)",
+  python:
+    "bash scripts/install-train-deps.sh (Debian's python3-pil, python3-numpy, python3-torch, python3-onnx, python3-opencv, python3-grpcio)",
   chromium: "apt-get install --no-install-recommends chromium",
   iproute: "run the tests as root (CAP_NET_ADMIN) with iproute2 (apt-get install --no-install-recommends iproute2)",
 } as const;

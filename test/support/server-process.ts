@@ -102,7 +102,9 @@ export function spawnServer(o: ServerProcessOptions): ServerProcess {
     if (o.maxStderr !== undefined) stderr = stderr.slice(-o.maxStderr);
   });
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
-  const stdoutClosed = proc.stdout ? new Promise<void>((resolve) => proc.stdout!.once("close", () => resolve())) : exited.then(() => undefined);
+  const stdoutClosed = proc.stdout
+    ? new Promise<void>((resolve) => proc.stdout!.once("close", () => resolve()))
+    : exited.then(() => undefined);
 
   const waitForLog = (pred: (l: LogLine) => boolean, ms: number) =>
     new Promise<LogLine>((resolve, reject) => {
@@ -115,7 +117,9 @@ export function spawnServer(o: ServerProcessOptions): ServerProcess {
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`server log line not seen within ${ms} ms; logs: ${JSON.stringify(logs).slice(-2000)} stderr: ${stderr.slice(-2000)}`));
+        reject(
+          new Error(`server log line not seen within ${ms} ms; logs: ${JSON.stringify(logs).slice(-2000)} stderr: ${stderr.slice(-2000)}`),
+        );
       }, ms);
       const onExit = () => {
         cleanup();
@@ -157,7 +161,8 @@ export function spawnServer(o: ServerProcessOptions): ServerProcess {
       }
       return false;
     },
-    peakRssKiB: () => (proc.exitCode === null && proc.signalCode === null && proc.pid !== undefined ? procStatusKiB(proc.pid, "VmHWM") : undefined),
+    peakRssKiB: () =>
+      proc.exitCode === null && proc.signalCode === null && proc.pid !== undefined ? procStatusKiB(proc.pid, "VmHWM") : undefined,
   };
 }
 
@@ -186,5 +191,9 @@ export async function waitForServing(address: string, timeoutMs: number, exited?
   } finally {
     health.close();
   }
-  throw new Error(died ? `server at ${address} exited before SERVING (last answer: ${last})` : `server at ${address} not SERVING within ${timeoutMs} ms (last answer: ${last})`);
+  throw new Error(
+    died
+      ? `server at ${address} exited before SERVING (last answer: ${last})`
+      : `server at ${address} not SERVING within ${timeoutMs} ms (last answer: ${last})`,
+  );
 }

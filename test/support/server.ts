@@ -69,7 +69,15 @@ export async function startServer(
 /** Builds a test ONNX model with the given contract via test/support/make_onnx.py. */
 export function makeTestModel(
   file: string,
-  opts: { size?: number; dim?: number; batch?: string; nan?: boolean; kind?: "projection" | "pattern" | "constant"; card?: boolean; rotate?: number } = {},
+  opts: {
+    size?: number;
+    dim?: number;
+    batch?: string;
+    nan?: boolean;
+    kind?: "projection" | "pattern" | "constant";
+    card?: boolean;
+    rotate?: number;
+  } = {},
 ): string {
   const args = [path.join(ROOT, "test/support/make_onnx.py"), file];
   if (opts.size) args.push("--size", String(opts.size));

@@ -174,7 +174,7 @@ function beads(w: number, h: number, cell: number, rnd: () => number): Float32Ar
       for (let j = cj - 1; j <= cj + 1; j++)
         for (let i = ci - 1; i <= ci + 1; i++) {
           const d = Math.hypot(x - sx[j * gw + i], y - sy[j * gw + i]);
-          if (d < d1) (d2 = d1), (d1 = d);
+          if (d < d1) ((d2 = d1), (d1 = d));
           else if (d < d2) d2 = d;
         }
       // Narrow grooves: dark only within ~15% of a cell of the border.
@@ -262,7 +262,7 @@ export function standInNose(seed: number, opts: StandInOptions = {}): StandIn {
       fieldMask[i] = m;
       // Leather: lit from above, darker towards the bottom; beads and grooves.
       const light = 1 + lightTop * (0.5 - y / S) + 0.15 * blotch[i];
-      let L = light * (1 + tex * (0.9 * fine[i] - (groove * 4) * (bead[i] - 0.25)));
+      let L = light * (1 + tex * (0.9 * fine[i] - groove * 4 * (bead[i] - 0.25)));
       // Nostrils: dark commas with soft edges.
       for (const side of [-1, 1]) {
         const ox = (x / S - (0.5 + side * (0.5 - nx))) / nr;
