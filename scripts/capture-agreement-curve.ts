@@ -4,7 +4,7 @@
  * px at the model's 224 px input) or darkened (a gain, then noise of 2 grey levels), and what the capture checks
  * say of the same degraded re-take shown as a 640 px close-up in a 1280x720 frame.
  *
- *   node --import tsx docs/capture/agreement-curve.ts
+ *   node --import tsx scripts/capture-agreement-curve.ts
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
@@ -12,14 +12,14 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import sharp from "sharp";
 import * as ort from "onnxruntime-node";
-import { toModelInput } from "../../shared/preprocess.js";
-import { blurRgb } from "../../shared/quality/test-support/stand-in-noses.js";
-import { resizeLanczos } from "../../shared/lanczos.js";
-import { assessFrame } from "../../shared/quality/index.js";
+import { toModelInput } from "../shared/preprocess.js";
+import { blurRgb } from "../shared/quality/test-support/stand-in-noses.js";
+import { resizeLanczos } from "../shared/lanczos.js";
+import { assessFrame } from "../shared/quality/index.js";
 const DOGS = 12,
   W = 1280,
   H = 720;
-const ROOT = path.resolve(import.meta.dirname, "../..");
+const ROOT = path.resolve(import.meta.dirname, "..");
 const renders = mkdtempSync(path.join(tmpdir(), "nosepaw-agreement-"));
 execFileSync("/usr/bin/python3", [path.join(ROOT, "test/support/nose_photos.py"), renders, String(DOGS)], { stdio: "pipe" });
 const sess = await ort.InferenceSession.create(path.join(ROOT, "models/nose-embedder.onnx"), { intraOpNumThreads: 2 });
