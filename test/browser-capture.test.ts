@@ -21,6 +21,7 @@ import {
   collectConsole,
   FRAME_H,
   FRAME_W,
+  identifyAndWait,
   launchChromium,
   markerOf,
   MARKER_SIZE,
@@ -253,15 +254,7 @@ describe("capture app in Chromium", { skip, timeout: 300_000 }, () => {
 
   test("identify lists the registered dog, and shows a refusal as a refusal rather than an empty list", async () => {
     const did = await page.inputValue("#pet-did");
-    await page.click("#identify");
-    await page.waitForFunction(
-      () =>
-        document.querySelectorAll("#matches li").length > 0 ||
-        /^(Not identified|Error)/.test(document.getElementById("result")!.textContent ?? ""),
-      undefined,
-      { timeout: 60_000 },
-    );
-    const listed = (await page.textContent("#matches")) ?? "";
+    const listed = await identifyAndWait(page);
     assert.ok(listed.includes(did), `${did} not in ${JSON.stringify(listed)}; ${await page.textContent("#result")}`);
     // The service refuses (a photo it cannot use, an overloaded registry): the page must say so.
     await page.route("**/nose_embedder.NoseEmbedderService/IdentifyPet", (route) =>

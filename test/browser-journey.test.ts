@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { devices, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { browserSkipReason, collectConsole, launchChromium, screenshot } from "./support/browser.js";
+import { browserSkipReason, collectConsole, identifyAndWait, launchChromium, screenshot } from "./support/browser.js";
 import { ROOT, startServer, type RunningServer } from "./support/server.js";
 
 const skip = browserSkipReason();
@@ -113,15 +113,7 @@ describe("capture journey in Chromium", { skip, timeout: 600_000 }, () => {
         await page.waitForSelector('#app[data-state="registered"]', { timeout: 60_000 });
         const did = await page.inputValue("#pet-did");
         assert.match(did, /^did:/, (await page.textContent("#result")) ?? "");
-        await press("#identify");
-        await page.waitForFunction(
-          () =>
-            document.querySelectorAll("#matches li").length > 0 ||
-            /^(Not identified|Error)/.test(document.getElementById("result")!.textContent ?? ""),
-          undefined,
-          { timeout: 60_000 },
-        );
-        const listed = (await page.textContent("#matches")) ?? "";
+        const listed = await identifyAndWait(page, press);
         assert.ok(listed.includes(did), `${did} not in ${JSON.stringify(listed)}; ${await page.textContent("#result")}`);
         await screenshot(page, `journey-${size}-identified`);
       });

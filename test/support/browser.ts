@@ -199,3 +199,19 @@ export async function writeFakeCamera(file: string, photo: string, stretches: St
     closeSync(fd);
   }
 }
+
+/**
+ * Presses identify and waits for its outcome: a list of matches, or a
+ * refusal or error shown as such (never an empty list).
+ */
+export async function identifyAndWait(page: Page, press: (selector: string) => Promise<void> = (s) => page.click(s)): Promise<string> {
+  await press("#identify");
+  await page.waitForFunction(
+    () =>
+      document.querySelectorAll("#matches li").length > 0 ||
+      /^(Not identified|Error)/.test(document.getElementById("result")!.textContent ?? ""),
+    undefined,
+    { timeout: 60_000 },
+  );
+  return (await page.textContent("#matches")) ?? "";
+}

@@ -1,16 +1,8 @@
 import sharp from "sharp";
 
-/** Deterministic pseudo-random bytes (mulberry32), so fixtures never change. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../../shared/prng.js";
+
+export { prng };
 
 /** n seeded pseudo-random bytes. */
 export function randomBytes(n: number, seed: number): Buffer {

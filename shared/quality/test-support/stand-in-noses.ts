@@ -21,6 +21,7 @@
  * Pure: typed arrays in and out, deterministic per seed.
  */
 import { resizeLanczos } from "../../lanczos.js";
+import { prng } from "../../prng.js";
 
 export interface StandIn {
   /** Square RGB crop, `size` x `size`, interleaved. */
@@ -42,17 +43,6 @@ export const LEATHER_CLUSTERS: readonly { rgb: readonly [number, number, number]
 
 /** Real crop short sides, px: 5/25/50/75/95% quantiles. */
 const SIDE_QUANTILES = [150, 186, 223, 275, 386];
-
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gauss(rnd: () => number): number {
   return Math.sqrt(-2 * Math.log(rnd() + 1e-12)) * Math.cos(2 * Math.PI * rnd());
