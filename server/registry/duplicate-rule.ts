@@ -20,17 +20,14 @@ async function duplicateGeometry(
     // Nothing to compare: the similarity decides, as without geometry.
     return { checked: false as const, reason: "no keypoints could be found in the new photos" };
   }
-  const keys = (await ctx.registry.embeddingsOf(petDid)).map((r) => r.imageKey);
-  let best: GeometryEvidence | undefined;
+  // The pet's enrolled keypoints are loaded once and every new photo is matched against them.
+  const enrolled = await geometric.enrolledOf((await ctx.registry.embeddingsOf(petDid)).map((r) => r.imageKey));
+  let best: GeometryEvidence = { checked: false, reason: "reason" in enrolled ? enrolled.reason : "no keypoints" };
   for (const f of features) {
-    const e = await geometric.againstEnrolled(f, keys, geometric.policy.duplicateInliers);
-    if (!e.checked) {
-      best = e;
-      break;
-    }
-    if (!best || (best.checked && e.inliers > best.inliers)) best = e;
+    const e = await geometric.compare(f, enrolled, geometric.policy.duplicateInliers);
+    if (!e.checked) break; // the pet's photos cannot back a decision: the same for every new photo
+    if (!best.checked || e.inliers > best.inliers) best = e;
   }
-  best ??= { checked: false, reason: "no keypoints" };
   memo.set(petDid, best);
   return best;
 }
