@@ -19,6 +19,9 @@ import { mlCodeName } from "./errors.js";
 import { createMetrics } from "./observe/metrics.js";
 import { publishRpc, runWithContext, type RequestContext } from "./observe/request-context.js";
 import { startTracing } from "./observe/tracing.js";
+import { startReleaseWatcher } from "./learn/release-watcher.js";
+import { createFolderStore } from "./storage/folder-store.js";
+import { openObjectStore } from "./storage/open.js";
 
 /** Ids from callers are echoed in logs and headers: keep them short and printable. */
 function validRequestId(v: string | null): string | undefined {
@@ -151,11 +154,22 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     );
   }
   void model.load();
+  const releases = config.modelReleases
+    ? startReleaseWatcher({
+        source: config.modelReleases.source === "store" ? openObjectStore(config) : createFolderStore({ root: config.modelReleases.dir }),
+        sourceName: config.modelReleases.source === "store" ? "object store" : config.modelReleases.dir,
+        cacheDir: config.modelReleaseCacheDir,
+        pollMs: config.modelReleasePollSeconds * 1000,
+        model,
+        log,
+      })
+    : undefined;
 
   return {
     port: listener.port,
     reloadModel: () => model.reload(),
     async close() {
+      releases?.close();
       readiness.close();
       await listener.close(config.shutdownTimeoutMs);
       metrics?.close();

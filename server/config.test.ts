@@ -199,3 +199,23 @@ test("rate limits: browsers limited by default, the gateway not; 0 turns a limit
     (e: unknown) => e instanceof ConfigError && e.problems.length === 2,
   );
 });
+
+test("model releases and refused photos: off by default; store or an absolute folder; bad values named", () => {
+  const d = loadConfig({});
+  assert.equal(d.modelReleases, undefined);
+  assert.equal(d.modelReleasePollSeconds, 60);
+  assert.equal(d.modelReleaseCacheDir, path.resolve(d.dataDir, "model-releases"));
+  assert.equal(d.refusedPhotoRetentionDays, 90);
+  assert.deepEqual(loadConfig({ MODEL_RELEASES: "store" }).modelReleases, { source: "store" });
+  assert.deepEqual(loadConfig({ MODEL_RELEASES: "OFF" }).modelReleases, undefined);
+  assert.deepEqual(loadConfig({ MODEL_RELEASES: "/srv/releases/" }).modelReleases, { source: "folder", dir: "/srv/releases" });
+  assert.equal(loadConfig({ MODEL_RELEASE_POLL_SECONDS: "0.5", REFUSED_PHOTO_RETENTION_DAYS: "7" }).modelReleasePollSeconds, 0.5);
+  assert.throws(
+    () => loadConfig({ MODEL_RELEASES: "releases", MODEL_RELEASE_POLL_SECONDS: "0", REFUSED_PHOTO_RETENTION_DAYS: "0" }),
+    (e: ConfigError) =>
+      e.problems.length === 3 &&
+      /MODEL_RELEASES="releases" must be off, store .* or an absolute folder path/.test(e.problems.join("\n")) &&
+      /MODEL_RELEASE_POLL_SECONDS/.test(e.problems.join("\n")) &&
+      /REFUSED_PHOTO_RETENTION_DAYS/.test(e.problems.join("\n")),
+  );
+});

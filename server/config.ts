@@ -113,6 +113,18 @@ export interface Config {
   browserAuthSetting: "auto" | "required" | "off";
   /** Plain gRPC calls (the gateway) need an API key. */
   grpcAuth: boolean;
+  /**
+   * Where promoted model releases are watched (MODEL_RELEASES): the object
+   * store, or a folder with the same layout; undefined (off, the default):
+   * MODEL_PATH only.
+   */
+  modelReleases: { source: "store" } | { source: "folder"; dir: string } | undefined;
+  /** Seconds between looks at the release pointer, each jittered to 0.5x..1.5x. */
+  modelReleasePollSeconds: number;
+  /** Local folder the adopted releases are downloaded to. */
+  modelReleaseCacheDir: string;
+  /** Days the photos of refused registrations (with training consent) are kept. */
+  refusedPhotoRetentionDays: number;
   /** Per-client limits; undefined: unlimited. */
   browserRateLimit: RateLimit | undefined;
   grpcRateLimit: RateLimit | undefined;
@@ -298,6 +310,14 @@ export function loadConfig(env: Env = process.env): Config {
   };
   const otlpTracesUrl = otlpUrl("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") ?? otlpUrl("OTEL_EXPORTER_OTLP_ENDPOINT", "/v1/traces");
 
+  let modelReleases: Config["modelReleases"];
+  const releases = env.MODEL_RELEASES?.trim();
+  if (releases && releases.toLowerCase() !== "off") {
+    if (releases.toLowerCase() === "store") modelReleases = { source: "store" };
+    else if (path.isAbsolute(releases)) modelReleases = { source: "folder", dir: path.resolve(releases) };
+    else problems.push(`MODEL_RELEASES=${JSON.stringify(releases)} must be off, store (the object store) or an absolute folder path`);
+  }
+
   const browserAuth =
     browserProtocols && browserAuthMode !== "off" && (browserAuthMode === "required" || apiKeys.length > 0 || !isLoopback(host));
 
@@ -347,6 +367,10 @@ export function loadConfig(env: Env = process.env): Config {
     browserLoopbackWithoutKey: browserAuth && browserAuthMode === "auto" && apiKeys.length === 0,
     browserAuthSetting: browserAuthMode,
     grpcAuth: choice("GRPC_AUTH", "off", ["off", "required"] as const) === "required",
+    modelReleases,
+    modelReleasePollSeconds: num("MODEL_RELEASE_POLL_SECONDS", 60, (n) => n >= 0.1 && n <= 86_400, "between 0.1 and 86400"),
+    modelReleaseCacheDir: path.resolve(str("MODEL_RELEASE_CACHE_DIR", path.join(dataDir, "model-releases"))),
+    refusedPhotoRetentionDays: int("REFUSED_PHOTO_RETENTION_DAYS", 90, 1, 3650),
     browserRateLimit: rateLimit("BROWSER_RATE_LIMIT", "BROWSER_RATE_BURST", 10, 60),
     grpcRateLimit: rateLimit("GRPC_RATE_LIMIT", "GRPC_RATE_BURST", 0, 200),
   };

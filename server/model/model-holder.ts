@@ -15,6 +15,8 @@ export interface LoadedModel {
   geometry: { params: GeometryParams; policy: GeometryPolicy };
   /** The card the model was loaded with, as read; undefined when it has none. */
   card: Record<string, unknown> | undefined;
+  /** Loaded from a promoted release: the registry takes its version as current even if it ran before (a rollback). */
+  promoted?: boolean;
 }
 
 export type ModelState = { status: "loading" } | { status: "ready"; model: LoadedModel } | { status: "failed"; reason: string };
@@ -38,6 +40,7 @@ export type ReloadOutcome =
  * one model version even when a reload happens halfway through it.
  */
 export interface ModelHolder {
+  /** The model file running now (or being loaded first): MODEL_PATH until `switchTo` moves it. */
   readonly path: string;
   state(): ModelState;
   /** The model pinned by the running call, else the current one, else a MODEL_NOT_LOADED error. */
@@ -49,7 +52,22 @@ export interface ModelHolder {
   load(): Promise<void>;
   /** Loads the file and card again; concurrent calls are queued, not run twice at once. */
   reload(): Promise<ReloadOutcome>;
+  /**
+   * Loads another model file and card (an adopted release) through the same
+   * queue as `reload`, without dropping a call. The files become the ones a
+   * later `reload` reads only if the switch succeeds; on failure the running
+   * model and its paths stay.
+   */
+  switchTo(files: ModelFiles): Promise<ReloadOutcome>;
   close(): Promise<void>;
+}
+
+/** A model file and its (optional) card. */
+export interface ModelFiles {
+  modelPath: string;
+  cardPath: string | undefined;
+  /** A promoted release (see LoadedModel.promoted). */
+  promoted?: boolean;
 }
 
 /** A loaded model and the calls using it; `retired` once another model took its place. */
@@ -67,6 +85,7 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
   const listeners = new Set<() => void>();
   let queue: Promise<unknown> = Promise.resolve();
   let closed = false;
+  let files: ModelFiles = { modelPath: opts.modelPath, cardPath: opts.cardPath };
 
   const set = (s: ModelState) => {
     current = s;
@@ -83,26 +102,31 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
     );
   };
 
-  const attempt = async (): Promise<ReloadOutcome> => {
+  const attempt = async (target: ModelFiles): Promise<ReloadOutcome> => {
     const started = performance.now();
     let model: LoadedModel;
     try {
-      const [embedder, card] = await Promise.all([loadEmbedder(opts), readModelCard(opts.cardPath)]);
+      const [embedder, card] = await Promise.all([loadEmbedder({ ...opts, modelPath: target.modelPath }), readModelCard(target.cardPath)]);
       model = {
         embedder,
         version: card?.version ?? `sha256:${embedder.fingerprint}`,
         calibration: card?.calibration,
         geometry: card?.geometry ?? { params: DEFAULT_GEOMETRY_PARAMS, policy: DEFAULT_GEOMETRY_POLICY },
         card: card?.raw,
+        ...(target.promoted ? { promoted: true } : {}),
       };
     } catch (e) {
       const reason = (e as Error).message;
       if (slot) {
         // The running model stays: a bad file put in place must not take the service down.
-        opts.log.error("model reload failed; the running model stays", { modelPath: opts.modelPath, reason, version: slot.model.version });
+        opts.log.error("model reload failed; the running model stays", {
+          modelPath: target.modelPath,
+          reason,
+          version: slot.model.version,
+        });
       } else {
         set({ status: "failed", reason });
-        opts.log.error("model not loaded", { modelPath: opts.modelPath, reason });
+        opts.log.error("model not loaded", { modelPath: target.modelPath, reason });
       }
       return { result: "failed", reason };
     }
@@ -113,9 +137,11 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
     const previous = slot;
     if (previous && previous.model.embedder.sha256 === model.embedder.sha256 && previous.model.version === model.version) {
       await model.embedder.close();
-      opts.log.info("model unchanged", { modelPath: opts.modelPath, version: model.version });
+      files = target;
+      opts.log.info("model unchanged", { modelPath: target.modelPath, version: model.version });
       return { result: "unchanged", version: model.version };
     }
+    files = target;
     slot = { model, users: 0, retired: false };
     set({ status: "ready", model });
     if (previous) {
@@ -123,7 +149,7 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
       void release(previous);
     }
     opts.log.info("model loaded", {
-      modelPath: opts.modelPath,
+      modelPath: target.modelPath,
       version: model.version,
       previousVersion: previous?.model.version,
       fingerprint: model.embedder.fingerprint,
@@ -135,14 +161,20 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
     return { result: "switched", version: model.version, previousVersion: previous?.model.version };
   };
 
-  const enqueue = () => {
-    const run = queue.then(attempt, attempt);
+  /** `target` is read when the turn comes: a reload queued behind a switch reads the switched-to files. */
+  const enqueue = (target: () => ModelFiles = () => files) => {
+    const run = queue.then(
+      () => attempt(target()),
+      () => attempt(target()),
+    );
     queue = run.catch(() => undefined);
     return run;
   };
 
   return {
-    path: opts.modelPath,
+    get path() {
+      return files.modelPath;
+    },
     state: () => current,
     require() {
       const pinnedSlot = pins.getStore();
@@ -168,7 +200,8 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
     async load() {
       await enqueue();
     },
-    reload: enqueue,
+    reload: () => enqueue(),
+    switchTo: (target) => enqueue(() => target),
     async close() {
       closed = true;
       await queue;

@@ -28,7 +28,9 @@ export interface Rollout {
  * A model version is adopted by the registry when a server first runs it
  * (a rollout); then enrolled embeddings of other versions are re-embedded
  * from their stored images in the background, one replica at a time
- * (verification re-embeds a pet's rows on demand meanwhile).
+ * (verification re-embeds a pet's rows on demand meanwhile). A model from
+ * a promoted release (server/learn/) is made the registry's current version
+ * even when it ran before: the pointer going back is a rollback.
  */
 export function startRollout(deps: RolloutDeps): Rollout {
   const { model, log } = deps;
@@ -42,7 +44,7 @@ export function startRollout(deps: RolloutDeps): Rollout {
     const m = state.model;
     adoptedFor = m;
     clearTimeout(sweepTimer);
-    registry.adoptModelVersion(m.version).then(
+    registry.adoptModelVersion(m.version, m.promoted === true).then(
       () => sweep(m),
       (e) => {
         adoptedFor = undefined;
