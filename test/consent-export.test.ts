@@ -91,6 +91,8 @@ test("export arguments: defaults, --since as a UTC date, --min-photos, usage err
   assert.equal(o.since?.toISOString(), "2026-03-01T00:00:00.000Z");
   assert.equal(o.minPhotos, 3);
   assert.equal(o.withVerifications, true);
+  assert.equal(d.withRefused, false);
+  assert.equal(parseArgs(["x", "--with-refused"]).withRefused, true);
   for (const bad of [
     [],
     ["a", "b"],
@@ -269,9 +271,9 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
       assert.ok(readFileSync(path.join(folder, "image_2.jpg")).equals(photo(d, 1)), `dog ${d} photo 2 is the registered bytes`);
     }
     assert.equal(m.format, "nosepaw-registry-export/1");
-    assert.deepEqual(m.options, { since: null, minPhotos: 2, withVerifications: false });
+    assert.deepEqual(m.options, { since: null, minPhotos: 2, withVerifications: false, withRefused: false });
     assert.deepEqual(m.skipped, []);
-    assert.deepEqual(m.totals, { pets: 3, photos: 6, enrolmentPhotos: 6, verificationPhotos: 0, skipped: 0 });
+    assert.deepEqual(m.totals, { pets: 3, photos: 6, enrolmentPhotos: 6, verificationPhotos: 0, refused: 0, skipped: 0 });
     assert.deepEqual(m.pets.map((p) => p.petDid).sort(), want.map((d) => did[d]).sort());
     const p0 = m.pets.find((p) => p.petDid === did[0])!;
     assert.equal(p0.folder, folderOf(did[0]));
@@ -337,7 +339,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     assert.equal(shot.audit, "verify");
     assert.ok(shot.similarity! >= 0.85);
     assert.equal(mv.pets[0].photos.length, 3);
-    assert.deepEqual(mv.totals, { pets: 1, photos: 3, enrolmentPhotos: 2, verificationPhotos: 1, skipped: 2 });
+    assert.deepEqual(mv.totals, { pets: 1, photos: 3, enrolmentPhotos: 2, verificationPhotos: 1, refused: 0, skipped: 2 });
   });
 
   test("a missing or unreadable photo is skipped and listed; a re-export drops a pet whose consent was withdrawn", async () => {

@@ -15,6 +15,7 @@ import type { Flows } from "./types.js";
 import { createGeometricCheck, type GeometricCheck } from "./geometric-check.js";
 import { createRegistry, type Registry } from "./registry.js";
 import { startRollout } from "./rollout.js";
+import { startRefusedPhotoSweep } from "./refused-retention.js";
 
 /** How long a readiness answer is reused, and how long its round trip may take. */
 const READINESS_TTL_MS = 1000;
@@ -100,6 +101,8 @@ export function openRegistry(
   const rollout = startRollout({ model, log, registry: () => registry, flows: () => flows(), closed: () => closed });
 
   const ready = connect(0);
+  // Photos of refused registrations past their retention are deleted here, at start and hourly.
+  const refusedSweep = startRefusedPhotoSweep({ store, retentionDays: config.refusedPhotoRetentionDays, log });
 
   // One geometry worker per detector setting (models normally share one),
   // and one geometric check per model, which keeps its enrolled keypoints.
@@ -199,6 +202,7 @@ export function openRegistry(
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
       rollout.close();
+      refusedSweep.close();
       await ready;
       await db?.close();
       await Promise.all([...geometryServices.values()].map((g) => g.close()));

@@ -2,7 +2,7 @@ import { petDidFromVector } from "../../shared/did.js";
 import type { GeometryEvidence, NoseFeatures } from "../../shared/geometry/index.js";
 import { writeNpy } from "../../shared/npy.js";
 import { template } from "../../shared/similarity.js";
-import { invalidRequest } from "../errors.js";
+import { invalidRequest, MLError } from "../errors.js";
 import { throwIfCancelled } from "../observe/request-context.js";
 import { imageKey, vectorKey } from "../storage/keys.js";
 import { clientAgreement } from "./client-parity.js";
@@ -19,6 +19,7 @@ import {
 } from "./context.js";
 import { checkNotRegistered } from "./duplicate-rule.js";
 import { DuplicatePetError, InconsistentPhotosError } from "./errors.js";
+import { keepRefusedPhotos } from "./refused-photos.js";
 import {
   checkEnrolmentSize,
   consentValue,
@@ -115,11 +116,14 @@ export async function registerPet(ctx: FlowContext, req: RegisterRequest): Promi
           ctx.parityBound,
         )
       : undefined;
-  const { minPair, worst, minPairInliers } = await checkConsistent(ctx, embeddings, features);
   const tpl = template(embeddings);
   const petDid = petDidFromVector(tpl);
   const duplicateEvidence = new Map<string, GeometryEvidence>();
-  await checkNotRegistered(ctx, registry, embeddings, petDid, features, duplicateEvidence);
+  const { minPair, worst, minPairInliers } = await keepIfRefused(ctx, trainingConsent, requestId, loaded, async () => {
+    const consistent = await checkConsistent(ctx, embeddings, features);
+    await checkNotRegistered(ctx, registry, embeddings, petDid, features, duplicateEvidence);
+    return consistent;
+  });
 
   // 2. Objects: photos, then the template.
   const imageKeys = loaded.map((_, i) => imageKey(petDid, i + 1));
@@ -272,6 +276,41 @@ async function checkConsistent(ctx: FlowContext, embeddings: Float32Array[], fea
   }
   minPairInliers ??= await inliersOf(worst);
   return { minPair, worst, minPairInliers };
+}
+
+/**
+ * Runs the checks that refuse a registration; when one refuses it (photos
+ * inconsistent, a duplicate) and the owner consented to training on this
+ * request, its photos are kept as labelled material (refused-photos.ts)
+ * before the refusal is returned. Keeping them is best effort: a store
+ * failure is logged and the caller still gets the refusal.
+ */
+async function keepIfRefused<T>(
+  ctx: FlowContext,
+  trainingConsent: boolean,
+  requestId: string | undefined,
+  photos: Array<{ bytes: Uint8Array }>,
+  checks: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await checks();
+  } catch (e) {
+    if (trainingConsent && e instanceof MLError) {
+      try {
+        const folder = await keepRefusedPhotos(ctx.store, e, {
+          photos: photos.map((p) => p.bytes),
+          modelVersion: ctx.modelVersion,
+          requestId,
+          now: ctx.now(),
+          contentType: contentTypeOf,
+        });
+        if (folder) ctx.log("register.refused_photos_kept", { folder, photos: photos.length, requestId });
+      } catch (err) {
+        ctx.log("register.refused_photos_failed", { error: errorMessage(err), requestId });
+      }
+    }
+    throw e;
+  }
 }
 
 /** The stored result of a registration already done (a retry by request id). */

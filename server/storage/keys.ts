@@ -11,6 +11,11 @@ import { invalidRequest } from "../errors.js";
  *   nose-print-photo/{petDID}/image_1.features, ...           keypoints of each enrolment photo
  *                                                              (shared/geometry/feature-file.ts)
  *   pet-vectors/{petDID}.json                                 legacy template
+ *
+ * and, never under a pet DID, the photos of refused registrations whose owner
+ * gave training consent (server/registry/refused-photos.ts):
+ *
+ *   refused-registrations/{YYYY-MM-DD}/{id}/image_1.jpg, ..., meta.json
  */
 export const PHOTO_PREFIX = "nose-print-photo";
 export const LEGACY_VECTOR_PREFIX = "pet-vectors";
@@ -24,6 +29,9 @@ export const vectorKey = (petDid: string) => `${petPrefix(petDid)}vector.npy`;
 export const verifyImageKey = (petDid: string, timestampMs: number) => `${petPrefix(petDid)}verify_${timestampMs}.jpg`;
 /** Keypoints of an enrolment photo, beside it: image_1.jpg -> image_1.features. */
 export const featuresKey = (photoKey: string) => `${photoKey.replace(/\.[^./]*$/, "")}.features`;
+export const REFUSED_PREFIX = "refused-registrations";
+/** `day` is the UTC date of the refusal, `id` the request id (when key-safe) or a UUID. */
+export const refusedFolder = (day: string, id: string) => `${REFUSED_PREFIX}/${day}/${id}/`;
 export const legacyVectorKey = (petDid: string) => `${LEGACY_VECTOR_PREFIX}/${petDid}.json`;
 
 // C0 and C1 control characters, DEL included.

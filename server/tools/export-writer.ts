@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { AuditRecord, PetRecord, Registry } from "../registry/registry.js";
+import { listRefused, firstKeptDay, type RefusedMeta } from "../registry/refused-photos.js";
 import { petPrefix } from "../storage/keys.js";
 import type { ObjectStore } from "../storage/object-store.js";
 
@@ -17,6 +18,10 @@ export interface ExportOptions {
   minPhotos: number;
   /** Add the stored shots of verifications answered SAME. */
   withVerifications: boolean;
+  /** Add the kept photos of refused registrations (with consent), one folder each, listed under `refused`. */
+  withRefused?: boolean;
+  /** Refusals from days before the retention are left out (the server's sweep deletes them). Default 90. */
+  refusedRetentionDays?: number;
 }
 
 export interface ManifestPhoto {
@@ -47,6 +52,21 @@ export interface ManifestPet {
   photos: ManifestPhoto[];
 }
 
+/** A refused registration's photos: one dog by its owner's word, but no registered pet. */
+export interface ManifestRefused {
+  refused: true;
+  /** `refused-registrations/{day}/{id}/` */
+  key: string;
+  folder: string;
+  refusedAt: string;
+  refusal: RefusedMeta["refusal"];
+  errorCode: string;
+  similarity: number;
+  modelVersion: string;
+  trainingConsent: true;
+  photos: Array<{ key: string; file: string; bytes: number; sha256: string }>;
+}
+
 export interface SkippedEntry {
   petDid: string;
   /** Set for a photo; absent when the whole pet was left out. */
@@ -57,11 +77,13 @@ export interface SkippedEntry {
 export interface Manifest {
   format: "nosepaw-registry-export/1";
   exportedAt: string;
-  options: { since: string | null; minPhotos: number; withVerifications: boolean };
+  options: { since: string | null; minPhotos: number; withVerifications: boolean; withRefused: boolean };
   source: { database: string; objectStore: string };
   pets: ManifestPet[];
+  /** With --with-refused: extra dogs from refused registrations, each flagged `refused: true`. */
+  refused: ManifestRefused[];
   skipped: SkippedEntry[];
-  totals: { pets: number; photos: number; enrolmentPhotos: number; verificationPhotos: number; skipped: number };
+  totals: { pets: number; photos: number; enrolmentPhotos: number; verificationPhotos: number; refused: number; skipped: number };
 }
 
 /** A folder name for a pet: the hex part of `did:ethr:besu:0x...`, `pet_NAME` for `did:pet:NAME`. */
@@ -218,6 +240,7 @@ export async function writeExport(
     }
   }
 
+  const refused = opts.withRefused ? await writeRefused(src.store, opts, dir, folders, skip) : [];
   const photos = kept.flatMap((p) => p.photos);
   const manifest: Manifest = {
     format: "nosepaw-registry-export/1",
@@ -226,15 +249,18 @@ export async function writeExport(
       since: opts.since ? opts.since.toISOString().slice(0, 10) : null,
       minPhotos: opts.minPhotos,
       withVerifications: opts.withVerifications,
+      withRefused: opts.withRefused === true,
     },
     source: { database: src.database, objectStore: src.objectStore },
     pets: kept,
+    refused,
     skipped,
     totals: {
       pets: kept.length,
       photos: photos.length,
       enrolmentPhotos: photos.filter((p) => p.source === "enrolment").length,
       verificationPhotos: photos.filter((p) => p.source === "verification").length,
+      refused: refused.length,
       skipped: skipped.length,
     },
   };
@@ -262,4 +288,63 @@ function verificationsOf(pet: PetRecord, audit: AuditRecord[]): AuditRecord[] {
 function consentRecordedAt(pet: PetRecord, audit: AuditRecord[]): Date {
   const granted = audit.filter((r) => r.kind === "consent" && r.detail?.trainingConsent === true);
   return granted.length ? granted[granted.length - 1].createdAt : pet.createdAt;
+}
+
+/**
+ * The kept photos of refused registrations, one folder each
+ * (`refused_{day}_{id}`), for the days within the retention. A folder
+ * without a readable meta.json (a torn write) or with fewer readable photos
+ * than --min-photos is skipped.
+ */
+async function writeRefused(
+  store: ObjectStore,
+  opts: ExportOptions,
+  dir: string,
+  folders: Set<string>,
+  skip: (entry: SkippedEntry) => void,
+): Promise<ManifestRefused[]> {
+  const firstDay = firstKeptDay(opts.refusedRetentionDays ?? 90);
+  const out: ManifestRefused[] = [];
+  for (const entry of await listRefused(store)) {
+    if (entry.day < firstDay) continue;
+    const skipWhole = (reason: string) => skip({ petDid: "", key: entry.folder, reason });
+    if (!entry.meta) {
+      skipWhole("refused registration without a readable meta.json");
+      continue;
+    }
+    if (opts.since && entry.meta.time < opts.since.toISOString()) continue;
+    const loaded: Array<{ key: string; file: string; data: Uint8Array }> = [];
+    for (const key of entry.images) {
+      const data = await store.get(key).catch(() => undefined);
+      if (data && data.length > 0) loaded.push({ key, file: key.slice(entry.folder.length), data });
+      else skip({ petDid: "", key, reason: "missing, empty or unreadable" });
+    }
+    if (loaded.length < opts.minPhotos) {
+      skipWhole(`${loaded.length} readable photo(s), fewer than --min-photos ${opts.minPhotos}`);
+      continue;
+    }
+    let folder = `refused_${entry.day}_${entry.id}`;
+    if (folders.has(folder.toLowerCase())) folder = `${folder}_${createHash("sha256").update(entry.folder).digest("hex").slice(0, 8)}`;
+    folders.add(folder.toLowerCase());
+    await mkdir(path.join(dir, folder));
+    const photos: ManifestRefused["photos"] = [];
+    for (const l of loaded) {
+      await writeFile(path.join(dir, folder, l.file), l.data);
+      photos.push({ key: l.key, file: l.file, bytes: l.data.length, sha256: createHash("sha256").update(l.data).digest("hex") });
+    }
+    const m = entry.meta;
+    out.push({
+      refused: true,
+      key: entry.folder,
+      folder,
+      refusedAt: m.time,
+      refusal: m.refusal,
+      errorCode: m.errorCode,
+      similarity: m.similarity,
+      modelVersion: m.modelVersion,
+      trainingConsent: true,
+      photos,
+    });
+  }
+  return out;
 }

@@ -18,7 +18,7 @@ export type { ExportOptions, ExportSource, Manifest, ManifestPet, ManifestPhoto,
 /**
  * Training data from the registry:
  *
- *   npm run registry:export -- <out> [--since YYYY-MM-DD] [--min-photos 2] [--with-verifications]
+ *   npm run registry:export -- <out> [--since YYYY-MM-DD] [--min-photos 2] [--with-verifications] [--with-refused]
  *
  * Reads the registry and the object store the server's environment names
  * (DB_* or PGLITE_DIR, NCP_* or OBJECT_STORE_DIR) and writes the enrolment
@@ -27,6 +27,11 @@ export type { ExportOptions, ExportSource, Manifest, ManifestPet, ManifestPhoto,
  *
  *   <out>/<folder>/image_1.jpg, image_2.jpg, ... [verify_{ms}.jpg ...]
  *   <out>/manifest.json
+ *
+ * With --with-refused, the kept photos of refused registrations whose owner
+ * consented (server/registry/refused-photos.ts) are added as one folder per
+ * refusal, `refused_{day}_{id}`, listed under `refused` in the manifest with
+ * `"refused": true`; those past REFUSED_PHOTO_RETENTION_DAYS are left out.
  *
  * which is the layout `npm run model:eval -- <out>` and
  * `npm run model:train -- --data <out>` read (one sub-folder per dog).
@@ -43,7 +48,8 @@ export type { ExportOptions, ExportSource, Manifest, ManifestPet, ManifestPhoto,
  * server: stop it first, or export from a copy of the folder.
  */
 
-export const USAGE = "usage: npm run registry:export -- <out> [--since YYYY-MM-DD] [--min-photos N] [--with-verifications]";
+export const USAGE =
+  "usage: npm run registry:export -- <out> [--since YYYY-MM-DD] [--min-photos N] [--with-verifications] [--with-refused]";
 
 /** Raised for failures that stop the export; `exitCode` says which kind. */
 export class ExportError extends Error {
@@ -62,6 +68,7 @@ export function parseArgs(argv: string[]): ExportOptions {
       since: { type: "string" },
       "min-photos": { type: "string" },
       "with-verifications": { type: "boolean" },
+      "with-refused": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     unknown: (arg) => `unknown option ${arg}`,
@@ -87,7 +94,13 @@ export function parseArgs(argv: string[]): ExportOptions {
   if (positionals.length > 1) throw new UsageError(`more than one output folder: ${positionals[0]}, ${positionals[1]}`);
   const out = positionals[0];
   if (out === undefined || out.trim() === "") throw new UsageError("the output folder is required");
-  return { out: path.resolve(out), since, minPhotos, withVerifications: values["with-verifications"] === true };
+  return {
+    out: path.resolve(out),
+    since,
+    minPhotos,
+    withVerifications: values["with-verifications"] === true,
+    withRefused: values["with-refused"] === true,
+  };
 }
 
 /** Checks <out> before anything is opened: missing, empty, or an earlier export. */
@@ -222,10 +235,11 @@ export async function main(
     throw e;
   }
   try {
-    const m = await exportRegistry(config, opts, (line) => io.err(line));
+    const m = await exportRegistry(config, { ...opts, refusedRetentionDays: config.refusedPhotoRetentionDays }, (line) => io.err(line));
     io.out(
       `exported ${m.totals.pets} pet(s), ${m.totals.photos} photo(s) ` +
         `(${m.totals.enrolmentPhotos} enrolment, ${m.totals.verificationPhotos} verification) to ${opts.out}; ` +
+        (opts.withRefused ? `${m.totals.refused} refused registration(s); ` : "") +
         `skipped ${m.totals.skipped}` +
         (m.totals.skipped ? ` (see "skipped" in ${path.join(opts.out, "manifest.json")})` : ""),
     );
