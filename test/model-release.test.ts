@@ -5,6 +5,8 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { parsePointer, POINTER_KEY, PointerError, releaseKeys, type ReleaseKeys } from "../server/learn/model-release.js";
 import { createFolderStore } from "../server/storage/folder-store.js";
+import { createS3Store } from "../server/storage/s3-store.js";
+import { startS3, type TestS3 } from "./support/s3.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { ROOT, startServer, type RunningServer } from "./support/server.js";
@@ -151,5 +153,45 @@ describe("adopting promoted models from MODEL_RELEASES", () => {
       "a refused release is reported once, not at every poll",
     );
     assert.equal(server.proc.exitCode, null);
+  });
+});
+
+describe("MODEL_RELEASES=store: releases published in the S3-protocol object store", () => {
+  let s3: TestS3 | undefined;
+  let server: RunningServer | undefined;
+  let client: GatewayClient | undefined;
+  after(async () => {
+    client?.close();
+    await server?.stop();
+    await s3?.dispose();
+  });
+
+  test("a release put in the bucket is adopted and reported by HealthCheck", async () => {
+    s3 = await startS3("nose-bucket");
+    const bucket = createS3Store(s3.config);
+    server = await startServer({
+      NCP_ENDPOINT: s3.config.endpoint,
+      NCP_ACCESS_KEY: s3.config.accessKeyId,
+      NCP_SECRET_KEY: s3.config.secretAccessKey,
+      NCP_BUCKET_NAME: s3.config.bucket,
+      MODEL_RELEASES: "store",
+      MODEL_RELEASE_POLL_SECONDS: "0.3",
+    });
+    client = gatewayClient(server.address);
+    const keys = releaseKeys("learn-s3");
+    await bucket.put(keys.model_key, MODEL);
+    await bucket.put(keys.card_key, json({ ...CARD, version: "learn-s3" }));
+    await bucket.put(POINTER_KEY, json({ ...keys, promoted_at: new Date().toISOString(), previous: null }));
+    const adopted = await server.waitForLog((l) => l.msg === "model release adopted" && l.version === "learn-s3", 30_000);
+    assert.equal(adopted.source, "object store");
+    const deadline = Date.now() + 20_000;
+    let h: any;
+    do {
+      h = await client.call("HealthCheck", { service: "" });
+      if (h.status === "SERVING" && h.message.includes("version learn-s3")) break;
+      await new Promise((r) => setTimeout(r, 100));
+    } while (Date.now() < deadline);
+    assert.equal(h.status, "SERVING", JSON.stringify(h));
+    assert.match(h.message, /version learn-s3/);
   });
 });
