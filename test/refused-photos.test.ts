@@ -100,6 +100,9 @@ describe("photos of refused registrations, kept with consent", () => {
     const dup = await client.call("RegisterPet", { photos: [bytes(photo(2, 2)), bytes(photo(2, 3))], training_consent: true });
     assert.equal(dup.success, false);
     assert.equal(dup.duplicate_pet_did, first.pet_did, dup.error_message);
+    // The registered dog's own photos sent again (the same template): refused, nothing new to keep.
+    const again = await client.call("RegisterPet", { photos: [bytes(photo(2, 0)), bytes(photo(2, 1))], training_consent: true });
+    assert.equal(again.duplicate_pet_did, first.pet_did, again.error_message);
     const all = kept();
     assert.equal(all.length, 2, JSON.stringify(all));
     duplicateFolder = all.find((k) => k !== `${today()}/refused-1`)!;

@@ -119,7 +119,7 @@ export async function registerPet(ctx: FlowContext, req: RegisterRequest): Promi
   const tpl = template(embeddings);
   const petDid = petDidFromVector(tpl);
   const duplicateEvidence = new Map<string, GeometryEvidence>();
-  const { minPair, worst, minPairInliers } = await keepIfRefused(ctx, trainingConsent, requestId, loaded, async () => {
+  const { minPair, worst, minPairInliers } = await keepIfRefused(ctx, trainingConsent && petDid, requestId, loaded, async () => {
     const consistent = await checkConsistent(ctx, embeddings, features);
     await checkNotRegistered(ctx, registry, embeddings, petDid, features, duplicateEvidence);
     return consistent;
@@ -282,12 +282,15 @@ async function checkConsistent(ctx: FlowContext, embeddings: Float32Array[], fea
  * Runs the checks that refuse a registration; when one refuses it (photos
  * inconsistent, a duplicate) and the owner consented to training on this
  * request, its photos are kept as labelled material (refused-photos.ts)
- * before the refusal is returned. Keeping them is best effort: a store
- * failure is logged and the caller still gets the refusal.
+ * before the refusal is returned; not for photos whose template is already
+ * enrolled (`consentFor`, the new DID, equals the duplicate's): those are
+ * that pet's photos sent again, nothing new. Keeping them is best effort: a
+ * store failure is logged and the caller still gets the refusal.
  */
 async function keepIfRefused<T>(
   ctx: FlowContext,
-  trainingConsent: boolean,
+  /** The new template's DID when the owner consented, else false. */
+  consentFor: string | false,
   requestId: string | undefined,
   photos: Array<{ bytes: Uint8Array }>,
   checks: () => Promise<T>,
@@ -295,7 +298,8 @@ async function keepIfRefused<T>(
   try {
     return await checks();
   } catch (e) {
-    if (trainingConsent && e instanceof MLError) {
+    const resent = e instanceof DuplicatePetError && e.existingPetDid === consentFor;
+    if (consentFor && !resent && e instanceof MLError) {
       try {
         const folder = await keepRefusedPhotos(ctx.store, e, {
           photos: photos.map((p) => p.bytes),
