@@ -68,6 +68,7 @@ export interface ManifestRefused {
 }
 
 export interface SkippedEntry {
+  /** Empty for a refused registration (it has no pet), whose `key` is then its photo or its folder. */
   petDid: string;
   /** Set for a photo; absent when the whole pet was left out. */
   key?: string;
