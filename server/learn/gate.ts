@@ -85,6 +85,15 @@ export interface Evaluation {
     confidence: Record<"0.70" | "0.85" | "duplicate", KnotConfidence> & { note: string };
     curve: CurvePoint[];
     old_curve: CurvePoint[] | null;
+    /** The fitting rule checked out of sample (information; the gate reads `confidence`). */
+    cross_fit: {
+      folds: number;
+      knots: Record<
+        "0.70" | "0.85",
+        { impostors_at_or_above: number; impostor_pairs: number; far: number; far_upper_95: number; target_far: number }
+      >;
+      method: string;
+    } | null;
   };
   registration: RegistrationTradeoff;
   registration_old: RegistrationTradeoff | null;

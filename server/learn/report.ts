@@ -130,9 +130,22 @@ export async function writeReport(dir: string, ev: Evaluation, gate: GateDecisio
       return `| ${k === "duplicate" ? `duplicate (${c.similarity})` : k} | ${f4(c.cosine)} | ${c.impostors_at_or_above} of ${c.impostor_pairs} | ${sci(c.far_measured)} | ${sci(c.far_upper_bound)} | ${c.target_far.toExponential(0)} | ${c.certified ? "certified" : "NOT certified"} |`;
     }),
     "",
-    ...(["0.70", "0.85", "duplicate"] as const).map((k) => `- ${k}: ${conf[k].basis}${conf[k].warning ? `. ${conf[k].warning}` : ""}`),
+    ...(["0.70", "0.85", "duplicate"] as const).map(
+      (k) => `- ${k}: ${conf[k].basis}${conf[k].warning && !conf[k].basis.includes("cannot certify") ? `. ${conf[k].warning}` : ""}`,
+    ),
     `- ${conf.note}`,
     "",
+    ...(ev.calibration.cross_fit
+      ? [
+          `Cross-fit check: ${(["0.70", "0.85"] as const)
+            .map((k) => {
+              const x = ev.calibration.cross_fit!.knots[k];
+              return `at ${k}, ${x.impostors_at_or_above} of ${x.impostor_pairs} out-of-fold impostor pairs (FAR ${sci(x.far)}, 95% upper bound ${sci(x.far_upper_95)}, target ${x.target_far.toExponential(0)})`;
+            })
+            .join("; ")}; ${ev.calibration.cross_fit.method}.`,
+          "",
+        ]
+      : []),
     "![calibration](calibration.svg)",
     "",
     "## Registration rule",

@@ -35,8 +35,10 @@ function ticks(min: number, max: number, log: boolean): number[] {
     for (let e = Math.ceil(Math.log10(min)); e <= Math.floor(Math.log10(max)); e++) out.push(10 ** e);
     return out;
   }
-  const step = (max - min) / 5;
-  return Array.from({ length: 6 }, (_, i) => min + i * step);
+  const step = [0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10].find((s) => (max - min) / s <= 8) ?? (max - min) / 5;
+  const out: number[] = [];
+  for (let v = Math.ceil(min / step - 1e-9) * step; v <= max + 1e-9; v += step) out.push(Number(v.toFixed(6)));
+  return out;
 }
 
 const tickText = (v: number, log: boolean) =>
