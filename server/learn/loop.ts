@@ -138,9 +138,11 @@ export async function runLoop(config: Config, opts: LearnOptions, say: (line: st
   });
 
   const manifest = await stage("export", "the consenting pets", async () => {
-    const m = await exportRegistry(config, { out: dirs.export, minPhotos: 2, withVerifications: false }, (l) => say(`  ${l}`));
-    say(`  exported ${m.totals.pets} pets, ${m.totals.photos} photos (skipped ${m.totals.skipped})`);
-    return { pets: m.totals.pets, photos: m.totals.photos, skipped: m.totals.skipped };
+    const m = await exportRegistry(config, { out: dirs.export, minPhotos: 2, withVerifications: true }, (l) => say(`  ${l}`));
+    say(
+      `  exported ${m.totals.pets} pets, ${m.totals.enrolmentPhotos} enrolment and ${m.totals.verificationPhotos} verification photos (skipped ${m.totals.skipped})`,
+    );
+    return { pets: m.totals.pets, photos: m.totals.photos, verificationPhotos: m.totals.verificationPhotos, skipped: m.totals.skipped };
   });
 
   const split = await stage(

@@ -5,7 +5,7 @@ import type { Manifest } from "../tools/export-writer.js";
 
 /**
  * Splits an export into training and held-out dogs, by dog: a dog's photos
- * are all on one side. The order is a hash of the seed and the pet's DID, so
+ * are all on one side (a held-out dog's enrolment photos only). The order is a hash of the seed and the pet's DID, so
  * the split is the same on every rerun and a dog keeps its side as the
  * registry grows (unless the cap moves it).
  */
@@ -47,9 +47,12 @@ export async function splitExport(exportDir: string, manifest: Manifest, out: st
     const side = held.has(pet.petDid) ? "heldout" : "train";
     const dir = path.join(out, side, pet.folder);
     await mkdir(dir, { recursive: true });
-    for (const ph of pet.photos) await copyFile(path.join(exportDir, pet.folder, ph.file), path.join(dir, ph.file));
+    // Verification shots were kept because the running model answered SAME: on a held-out dog they would
+    // favour it, so they are trained on only.
+    const photos = side === "heldout" ? pet.photos.filter((ph) => ph.source === "enrolment") : pet.photos;
+    for (const ph of photos) await copyFile(path.join(exportDir, pet.folder, ph.file), path.join(dir, ph.file));
     res[side].dogs++;
-    res[side].photos += pet.photos.length;
+    res[side].photos += photos.length;
     if (side === "heldout") res.heldoutPets.push(pet.petDid);
   }
   return res;
