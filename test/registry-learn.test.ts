@@ -47,6 +47,13 @@ function learn(args: string[], env: Record<string, string>): Promise<Run> {
   });
 }
 
+/** The report's gate checks, for the test log. */
+const gateLines = (report: string) =>
+  report
+    .split("\n")
+    .filter((l) => /^- (passed|FAILED): /.test(l))
+    .join("\n");
+
 const SMALL = ["--minutes", "1", "--holdout", "0.35", "--synthetic-ids", "8", "--bootstrap", "300"];
 
 describe("registry:learn: export, fine-tune, evaluate, gate, promote, roll back", () => {
@@ -120,7 +127,9 @@ describe("registry:learn: export, fine-tune, evaluate, gate, promote, roll back"
     const again = await learn(["--work", w, "--promote-to", releases, ...SMALL], { DATA_DIR: dataDir });
     assert.equal(again.code, 1);
     assert.match(again.stderr, /holds a finished run \(refused-1\)/);
-    process.stderr.write(`refused run: ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+    process.stderr.write(
+      `refused run, ${((Date.now() - t0) / 1000).toFixed(0)} s with the resumption: ${r.stdout.trim()}\n${gateLines(report)}\n`,
+    );
   });
 
   test("a candidate better than the running release is promoted: objects, then the pointer; --rollback points back", async () => {
@@ -139,6 +148,7 @@ describe("registry:learn: export, fine-tune, evaluate, gate, promote, roll back"
     });
     assert.equal(r.code, 0, r.stderr.slice(-4000));
     const report = readFileSync(path.join(w, "candidate", "report.md"), "utf8");
+    process.stderr.write(`promoted run: ${r.stdout.trim()}\n${gateLines(report)}\n`);
     assert.match(report, /## Gate: PROMOTED/, report.slice(0, 3000));
     assert.match(report, /passed: beats the running model at FAR 1e-3/);
     assert.match(

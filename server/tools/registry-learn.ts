@@ -35,7 +35,7 @@ function num(v: string | boolean | undefined, name: string, def: number, check: 
   if (v === undefined) return def;
   const n = Number(v);
   if (typeof v !== "string" || v.trim() === "" || !Number.isFinite(n) || !check(n))
-    throw new UsageError(`${name} got ${JSON.stringify(v)}`);
+    throw new UsageError(`${name}, got ${JSON.stringify(v)}`);
   return n;
 }
 
