@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -8,6 +8,7 @@ import type { LearnState } from "../server/learn/state.js";
 import { cardKey, checkpointKey, modelKey, parsePointer, POINTER_KEY, publishRelease } from "../server/learn/model-release.js";
 import { createFolderStore } from "../server/storage/folder-store.js";
 import { gatewayClient } from "./support/grpc-client.js";
+import { INSTALL, requireSystem } from "./support/require-system.js";
 import { ROOT, startServer } from "./support/server.js";
 
 /**
@@ -26,6 +27,13 @@ import { ROOT, startServer } from "./support/server.js";
  *     store); the candidate is fine-tuned from the shipped weights (--init),
  *     and is better.
  */
+
+const hasTorch = spawnSync("/usr/bin/python3", ["-c", "import torch, onnx, cv2, scipy"], { encoding: "utf8" }).status === 0;
+const skip = requireSystem(
+  "torch, onnx, cv2 and scipy under /usr/bin/python3",
+  !hasTorch && "import torch, onnx, cv2, scipy failed",
+  INSTALL.python,
+);
 
 const DOGS = 64; // 35% held out: 22 dogs x 4 photos, 3,696 impostor pairs (2,995 certify FAR 1e-3 with none above)
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
@@ -56,7 +64,7 @@ const gateLines = (report: string) =>
 
 const SMALL = ["--minutes", "1", "--holdout", "0.35", "--synthetic-ids", "8", "--bootstrap", "300"];
 
-describe("registry:learn: export, fine-tune, evaluate, gate, promote, roll back", () => {
+describe("registry:learn: export, fine-tune, evaluate, gate, promote, roll back", { skip }, () => {
   const work = mkdtempSync(path.join(tmpdir(), "nosepaw-learn-"));
   const dataDir = path.join(work, "data");
   const damaged = path.join(work, "damaged");
