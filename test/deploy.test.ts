@@ -3,12 +3,16 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { CronJob } from "kubernetes-models/batch/v1/CronJob";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
+import { PersistentVolumeClaim } from "kubernetes-models/v1/PersistentVolumeClaim";
 import { Service } from "kubernetes-models/v1/Service";
 import { parseAllDocuments } from "yaml";
 import * as configModule from "../server/config.js";
+import { parseArgs as parseLearnArgs } from "../server/tools/registry-learn.js";
+import { UsageError } from "../server/tools/cli.js";
 import { ROOT } from "./support/server.js";
 
 const { loadConfig } = configModule;
@@ -24,6 +28,8 @@ const MODELS: Record<string, { new (data: any): { validate(): void } }> = {
   ConfigMap,
   HorizontalPodAutoscaler,
   PodDisruptionBudget,
+  CronJob,
+  PersistentVolumeClaim,
 };
 
 function one(kind: string) {
@@ -111,6 +117,34 @@ test("the server's port is the container's, the probes', the service's and the s
   assert.equal(a["prometheus.io/scrape"], "true");
   assert.equal(a["prometheus.io/port"], String(port));
   assert.equal(a["prometheus.io/path"], "/metrics");
+});
+
+test("the learning CronJob runs the gated loop nightly, one at a time, on 2 CPUs, with the server's configuration", () => {
+  const cron = one("CronJob");
+  assert.equal(cron.spec.concurrencyPolicy, "Forbid");
+  assert.match(cron.spec.schedule, /^\S+ \S+ \* \* \*$/, "nightly");
+  const pod = cron.spec.jobTemplate.spec.template.spec;
+  assert.equal(pod.containers.length, 1);
+  const c = pod.containers[0];
+  assert.equal(c.resources.requests.cpu, "2");
+  // The same settings as the serving pods: the ConfigMap and the same Secret references.
+  assert.deepEqual(c.envFrom, container().envFrom);
+  assert.deepEqual(c.env, container().env);
+  // The work folder on a claim this folder ships, mounted where the command writes.
+  const work = pod.volumes.find((v: any) => v.persistentVolumeClaim);
+  assert.equal(work.persistentVolumeClaim.claimName, one("PersistentVolumeClaim").metadata.name);
+  const mount = c.volumeMounts.find((m: any) => m.name === work.name).mountPath;
+  const script = [...c.command, ...c.args].join(" ");
+  const learn = /npm run --silent registry:learn -- (.*)$/.exec(script);
+  assert.ok(learn, "runs npm run registry:learn");
+  const argv = learn[1].replace(/"\/work\/learn-\$\(date -u \+%Y-%m-%d\)"/, `${mount}/learn-2026-01-01`).split(/\s+/);
+  const cmd = parseLearnArgs(argv, {});
+  assert.ok(cmd.opts.work.startsWith(`${mount}/`), "the work folder is on the claim");
+  assert.equal(cmd.rollback, false);
+  assert.equal(cmd.opts.promote, true, "promotes, through the gate");
+  assert.equal(cmd.opts.promoteTo, undefined, "into the server's object store");
+  // There is no way around the gate.
+  assert.throws(() => parseLearnArgs(["--force"], {}), UsageError);
 });
 
 test("the drain ends before the kubelet kills the pod", () => {

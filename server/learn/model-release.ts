@@ -5,7 +5,12 @@
  *
  *   models/nose-embedder/{version}/model.onnx
  *   models/nose-embedder/{version}/card.json
+ *   models/nose-embedder/{version}/model.pt     its checkpoint (the next fine-tune starts from it)
  *   models/nose-embedder/current.json      the pointer, written last
+ *
+ * Besides `previous`, a pointer may carry `history` (earlier releases, newest
+ * first; previous is history[0]) and, after a rollback, `rolled_back_from`.
+ * Writing it is release-publish.ts's job; reading it is this module's.
  */
 
 export const RELEASE_PREFIX = "models/nose-embedder";
@@ -25,6 +30,10 @@ export interface Pointer extends ReleaseKeys {
   promoted_at: string;
   /** The release this one replaced; null for the first. */
   previous: ReleaseKeys | null;
+  /** Earlier releases, newest first (previous is history[0]); absent in a pointer written without one. */
+  history?: ReleaseKeys[];
+  /** Set by a rollback: the release it replaced. */
+  rolled_back_from?: ReleaseKeys;
 }
 
 /** Why a pointer was refused; returned, not thrown. */
@@ -43,6 +52,11 @@ export function isReleaseVersion(v: unknown): v is string {
 export function releaseKeys(version: string): ReleaseKeys {
   if (!isReleaseVersion(version)) throw new PointerError(`version ${JSON.stringify(version)} must match ${VERSION}`);
   return { version, model_key: `${RELEASE_PREFIX}/${version}/model.onnx`, card_key: `${RELEASE_PREFIX}/${version}/card.json` };
+}
+
+/** The key of a release's training checkpoint, kept so the next fine-tune can start from the serving weights. */
+export function checkpointKey(version: string): string {
+  return `${RELEASE_PREFIX}/${releaseKeys(version).version}/model.pt`;
 }
 
 function keysOf(v: unknown, what: string): ReleaseKeys | PointerError {
@@ -66,7 +80,9 @@ export function parsePointer(bytes: Uint8Array): Pointer | PointerError {
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return new PointerError("must be a JSON object");
   const o = raw as Record<string, unknown>;
-  const unknown = Object.keys(o).filter((k) => !["version", "model_key", "card_key", "promoted_at", "previous"].includes(k));
+  const unknown = Object.keys(o).filter(
+    (k) => !["version", "model_key", "card_key", "promoted_at", "previous", "history", "rolled_back_from"].includes(k),
+  );
   if (unknown.length) return new PointerError(`unknown field(s) ${unknown.join(", ")}`);
   const keys = keysOf(o, "pointer");
   if (keys instanceof PointerError) return keys;
@@ -80,5 +96,21 @@ export function parsePointer(bytes: Uint8Array): Pointer | PointerError {
     if (p instanceof PointerError) return p;
     previous = p;
   }
-  return { ...keys, promoted_at: o.promoted_at, previous };
+  const pointer: Pointer = { ...keys, promoted_at: o.promoted_at, previous };
+  if (o.history !== undefined) {
+    if (!Array.isArray(o.history)) return new PointerError("history must be an array");
+    const history: ReleaseKeys[] = [];
+    for (const [i, h] of o.history.entries()) {
+      const k = keysOf(h, `history[${i}]`);
+      if (k instanceof PointerError) return k;
+      history.push(k);
+    }
+    pointer.history = history;
+  }
+  if (o.rolled_back_from !== undefined) {
+    const k = keysOf(o.rolled_back_from, "rolled_back_from");
+    if (k instanceof PointerError) return k;
+    pointer.rolled_back_from = k;
+  }
+  return pointer;
 }
