@@ -43,6 +43,9 @@ export async function listen(opts: { host: string; port: number; handler: Handle
   const sockets = new Set<net.Socket>();
 
   const server = net.createServer((socket) => {
+    // Answers are written as a few small frames (HEADERS, DATA, trailers):
+    // Nagle would hold the later ones until the client's ACK of the first.
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());
