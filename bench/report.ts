@@ -12,6 +12,7 @@ import type { ModelResult } from "./model.js";
 import { fmt } from "./stats.js";
 import { barChart } from "./svg-chart.js";
 import type { VsOldResult } from "./vs-old-pipeline.js";
+import type { FixedCostResult } from "./fixed-cost.js";
 
 export interface Results {
   command: string;
@@ -22,6 +23,7 @@ export interface Results {
   /** Said on every page and plot: these runs share the machine. */
   conditions: string;
   vsOld?: VsOldResult;
+  fixedCost?: FixedCostResult;
   concurrency?: ConcurrencyResult;
   identification?: IdentificationResult;
   extrapolation?: Extrapolation[];
@@ -64,6 +66,14 @@ export function summaryRows(r: Results): SummaryRow[] {
         met: s.ratioP50 <= s.ratioGoal,
       });
   }
+  for (const s of r.fixedCost?.sizes ?? [])
+    rows.push({
+      ratio: true,
+      what: `ours/in-process reference (Pillow + model) p50, ${s.label}`,
+      value: `${fmt(s.ratioP50)}x`,
+      goal: `<= ${s.ratioGoal}x`,
+      met: s.ratioP50 <= s.ratioGoal,
+    });
   for (const s of r.vsOld?.sizes ?? []) {
     if (s.outsideGoalMs === undefined) continue;
     if (s.label === "224x224")
@@ -338,6 +348,8 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
     L.push("", "All stage figures in ms, medians per column (so they need not add up to the server's ms).", img("server-stages.svg"));
   }
 
+  if (r.fixedCost) L.push(...fixedCostSection(r.fixedCost, r.date));
+
   const c = r.concurrency;
   if (c) {
     L.push("## 2. Concurrency and micro-batching", "");
@@ -476,4 +488,41 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
     "",
   );
   return L.join("\n").replace(/\n{3,}/g, "\n\n");
+}
+
+function fixedCostSection(f: FixedCostResult, pageDate: string): string[] {
+  const L: string[] = [];
+  L.push("### Against the in-process reference, and where a call's time goes", "");
+  if (f.date && f.date.slice(0, 16) !== pageDate.slice(0, 16))
+    L.push(
+      `_These figures come from a later run of this section alone (\`${f.command ?? "npm run bench -- --only=fixed-cost"}\`, ${f.date.slice(0, 16).replace("T", " ")} UTC, load average ${f.load ?? "n/a"} at its start), merged into this page._`,
+      "",
+    );
+  L.push(
+    `**Ours**: the server as \`npm start\` runs it, its own process (\`node --import tsx server/main.ts\`, LOG_LEVEL=error, defaults otherwise), one @grpc/grpc-js client. **Reference**: Pillow's preprocessing in a long-lived python3 process fed each photo over a pipe (bench/old-pipeline/pillow-pipe.py; timed inside Python, so no transport at all) plus the same model in onnxruntime-node in the benchmark's process on Pillow's tensor, session options as the server's. Called in turn, call by call, ${f.calls} calls per size after 3 warm-ups. CPU per call: every thread's schedstat of the server process, of the Python process, and of the benchmark process around its model run.`,
+    "",
+    "| photo | ours p50 / p95 | reference p50 (Pillow + model) | ours/reference p50 | goal | | CPU per call: ours | reference (Pillow + model) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const s of f.sizes)
+    L.push(
+      `| ${s.label} | ${ms(s.ours.p50)} / ${ms(s.ours.p95)} | ${ms(s.reference.p50)} (${ms(s.pillow.p50)} + ${ms(s.model.p50)}) | **${fmt(s.ratioP50)}x** | <= ${s.ratioGoal}x | ${verdict(s.ratioP50 <= s.ratioGoal)} | ${ms(s.cpuOurs)} | ${ms(s.cpuPillow + s.cpuModel)} (${ms(s.cpuPillow)} + ${ms(s.cpuModel)}) |`,
+    );
+  L.push(
+    "",
+    "One call end to end, **means** in ms (means add up, medians do not): client sends -> the server's HTTP/2 stream opens (client serialisation, the request's HEADERS frame, the server's read) -> the body has arrived -> the handler starts (connect-node's envelope and protobuf parsing) -> the handler's stages -> the handler returns -> the response stream closes (serialisation, DATA and trailers written) -> the client's callback. Clocks: performance.timeOrigin + now() in both processes (bench/fixed-cost-probe.ts, preloaded into the server with --import, changes nothing in it).",
+    "",
+    "| photo | client -> stream open | body | -> handler | decode | resize | tensor | queue + handoff | batch_wait | inference | rest of handler | handler -> stream closed | -> client callback | = client round trip |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const s of f.sizes) {
+    const t = s.stages;
+    if (!t) continue;
+    const g = (k: string) => t.stages[k] ?? 0;
+    L.push(
+      `| ${s.label} | ${fmt(t.clientToHeaders)} | ${fmt(t.body)} | ${fmt(t.toHandler)} | ${fmt(g("decode"))} | ${fmt(g("resize"))} | ${fmt(g("tensor"))} | ${fmt(g("queue") + g("handoff"))} | ${fmt(g("batch_wait"))} | ${fmt(g("inference"))} | ${fmt(t.handlerOther)} | ${fmt(t.handlerEndToClose)} | ${fmt(t.closeToClient)} | ${fmt(t.client)} |`,
+    );
+  }
+  L.push("");
+  return L;
 }
