@@ -24,7 +24,7 @@
  * (performance.timeOrigin + now) from bench/fixed-cost-probe.ts.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -293,11 +293,12 @@ export async function fixedCost(photos: PhotoSet[], calls: number, baselineDir?:
   }
 }
 
-/** `node --import tsx bench/fixed-cost.ts [calls] [baseline-checkout]`: this section alone, printed. */
+/** `node --import tsx bench/fixed-cost.ts [calls] [baseline-checkout] [out.json]`: this section alone, printed (and written). */
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { benchPhotos } = await import("./photos.js");
   const calls = Number(process.argv[2] ?? 30);
-  const r = await fixedCost(await benchPhotos(3), calls, process.argv[3]);
+  const r = await fixedCost(await benchPhotos(3), calls, process.argv[3] || undefined);
+  if (process.argv[4]) writeFileSync(process.argv[4], JSON.stringify(r, null, 1) + "\n");
   const f = (v: number) => v.toFixed(2);
   for (const s of r.sizes) {
     console.log(

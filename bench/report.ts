@@ -30,6 +30,8 @@ export interface Results {
   model?: ModelResult;
   browser?: BrowserResult;
   geometry?: GeometryBenchResult;
+  /** bench/concurrency-profile.md as read when the page was written: a profile taken by hand, quoted as is. */
+  profileNotes?: string;
   /** Sections that failed or were left out, and why. */
   notes: Record<string, string>;
 }
@@ -376,6 +378,7 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
       img("concurrency.svg"),
     );
   }
+  if (r.profileNotes) L.push(r.profileNotes.trim(), "");
 
   const id = r.identification;
   if (id) {
@@ -438,6 +441,19 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
     L.push("", "Inference cost, batch 1, onnxruntime-node on the CPU, session options as the server's (graph optimisation all):", "");
     L.push("| intra-op threads | p50 | p95 | runs |", "| --- | --- | --- | --- |");
     for (const i of mo.inference) L.push(`| ${i.threads} | ${ms(i.ms.p50)} | ${ms(i.ms.p95)} | ${i.ms.n} |`);
+    if (mo.variants?.length) {
+      L.push(
+        "",
+        "Variants written by `npm run model:quantize` (models/train/quantize.py; selectable with MODEL_PRECISION, the default stays fp32). Cosine with the float model's embedding on the tool's evaluation renders (rendered dogs not used for calibration), as models/nose-embedder.variants.json records it; latency here, batch 1, 2 intra-op threads, each variant and the float model run in turns:",
+        "",
+        "| variant | file | MB | cosine mean / p1 / min | p50 / p95 | fp32 p50 in the same turns | speed-up |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+      );
+      for (const v of mo.variants)
+        L.push(
+          `| ${v.precision}${v.floatNodes?.length ? ` (float: ${v.floatNodes.join(", ")})` : ""} | ${v.file} | ${fmt(v.mb)} | ${v.cosineMean.toFixed(5)} / ${v.cosineP1.toFixed(5)} / ${v.cosineMin.toFixed(5)} | ${ms(v.ms.p50)} / ${ms(v.ms.p95)} | ${ms(v.fp32Ms.p50)} | ${fmt(v.fp32Ms.p50 / v.ms.p50)}x |`,
+        );
+    }
     L.push(img("model.svg"));
   }
 

@@ -23,7 +23,7 @@
  * --report-only: rewrite BENCHMARKS.md and the plots from bench/results/latest.json, running nothing.
  * --only: the named sections; their files then go to a temp folder, leaving bench/results/ and BENCHMARKS.md alone.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { ROOT } from "../test/support/server.js";
@@ -78,6 +78,8 @@ function extrapolations(runs: IdentifyRun[]) {
 
 function writeOutputs(results: Results, out: string, page: string) {
   mkdirSync(out, { recursive: true });
+  const notes = path.join(ROOT, "bench", "concurrency-profile.md");
+  results.profileNotes = existsSync(notes) ? readFileSync(notes, "utf8") : undefined;
   const plots = charts(results);
   for (const [file, svg] of Object.entries(plots)) writeFileSync(path.join(out, file), svg);
   const summary = summaryRows(results);
