@@ -297,7 +297,9 @@ export async function fixedCost(photos: PhotoSet[], calls: number, baselineDir?:
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { benchPhotos } = await import("./photos.js");
   const calls = Number(process.argv[2] ?? 30);
-  const r = await fixedCost(await benchPhotos(3), calls, process.argv[3] || undefined);
+  const only = process.env.FIXED_COST_ONLY?.split(",");
+  const photos = (await benchPhotos(3)).filter((p) => !only || only.includes(p.label));
+  const r = await fixedCost(photos, calls, process.argv[3] || undefined);
   if (process.argv[4]) writeFileSync(process.argv[4], JSON.stringify(r, null, 1) + "\n");
   const f = (v: number) => v.toFixed(2);
   for (const s of r.sizes) {
