@@ -82,6 +82,8 @@ export interface FixedCostResult {
   calls: number;
   sizes: FixedCostSize[];
   baselineDir?: string;
+  /** What the baseline checkout is, for the page (e.g. "commit 9f8ddcc, before this work"). */
+  baselineLabel?: string;
 }
 
 /** CPU nanoseconds of every live thread of a process, from schedstat. */
@@ -300,6 +302,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const only = process.env.FIXED_COST_ONLY?.split(",");
   const photos = (await benchPhotos(3)).filter((p) => !only || only.includes(p.label));
   const r = await fixedCost(photos, calls, process.argv[3] || undefined);
+  if (process.env.FIXED_COST_BASELINE_LABEL) r.baselineLabel = process.env.FIXED_COST_BASELINE_LABEL;
   if (process.argv[4]) writeFileSync(process.argv[4], JSON.stringify(r, null, 1) + "\n");
   const f = (v: number) => v.toFixed(2);
   for (const s of r.sizes) {

@@ -80,6 +80,8 @@ function writeOutputs(results: Results, out: string, page: string) {
   mkdirSync(out, { recursive: true });
   const notes = path.join(ROOT, "bench", "concurrency-profile.md");
   results.profileNotes = existsSync(notes) ? readFileSync(notes, "utf8") : undefined;
+  const findings = path.join(ROOT, "bench", "fixed-cost-findings.md");
+  results.fixedCostNotes = existsSync(findings) ? readFileSync(findings, "utf8") : undefined;
   const plots = charts(results);
   for (const [file, svg] of Object.entries(plots)) writeFileSync(path.join(out, file), svg);
   const summary = summaryRows(results);
