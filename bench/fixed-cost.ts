@@ -99,13 +99,14 @@ export function cpuNs(pid: number | "self"): number {
   return ns;
 }
 
-interface Pipe {
+export interface PillowPipe {
   pid: number;
   preprocess(jpeg: Buffer): Promise<{ ms: number; tensor: Float32Array }>;
   stop(): void;
 }
 
-function startPillowPipe(): Pipe {
+/** bench/old-pipeline/pillow-pipe.py, started; one photo at a time. */
+export function startPillowPipe(): PillowPipe {
   const proc = spawn("/usr/bin/python3", [path.join(ROOT, "bench/old-pipeline/pillow-pipe.py")], { stdio: ["pipe", "pipe", "inherit"] });
   const want = 4 + 4 * 3 * 224 * 224;
   let buf = Buffer.alloc(0);
