@@ -4,7 +4,9 @@
  * bench/results/ and BENCHMARKS.md, with a summary table (ratios first).
  *
  * 1. ExtractNoseVector vs the old pipeline per photo size, and where our
- *    server's time goes (vs-old-pipeline.ts);
+ *    server's time goes (vs-old-pipeline.ts); against the in-process
+ *    reference (Pillow in a long-lived python3 + the model, no transport),
+ *    with the call's time split end to end (fixed-cost.ts);
  * 2. throughput and latency under 1-64 clients, micro-batching on and off,
  *    peak memory (concurrency.ts);
  * 3. 1:N identification on PGlite and PostgreSQL (identification.ts),
@@ -13,7 +15,7 @@
  * 5. the capture page in Chromium (browser.ts);
  * 6. what keypoint geometry adds to VerifyPet, and its cost per photo and per pair (geometry.ts).
  *
- * usage: npm run bench [-- --quick] [--only=vs-old,concurrency,identification,model,browser,geometry] [--pets=10000,100000] [--pglite-max=N] [--ef=100,200] [--queries=N] [--seed=N]
+ * usage: npm run bench [-- --quick] [--only=vs-old,fixed-cost,concurrency,identification,model,browser,geometry] [--pets=10000,100000] [--pglite-max=N] [--ef=100,200] [--queries=N] [--seed=N]
  * --quick: fewer repetitions, 10k pets only, no WebGPU; under 5 minutes on a quiet machine.
  * --pets: registry sizes (default 10k and 100k; --quick 10k); --pglite-max: PGlite only up to N pets.
  * --ef: query each index build at these hnsw.ef_search values, one run each (default: the registry's own).
@@ -21,7 +23,7 @@
  * --report-only: rewrite BENCHMARKS.md and the plots from bench/results/latest.json, running nothing.
  * --only: the named sections; their files then go to a temp folder, leaving bench/results/ and BENCHMARKS.md alone.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { ROOT } from "../test/support/server.js";
@@ -34,9 +36,10 @@ import { modelCost } from "./model.js";
 import { benchPhotos } from "./photos.js";
 import { charts, markdown, summaryRows, summaryTable, type Results } from "./report.js";
 import { vsOldPipeline } from "./vs-old-pipeline.js";
+import { fixedCost } from "./fixed-cost.js";
 import { geometryBench } from "./geometry.js";
 
-const SECTIONS = ["vs-old", "concurrency", "identification", "model", "browser", "geometry"] as const;
+const SECTIONS = ["vs-old", "fixed-cost", "concurrency", "identification", "model", "browser", "geometry"] as const;
 type Section = (typeof SECTIONS)[number];
 
 const args = process.argv.slice(2);
@@ -75,6 +78,10 @@ function extrapolations(runs: IdentifyRun[]) {
 
 function writeOutputs(results: Results, out: string, page: string) {
   mkdirSync(out, { recursive: true });
+  const notes = path.join(ROOT, "bench", "concurrency-profile.md");
+  results.profileNotes = existsSync(notes) ? readFileSync(notes, "utf8") : undefined;
+  const findings = path.join(ROOT, "bench", "fixed-cost-findings.md");
+  results.fixedCostNotes = existsSync(findings) ? readFileSync(findings, "utf8") : undefined;
   const plots = charts(results);
   for (const [file, svg] of Object.entries(plots)) writeFileSync(path.join(out, file), svg);
   const summary = summaryRows(results);
@@ -114,8 +121,9 @@ async function section<T>(name: Section, fn: () => Promise<T>): Promise<T | unde
   }
 }
 
-const photos = wanted("vs-old") || wanted("concurrency") ? await benchPhotos(3) : [];
+const photos = wanted("vs-old") || wanted("fixed-cost") || wanted("concurrency") ? await benchPhotos(3) : [];
 results.vsOld = await section("vs-old", () => vsOldPipeline(photos, quick ? 15 : 30));
+results.fixedCost = await section("fixed-cost", () => fixedCost(photos, quick ? 15 : 30));
 results.concurrency = await section("concurrency", () => {
   const set = photos.find((p) => p.label === "1080x1080")!;
   // Enough calls per level for a p95 while keeping 64 clients to one or two rounds.

@@ -107,6 +107,12 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // IMAGE_TOO_LARGE in-band as the gateway expects; beyond this ceiling the
     // protocol layer refuses them (RESOURCE_EXHAUSTED) before buffering them.
     readMaxBytes: Math.max(64 * 1024 * 1024, config.maxImageBytes * 2),
+    // Answers are not compressed (compressed requests are still accepted):
+    // an embedding is 512 floats, which gzip shrinks by a few percent for
+    // a zlib pass on both ends of every call (connect's default threshold,
+    // 1 KiB, compressed every ExtractNoseVector answer a gRPC client that
+    // offers gzip asked for, as grpc-js does).
+    compressMinBytes: Number.MAX_SAFE_INTEGER,
     connect: config.browserProtocols,
     grpcWeb: config.browserProtocols,
   });

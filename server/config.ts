@@ -40,7 +40,10 @@ export interface PgConfig {
 export interface Config {
   host: string;
   port: number;
+  /** The model file loaded: MODEL_PATH, or its variant when MODEL_PRECISION is not fp32. */
   modelPath: string;
+  /** Which variant of MODEL_PATH runs: "fp32" the file itself, "int8"/"fp16" <name>.int8.onnx / <name>.fp16.onnx (`npm run model:quantize`). */
+  modelPrecision: ModelPrecision;
   /** Model card (calibration, version); optional for user models. */
   modelCardPath: string | undefined;
   modelInputSize: number;
@@ -139,6 +142,16 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+export const MODEL_PRECISIONS = ["fp32", "int8", "fp16"] as const;
+export type ModelPrecision = (typeof MODEL_PRECISIONS)[number];
+
+/** The file of a model's variant: models/x.onnx -> models/x.int8.onnx; fp32 is the file itself. */
+export function modelVariantPath(modelPath: string, precision: ModelPrecision): string {
+  if (precision === "fp32") return modelPath;
+  const stem = modelPath.endsWith(".onnx") ? modelPath.slice(0, -".onnx".length) : modelPath;
+  return `${stem}.${precision}.onnx`;
+}
+
 /**
  * Reads the old server's variables (GRPC_PORT, MODEL_PATH, MODEL_INPUT_SIZE,
  * NCP_*, DB_*, LOG_LEVEL) and ours, and reports every problem at once so an
@@ -180,12 +193,18 @@ export function loadConfig(env: Env = process.env): Config {
   };
 
   const dataDir = path.resolve(str("DATA_DIR", path.join(ROOT, "data")));
-  const modelPath = path.resolve(str("MODEL_PATH", path.join(ROOT, "models", "nose-embedder.onnx")));
+  const basePath = path.resolve(str("MODEL_PATH", path.join(ROOT, "models", "nose-embedder.onnx")));
+  const precisionRaw = str("MODEL_PRECISION", "fp32").toLowerCase();
+  let modelPrecision: ModelPrecision = "fp32";
+  if ((MODEL_PRECISIONS as readonly string[]).includes(precisionRaw)) modelPrecision = precisionRaw as ModelPrecision;
+  else problems.push(`MODEL_PRECISION=${JSON.stringify(env.MODEL_PRECISION)} must be one of ${MODEL_PRECISIONS.join(", ")}`);
+  const modelPath = modelVariantPath(basePath, modelPrecision);
   const cardEnv = env.MODEL_CARD_PATH?.trim();
+  // A variant keeps the card of the model it was made from (same version, calibration).
   const modelCardPath = cardEnv
     ? path.resolve(cardEnv)
-    : modelPath.endsWith(".onnx")
-      ? modelPath.slice(0, -".onnx".length) + ".json"
+    : basePath.endsWith(".onnx")
+      ? basePath.slice(0, -".onnx".length) + ".json"
       : undefined;
 
   const levelRaw = str("LOG_LEVEL", "info").toLowerCase();
@@ -325,6 +344,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     port: int("GRPC_PORT", 50052, 0, 65535),
     modelPath,
+    modelPrecision,
     modelCardPath,
     modelInputSize: int("MODEL_INPUT_SIZE", 224, 32, 1024),
     intraOpThreads: int("MODEL_THREADS", 0, 0, 256),

@@ -1,7 +1,8 @@
 /**
  * The benchmark's old-pipeline server must keep computing exactly what the
  * old Python server computed, or its comparison silently measures something
- * else: its ExtractNoseVector tensor is checked value for value against
+ * else: its ExtractNoseVector tensor, and the tensor of the in-process
+ * reference's Pillow pipe, are checked value for value against
  * test/pil/reference.py on the same photos.
  */
 import * as grpc from "@grpc/grpc-js";
@@ -13,6 +14,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import sharp from "sharp";
 import { extractNoseVector } from "../bench/grpc-call.js";
+import { startPillowPipe } from "../bench/fixed-cost.js";
 import { oldPipelineUnavailable, startOldPipeline, type OldPipeline } from "../bench/old-pipeline/start.js";
 import { gatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
@@ -60,6 +62,20 @@ describe("old-pipeline benchmark server", { skip: skipReason(), timeout: 120_000
       }
     } finally {
       client.close();
+    }
+    // The in-process reference (bench/fixed-cost.ts) feeds the same photos to Pillow over a pipe.
+    const pipe = startPillowPipe();
+    try {
+      for (const [name, bytes] of Object.entries(photos)) {
+        const { ms, tensor } = await pipe.preprocess(bytes);
+        const want = new Float32Array(new Uint8Array(readFileSync(path.join(dir, `${name}.f32`))).buffer);
+        const differing = tensor.reduce((n, v, i) => n + (v === want[i] ? 0 : 1), 0);
+        assert.equal(tensor.length, want.length, name);
+        assert.equal(differing, 0, `pipe, ${name}: ${differing} values differ from the reference`);
+        assert.ok(ms > 0, "preprocessing time from the pipe");
+      }
+    } finally {
+      pipe.stop();
     }
   });
 });

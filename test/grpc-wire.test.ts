@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -52,6 +53,40 @@ describe("NoseEmbedderService over the gateway's @grpc/grpc-js client (default c
     }
     const other = await client.call("HealthCheck", { service: "SomethingElse" });
     assert.equal(other.status, "SERVICE_UNKNOWN");
+  });
+
+  test("answers are not compressed, even for a client that offers gzip (as grpc-js does)", async () => {
+    // Raw HTTP/2, since grpc-js hides the message's compressed flag: request field 1 (image_data), uncompressed.
+    const session = http2.connect(`http://${server.address}`);
+    try {
+      const len: number[] = [];
+      for (let n = photo.length; ; n >>>= 7) {
+        if (n < 128) {
+          len.push(n);
+          break;
+        }
+        len.push((n & 127) | 128);
+      }
+      const msg = Buffer.concat([Buffer.from([0x0a, ...len]), photo]);
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(msg.length, 1);
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/nose_embedder.NoseEmbedderService/ExtractNoseVector",
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-accept-encoding": "identity,deflate,gzip",
+      });
+      req.end(Buffer.concat([prefix, msg]));
+      const chunks: Buffer[] = [];
+      req.on("data", (d: Buffer) => chunks.push(d));
+      await new Promise((resolve, reject) => (req.on("end", resolve), req.on("error", reject)));
+      const body = Buffer.concat(chunks);
+      assert.ok(body.length > 5 + 512 * 4, `answer of ${body.length} bytes`);
+      assert.equal(body[0], 0, "the answer's message is sent uncompressed");
+    } finally {
+      session.close();
+    }
   });
 
   test("ExtractNoseVector returns 512 L2-normalised floats for a Buffer and for Array.from(buffer)", async () => {

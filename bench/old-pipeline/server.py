@@ -84,4 +84,5 @@ def main():
     server.stop(0)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -118,12 +118,9 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
 
   const runBatch = async (items: Float32Array[]): Promise<Float32Array[]> => {
     const n = items.length;
-    // A fresh buffer for the run (handed to the inference worker); the callers keep theirs.
-    const data = n === 1 ? items[0].slice() : new Float32Array(n * per);
-    if (n > 1) items.forEach((t, i) => data.set(t, i * per));
     let out: { type: string; dims: number[]; data: Float32Array };
     try {
-      out = await session.run(inputName, outputName, data, [n, 3, opts.inputSize, opts.inputSize]);
+      out = await session.run(inputName, outputName, items, [n, 3, opts.inputSize, opts.inputSize]);
     } catch (e) {
       throw inferenceError(`model inference failed: ${(e as Error).message}`, e);
     }

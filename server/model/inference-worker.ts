@@ -25,9 +25,10 @@ export type InferenceWorkerReady =
 export type InferenceRequest =
   { kind: "run"; id: number; input: string; output: string; data: Float32Array; dims: number[] } | { kind: "close" };
 
+/** `input` is the request's buffer, handed back for the next run. */
 export type InferenceReply =
-  | { kind: "result"; id: number; ok: true; type: string; dims: number[]; data: Float32Array }
-  | { kind: "result"; id: number; ok: false; message: string };
+  | { kind: "result"; id: number; ok: true; type: string; dims: number[]; data: Float32Array; input: Float32Array }
+  | { kind: "result"; id: number; ok: false; message: string; input: Float32Array };
 
 const port = parentPort!;
 const { bytes, options } = workerData as InferenceWorkerData;
@@ -60,9 +61,11 @@ port.on("message", async (req: InferenceRequest) => {
     const out = res[req.output];
     // A copy the worker owns, so it can be handed over without copying again.
     const data = out.type === "float32" ? new Float32Array(out.data as Float32Array) : new Float32Array(0);
-    reply = { kind: "result", id: req.id, ok: true, type: out.type, dims: [...out.dims], data };
+    reply = { kind: "result", id: req.id, ok: true, type: out.type, dims: [...out.dims], data, input: req.data };
   } catch (e) {
-    reply = { kind: "result", id: req.id, ok: false, message: (e as Error).message };
+    reply = { kind: "result", id: req.id, ok: false, message: (e as Error).message, input: req.data };
   }
-  port.postMessage(reply, reply.ok ? [reply.data.buffer as ArrayBuffer] : []);
+  const transfer = [req.data.buffer as ArrayBuffer];
+  if (reply.ok) transfer.push(reply.data.buffer as ArrayBuffer);
+  port.postMessage(reply, transfer);
 });

@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { AsyncLocalStorage } from "node:async_hooks";
 import { duplicateThreshold, type Calibration } from "../../shared/similarity.js";
 import { modelNotLoaded } from "../errors.js";
@@ -78,7 +80,14 @@ interface Slot {
   released?: boolean;
 }
 
-export function createModelHolder(opts: EmbedderOptions & { cardPath: string | undefined; log: Logger }): ModelHolder {
+export function createModelHolder(
+  opts: EmbedderOptions & {
+    cardPath: string | undefined;
+    log: Logger;
+    /** A quantised variant of the card's model: its version gets "+int8" or "+fp16", so audit rows tell them apart. */
+    precision?: string;
+  },
+): ModelHolder {
   let current: ModelState = { status: "loading" };
   let slot: Slot | undefined;
   const pins = new AsyncLocalStorage<Slot>();
@@ -106,10 +115,17 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
     const started = performance.now();
     let model: LoadedModel;
     try {
+      // MODEL_PRECISION names a variant beside the configured model; a promoted release runs as it was published.
+      const precision = target.modelPath === opts.modelPath ? opts.precision : undefined;
+      if (precision && precision !== "fp32") await checkVariant(target.modelPath, precision);
       const [embedder, card] = await Promise.all([loadEmbedder({ ...opts, modelPath: target.modelPath }), readModelCard(target.cardPath)]);
       model = {
         embedder,
-        version: card?.version ?? `sha256:${embedder.fingerprint}`,
+        version: card?.version
+          ? precision && precision !== "fp32"
+            ? `${card.version}+${precision}`
+            : card.version
+          : `sha256:${embedder.fingerprint}`,
         calibration: card?.calibration,
         geometry: card?.geometry ?? { params: DEFAULT_GEOMETRY_PARAMS, policy: DEFAULT_GEOMETRY_POLICY },
         card: card?.raw,
@@ -213,11 +229,39 @@ export function createModelHolder(opts: EmbedderOptions & { cardPath: string | u
   };
 }
 
+/**
+ * A quantised variant (models/x.int8.onnx) runs only if models/x.variants.json,
+ * written with it by `npm run model:quantize`, says it was made from the
+ * models/x.onnx now in place and is the file it wrote: a variant left from
+ * an earlier model would otherwise be served under the new model's card.
+ */
+export async function checkVariant(variantPath: string, precision: string): Promise<void> {
+  const suffix = `.${precision}.onnx`;
+  if (!variantPath.endsWith(suffix)) return;
+  const stem = variantPath.slice(0, -suffix.length);
+  const sha = async (p: string) =>
+    createHash("sha256")
+      .update(await readFile(p))
+      .digest("hex");
+  const rerun = `run \`npm run model:quantize -- --model ${stem}.onnx\``;
+  let record: { source_sha256?: string; variants?: Record<string, { sha256?: string }> };
+  try {
+    record = JSON.parse(await readFile(`${stem}.variants.json`, "utf8"));
+  } catch (e) {
+    throw new Error(`MODEL_PRECISION=${precision}: cannot read ${stem}.variants.json (${(e as Error).message}); ${rerun}`);
+  }
+  if (record.source_sha256 !== (await sha(`${stem}.onnx`)))
+    throw new Error(`MODEL_PRECISION=${precision}: ${variantPath} was made from another model than ${stem}.onnx; ${rerun}`);
+  if (record.variants?.[precision]?.sha256 !== (await sha(variantPath)))
+    throw new Error(`MODEL_PRECISION=${precision}: ${variantPath} is not the file model:quantize wrote; ${rerun}`);
+}
+
 /** The model holder the server and its tools open, from the settings. */
 export function modelHolderFromConfig(config: Config, log: Logger): ModelHolder {
   return createModelHolder({
     modelPath: config.modelPath,
     cardPath: config.modelCardPath,
+    precision: config.modelPrecision,
     inputSize: config.modelInputSize,
     intraOpThreads: config.intraOpThreads,
     batchWindowMs: config.batchWindowMs,

@@ -1,0 +1,86 @@
+// Two measurements quantize.py needs from onnxruntime-node (Debian has no Python onnxruntime):
+//
+//   node models/train/onnx-probe.mjs ranges model.onnx in.npy out.json [batch]
+//     runs the model over a float32 (N,3,S,S) .npy in batches and writes, for every graph
+//     output, the per-batch minimum and maximum averaged over the batches, and the overall
+//     minimum and maximum: {name: {avgMin, avgMax, min, max}}. quantize.py exposes the
+//     tensors it wants to quantize as extra outputs of a copy of the model.
+//   node models/train/onnx-probe.mjs latency model.onnx [threads] [runs]
+//     median and p95 milliseconds of one batch-1 run, after warm-up, with the given intra-op
+//     threads (default 2) and graph optimisation "all": {p50, p95, runs, threads}.
+import { readFileSync, writeFileSync } from "node:fs";
+import * as ort from "onnxruntime-node";
+
+function readNpy(path) {
+  const buf = readFileSync(path);
+  const headerLen = buf.readUInt16LE(8);
+  const header = buf.subarray(10, 10 + headerLen).toString("latin1");
+  if (!header.includes("'<f4'") || header.includes("'fortran_order': True")) throw new Error(`need C-order float32 npy: ${header}`);
+  const shape = header
+    .match(/'shape': \(([^)]*)\)/)[1]
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
+  const off = 10 + headerLen;
+  return { shape, data: new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + buf.length)) };
+}
+
+const [mode, model, ...rest] = process.argv.slice(2);
+if (mode === "ranges") {
+  const [inPath, outPath, batchArg] = rest;
+  const batch = Number(batchArg ?? 8);
+  const { shape, data } = readNpy(inPath);
+  const [n, c, h, w] = shape;
+  const per = c * h * w;
+  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2, graphOptimizationLevel: "basic" });
+  const stats = {};
+  let batches = 0;
+  for (let i = 0; i < n; i += batch) {
+    const b = Math.min(batch, n - i);
+    const res = await session.run({
+      [session.inputNames[0]]: new ort.Tensor("float32", data.subarray(i * per, (i + b) * per), [b, c, h, w]),
+    });
+    batches++;
+    for (const name of session.outputNames) {
+      const v = res[name].data;
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let k = 0; k < v.length; k++) {
+        const x = v[k];
+        if (x < lo) lo = x;
+        if (x > hi) hi = x;
+      }
+      const s = (stats[name] ??= { sumMin: 0, sumMax: 0, min: Infinity, max: -Infinity });
+      s.sumMin += lo;
+      s.sumMax += hi;
+      s.min = Math.min(s.min, lo);
+      s.max = Math.max(s.max, hi);
+    }
+  }
+  const out = {};
+  for (const [name, s] of Object.entries(stats))
+    out[name] = { avgMin: s.sumMin / batches, avgMax: s.sumMax / batches, min: s.min, max: s.max };
+  writeFileSync(outPath, JSON.stringify(out));
+} else if (mode === "latency") {
+  const threads = Number(rest[0] ?? 2);
+  const runs = Number(rest[1] ?? 30);
+  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: threads, graphOptimizationLevel: "all" });
+  const meta = session.inputMetadata[0];
+  const size = typeof meta.shape?.[2] === "number" ? meta.shape[2] : 224;
+  const x = new Float32Array(3 * size * size).map((_, i) => ((i * 7919) % 256) / 255);
+  const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", x, [1, 3, size, size]) };
+  for (let i = 0; i < 5; i++) await session.run(feeds);
+  const ms = [];
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    await session.run(feeds);
+    ms.push(performance.now() - t);
+  }
+  ms.sort((a, b) => a - b);
+  const at = (p) => ms[Math.min(ms.length - 1, Math.ceil((p / 100) * ms.length) - 1)];
+  console.log(JSON.stringify({ p50: at(50), p95: at(95), runs, threads }));
+} else {
+  console.error("usage: onnx-probe.mjs ranges MODEL IN.npy OUT.json [batch] | latency MODEL [threads] [runs]");
+  process.exit(2);
+}

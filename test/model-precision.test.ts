@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import { loadConfig } from "../server/config.js";
+import { createLogger } from "../server/log.js";
+import { preprocessPhoto } from "../server/image/preprocess-photo.js";
+import { modelHolderFromConfig, type ModelHolder } from "../server/model/model-holder.js";
+import { cosine } from "../shared/similarity.js";
+import { nosePhotos } from "./support/nose-photos.js";
+import { ROOT } from "./support/server.js";
+
+const MODELS = path.join(ROOT, "models");
+const INT8 = path.join(MODELS, "nose-embedder.int8.onnx");
+const RECORD = path.join(MODELS, "nose-embedder.variants.json");
+const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
+// The shipped variants must be the bundled model's: a model retrained without rerunning model:quantize fails here.
+const stale =
+  !existsSync(INT8) || !existsSync(RECORD)
+    ? "models/nose-embedder.int8.onnx not present (npm run model:quantize writes it)"
+    : JSON.parse(readFileSync(RECORD, "utf8")).source_sha256 !== sha(path.join(MODELS, "nose-embedder.onnx"))
+      ? "models/nose-embedder.int8.onnx was made from an earlier model: run npm run model:quantize"
+      : undefined;
+const quiet = createLogger("error", () => {});
+
+async function loaded(env: Record<string, string>): Promise<ModelHolder> {
+  const holder = modelHolderFromConfig(loadConfig(env), quiet);
+  await holder.load();
+  return holder;
+}
+
+test("MODEL_PRECISION=int8 runs the quantised variant under the card's version, close to fp32", async () => {
+  assert.equal(stale, undefined, stale);
+  const fp32 = await loaded({});
+  const int8 = await loaded({ MODEL_PRECISION: "int8" });
+  try {
+    const a = fp32.require();
+    const b = int8.require();
+    assert.notEqual(a.embedder.sha256, b.embedder.sha256);
+    assert.equal(b.version, `${a.version}+int8`);
+    assert.deepEqual(b.calibration, a.calibration);
+    const photo = nosePhotos(2);
+    for (const [dog, shot] of [
+      [0, 0],
+      [1, 2],
+    ]) {
+      const { tensor } = await preprocessPhoto(photo(dog, shot), 224, { maxBytes: 1e7, maxPixels: 1e8 }, true);
+      const c = cosine(await a.embedder.embed(tensor), await b.embedder.embed(tensor));
+      assert.ok(c >= 0.998, `cosine int8 vs fp32 ${c}`);
+    }
+  } finally {
+    await Promise.all([fp32.close(), int8.close()]);
+  }
+});
+
+test("a variant made from another model than MODEL_PATH's file is refused", { skip }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-variant-"));
+  try {
+    for (const f of ["nose-embedder.onnx", "nose-embedder.int8.onnx", "nose-embedder.json"])
+      copyFileSync(path.join(MODELS, f), path.join(dir, f));
+    const record = JSON.parse(readFileSync(path.join(MODELS, "nose-embedder.variants.json"), "utf8"));
+    writeFileSync(path.join(dir, "nose-embedder.variants.json"), JSON.stringify({ ...record, source_sha256: "0".repeat(64) }));
+    const holder = await loaded({ MODEL_PATH: path.join(dir, "nose-embedder.onnx"), MODEL_PRECISION: "int8" });
+    try {
+      const s = holder.state();
+      assert.equal(s.status, "failed");
+      assert.match(s.status === "failed" ? s.reason : "", /made from another model .*npm run model:quantize/);
+    } finally {
+      await holder.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
