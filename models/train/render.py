@@ -286,7 +286,7 @@ def make_identity(rng, bead_rng=None):
     groove = np.clip(1 - rel / groove_w, 0, 1)
     inside = nose * (1 - nostril)
     # beads are cobblestones on the dome, their height a share of their own diameter
-    bead_amp = brng.uniform(0.18, 0.3) * size
+    bead_amp = brng.uniform(0.08, 0.16) * size
     height += bead_amp * bead_h * per_bead[lab0] * inside
     height += 0.0015 * smooth_noise(brng, n, 4)
     height += fold_h * fold * (1 - nostril) * nose
@@ -326,6 +326,7 @@ def make_identity(rng, bead_rng=None):
     fur, fur_h = _fur(brng, cx, cy, n, light_leather=bool(k >= 3 or kind > 0.85))
     lip = np.exp(-(ph_dist / (ph_w * 2)) ** 2) * np.clip(1 - (GY - bottom) / 0.3, 0, 1) * (GY > bottom)
     fur = fur * (1 - 0.5 * lip[..., None])
+    fur = 0.75 * fur + 0.25 * 0.4    # corners: fur and whatever is behind it, less extreme than the coat alone
     albedo = alb * nose[..., None] + fur * (1 - nose[..., None])
     height = height + 0.004 * fur_h * (1 - nose)
     height = cv2.GaussianBlur(height.astype(np.float32), (0, 0), 0.7)
@@ -334,7 +335,7 @@ def make_identity(rng, bead_rng=None):
     inv = 1 / np.sqrt(gx * gx + gy * gy + 1)
     normal = np.stack([-gx * inv, -gy * inv, inv], -1)
     cav = cv2.GaussianBlur(height, (0, 0), 6) - height
-    ao = np.clip(1 - 8 * np.clip(cav, 0, None), 0.2, 1)
+    ao = np.clip(1 - 5 * np.clip(cav, 0, None), 0.35, 1)
     maps = np.concatenate([np.clip(albedo, 0, 1), normal, nose[..., None], (bead_h * inside)[..., None],
                            ao[..., None], (0.5 + 0.5 * smooth_noise(rng, n, n / 6))[..., None]], -1)
     # crop box around the leather: the edge ring at the foot of the dome and a little above it
@@ -376,14 +377,14 @@ CAMERA = {
     "blur_px": 0.8825,            # median focus blur, pixels at 224
     "blur_spread": 0.3971,        # log-normal spread of the focus blur
     "fur_focus": 0.4533,          # share of photos focused on the fur rather than the leather
-    "exposure": 0.3017,           # median exposure target (frame mean)
-    "exposure_dog": 0.2833,       # log spread between dogs (coat, room)
-    "exposure_shot": 0.1713,      # log spread between shots of one dog
-    "contrast": 1.1293,           # tone-curve power at a typical scene
+    "exposure": 0.285,           # median exposure target (frame mean)
+    "exposure_dog": 0.38,       # log spread between dogs (coat, room)
+    "exposure_shot": 0.22,      # log spread between shots of one dog
+    "contrast": 0.9,           # tone-curve power at a typical scene
     "contrast_range": 0.1031,     # +- around it
     "flat_ref": 0.75,             # log-luminance spread the tone mapping treats as typical
     "flat_power": 0.7275,         # how strongly flat scenes are stretched
-    "contrast_max": 2.6,        
+    "contrast_max": 1.6,        
     "noise": 0.0079,              # sensor noise at mid grey
     "sharpen": 0.2406,            # mean strength of the phone's sharpening (applied to half the photos)
 }
@@ -483,7 +484,7 @@ def _view(ident, rng, size):
     L1, L2, w2 = _light(ident, rng, right, down, fwd)
     ndl1 = np.clip(nrm @ L1.astype(np.float32), 0, 1)
     ndl2 = np.clip(nrm @ L2.astype(np.float32), 0, 1)
-    amb = rng.uniform(0.12, 0.4)
+    amb = rng.uniform(0.3, 0.6)
     # uneven falloff over the frame (a lamp nearer one side)
     fa = rng.uniform(0, 2 * np.pi)
     fall = 1 + rng.uniform(0, 0.4) * (A / bw * np.cos(fa) + B / bh * np.sin(fa))
