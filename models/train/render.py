@@ -202,9 +202,10 @@ def make_identity(rng, bead_rng=None):
     D = rng.uniform(0.2, 0.34)                       # dome height, leather widths
     dome_p = rng.uniform(0.45, 0.7)
     r = np.clip(sup, 0, 1)
-    height = D * (1 - r ** 2) ** dome_p - 0.12 * np.clip(sup - 1, 0, 1.5) ** 0.8
+    height = D * (1 - r ** 2) ** dome_p - 0.1 * np.clip(sup - 1, 0, None)
     # the lower part under the nostrils slopes back towards the lip
-    height -= rng.uniform(0.04, 0.14) * np.clip((GY - cy) / ry, 0, 1) ** 2
+    t_low = np.clip((GY - cy) / ry, 0, None) ** 2
+    height -= rng.uniform(0.04, 0.14) * t_low / (1 + 0.5 * t_low)   # smooth on past the lip: no crease
 
     # ---- nostrils: comma-shaped slits, a round head opening sideways and a tail curving down and outwards,
     # each under an alar fold (a raised wing above and beside it)
@@ -358,7 +359,7 @@ def make_identity(rng, bead_rng=None):
         "dist": float(np.exp(rng.uniform(np.log(2.5), np.log(7.0)))),   # phone distance, leather widths
         "size_z": float(rng.normal()),               # this dog's photos tend to be large or small
         "bright": float(rng.normal()),               # owner's room: lighting level
-        "light": (float(rng.normal(0, 0.6)), float(rng.uniform(0.4, 1.1))),   # main light: azimuth from above, angle off the axis
+        "light": (float(rng.normal(0, 1.0)), float(rng.uniform(0.4, 1.1))),   # main light: azimuth from above, angle off the axis
     }
 
 
@@ -393,7 +394,7 @@ CAMERA = {
 def _camera(ident, rng):
     """A phone viewpoint: distance, yaw, pitch, roll around the nose -> (position, right, down, forward)."""
     dist = ident["dist"] * np.exp(rng.normal(0, 0.12))
-    yaw, pitch, roll = rng.normal(0, 0.15), rng.normal(0.04, 0.13), rng.normal(0, 0.05)
+    yaw, pitch, roll = rng.normal(0, 0.2), rng.normal(0.04, 0.15), rng.normal(0, 0.05)
     cy_, sy_, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
     R = np.array([[cy_, 0, sy_], [0, 1, 0], [-sy_, 0, cy_]]) @ np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     T = np.array(ident["centre"]) + rng.normal(0, 0.02, 3) * np.array([1, 1, 0])
@@ -468,10 +469,10 @@ def _view(ident, rng, size):
     depth = q @ fwd
     a, b = (q @ right) / depth, (q @ down) / depth
     fx, fy = ident["fill"]
-    bw = (a.max() - a.min()) / (fx * np.exp(rng.normal(0, 0.04)))
-    bh = (b.max() - b.min()) / (fy * np.exp(rng.normal(0, 0.04)))
-    ac = 0.5 * (a.max() + a.min()) + rng.normal(0, 0.025) * bw
-    bc = 0.5 * (b.max() + b.min()) + rng.normal(0, 0.025) * bh
+    bw = (a.max() - a.min()) / (fx * np.exp(rng.normal(0, 0.07)))
+    bh = (b.max() - b.min()) / (fy * np.exp(rng.normal(0, 0.07)))
+    ac = 0.5 * (a.max() + a.min()) + rng.normal(0, 0.04) * bw
+    bc = 0.5 * (b.max() + b.min()) + rng.normal(0, 0.04) * bh
     g = (np.arange(rs, dtype=np.float64) + 0.5) / rs - 0.5
     A, B = np.meshgrid(ac + g * bw, bc + g * bh)
     dirs = fwd[None, None, :] + A[..., None] * right[None, None, :] + B[..., None] * down[None, None, :]
@@ -487,7 +488,7 @@ def _view(ident, rng, size):
     amb = rng.uniform(0.3, 0.6)
     # uneven falloff over the frame (a lamp nearer one side)
     fa = rng.uniform(0, 2 * np.pi)
-    fall = 1 + rng.uniform(0, 0.4) * (A / bw * np.cos(fa) + B / bh * np.sin(fa))
+    fall = 1 + rng.uniform(0, 0.7) * (A / bw * np.cos(fa) + B / bh * np.sin(fa))
     shade = (amb * ao + (1 - amb) * (ndl1 + w2 * ndl2) / (1 + w2) * np.sqrt(ao)) * np.clip(fall, 0.3, 2)
     img = alb * shade[..., None].astype(np.float32)
     wet = float(np.clip(ident["wet"] + rng.normal(0, 0.2), 0, 1))
