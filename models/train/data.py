@@ -5,6 +5,8 @@ the real-vs-synthetic comparison (per-image statistics, pair statistics, realism
   /usr/bin/python3 models/train/data.py --tiny --out /tmp/x  # a few identities, seconds
   /usr/bin/python3 models/train/data.py --sheet-only         # contact sheet + stats + realism probe only
   /usr/bin/python3 models/train/data.py --sheet-only --probe-n 200   # the same, smaller (smoke run)
+  /usr/bin/python3 models/train/data.py --out DIR --family-share 0.25 --family-size 3   # the default families
+  /usr/bin/python3 models/train/data.py --out DIR --family-share 0                      # no families
 
 Identity i of split S always renders from the seed sequence (seed, split id, i), so
 shards are identical whichever worker renders them and in whatever order.
