@@ -186,12 +186,12 @@ def make_identity(rng, bead_rng=None):
     top = rng.uniform(0.0, 0.06)
     bottom = rng.uniform(0.8, 0.92)
     rx = rng.uniform(0.49, 0.53)
-    pw_top, pw_bot = rng.uniform(2.2, 3.0), rng.uniform(1.8, 2.3)
-    taper = rng.uniform(0.08, 0.3)
+    pw_top, pw_bot = rng.uniform(2.2, 3.0), rng.uniform(2.0, 2.6)
+    taper = rng.uniform(0.0, 0.15)
     cy = (top + bottom) / 2 - 0.05
     ry_top, ry_bot = cy - top, bottom - cy
     edge_noise = smooth_noise(rng, n, n / 5, octaves=2) * rng.uniform(0.015, 0.04)
-    dip = rng.uniform(0.0, 0.06) * np.exp(-((GX - cx) / rng.uniform(0.12, 0.25)) ** 2) * (GY < cy)
+    dip = rng.uniform(0.0, 0.03) * np.exp(-((GX - cx) / rng.uniform(0.12, 0.25)) ** 2) * (GY < cy)
     v = np.where(GY < cy, (GY - cy - dip) / ry_top, (GY - cy) / ry_bot)
     u = (GX - cx) / (rx * (1 - taper * np.clip(v, 0, 1) ** 1.5))
     pw = np.where(GY < cy, pw_top, pw_bot)
