@@ -5,10 +5,20 @@ the real-vs-synthetic comparison (per-image statistics, pair statistics, realism
   /usr/bin/python3 models/train/data.py --tiny --out /tmp/x  # a few identities, seconds
   /usr/bin/python3 models/train/data.py --sheet-only         # contact sheet + stats + realism probe only
   /usr/bin/python3 models/train/data.py --sheet-only --probe-n 200   # the same, smaller (smoke run)
+  /usr/bin/python3 models/train/data.py --out DIR --family-share 0.25 --family-size 3   # the default families
+  /usr/bin/python3 models/train/data.py --out DIR --family-share 0                      # no families
 
 Identity i of split S always renders from the seed sequence (seed, split id, i), so
 shards are identical whichever worker renders them and in whatever order.
 Training identities and held-out identities come from different split ids and never overlap.
+
+Look-alike families (--family-share, --family-size): identities come in consecutive blocks of
+--family-size; a share of the blocks (spread over the split by a fixed golden-ratio rule) are families, whose
+members share outline, dome, nostrils, philtrum, pigment and light (render.make_identity's rng, drawn from
+(seed, split id, FAMILY, block)) and differ in the bead mosaic, fine relief and fur (bead_rng, drawn from
+(seed, split id, i), which then also draws the captures). Each shard gets a .families.npy beside its
+.labels.npy: the family (block) id per image, -1 for singletons; load_families() reads it.
+The split folder's render.json records the family settings; a cache made with other settings is refused.
 """
 import argparse
 import json
@@ -27,16 +37,35 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_CACHE = os.path.join(HERE, "cache", "synth")
 SPLITS = {"train": 1, "heldout": 2, "sheet": 3}
 SHARD = 25  # identities per shard
+FAMILY = 7  # seed-sequence tag of the family-shared draws
+GOLDEN = 0.6180339887498949
 
 
-def render_identity(seed, split, ident, caps):
+def family_of(ident, share, size):
+    """Family id (its block index) of identity `ident`, or -1 for a singleton."""
+    if share <= 0 or size < 2:
+        return -1
+    b = ident // size
+    return b if (b * GOLDEN) % 1.0 < share else -1
+
+
+def identity_rng(seed, split, ident, fam_share=0.0, fam_size=3):
+    """(identity, generator for its captures, family id) of identity `ident` of a split."""
     rng = np.random.default_rng([seed, SPLITS[split], ident])
-    idt = render.make_identity(rng)
+    fam = family_of(ident, fam_share, fam_size)
+    if fam < 0:
+        return render.make_identity(rng), rng, -1
+    shared = np.random.default_rng([seed, SPLITS[split], FAMILY, fam])
+    return render.make_identity(shared, bead_rng=rng), rng, fam
+
+
+def render_identity(seed, split, ident, caps, fam_share=0.0, fam_size=3):
+    idt, rng, _ = identity_rng(seed, split, ident, fam_share, fam_size)
     return np.stack([render.render_capture(idt, rng) for _ in range(caps)])
 
 
 def _render_shard(job):
-    seed, split, first, count, caps, path = job
+    seed, split, first, count, caps, path, fam_share, fam_size = job
     if os.path.exists(path + ".npy"):
         return path, 0.0
     try:  # several renderers may share one cache: each shard is claimed by one of them
@@ -44,23 +73,38 @@ def _render_shard(job):
     except FileExistsError:
         return path, -1.0
     t = time.time()
-    ims = np.stack([render_identity(seed, split, first + i, caps) for i in range(count)])
+    ims = np.stack([render_identity(seed, split, first + i, caps, fam_share, fam_size) for i in range(count)])
     labels = np.repeat(np.arange(first, first + count), caps)
+    fams = np.repeat([family_of(first + i, fam_share, fam_size) for i in range(count)], caps)
     tmp = path + ".tmp.npy"
     np.save(path + ".labels.npy", labels.astype(np.int32))
+    np.save(path + ".families.npy", fams.astype(np.int32))
     np.save(tmp, ims.reshape(-1, *ims.shape[2:]))
     os.replace(tmp, path + ".npy")    # the image file appears last: readers see whole shards only
     os.remove(path + ".lock")
     return path, time.time() - t
 
 
-def render_split(out, split, ids, caps, seed, workers, shard=SHARD, reverse=False):
+def render_split(out, split, ids, caps, seed, workers, shard=SHARD, reverse=False, fam_share=0.0, fam_size=3):
     d = os.path.join(out, split)
     os.makedirs(d, exist_ok=True)
+    meta = {"renderer": "surface-v1", "family_share": fam_share, "family_size": fam_size, "seed": seed}
+    mpath = os.path.join(d, "render.json")
+    if os.path.exists(mpath):
+        with open(mpath) as f:
+            old = json.load(f)
+        if old != meta:
+            sys.exit(f"[data] {d} was rendered with {old}, not {meta}: use another --out or remove it")
+    elif any(f.endswith(".npy") for f in os.listdir(d)):
+        sys.exit(f"[data] {d} holds shards of an older renderer (no render.json): use another --out or remove it")
+    else:
+        with open(mpath, "w") as f:
+            json.dump(meta, f)
     jobs = []
     for first in range(0, ids, shard):
         count = min(shard, ids - first)
-        jobs.append((seed, split, first, count, caps, os.path.join(d, f"shard_{first:06d}_{count:03d}x{caps}")))
+        jobs.append((seed, split, first, count, caps, os.path.join(d, f"shard_{first:06d}_{count:03d}x{caps}"),
+                     fam_share, fam_size))
     if reverse:
         jobs = jobs[::-1]
     t0 = time.time()
@@ -78,12 +122,34 @@ def render_split(out, split, ids, caps, seed, workers, shard=SHARD, reverse=Fals
     print(f"[data] {split}: {ids} identities x {caps} captures in {time.time() - t0:.0f}s", flush=True)
 
 
+def _shard_names(d):
+    return sorted(f for f in os.listdir(d) if f.endswith(".npy") and ".tmp" not in f
+                  and not f.endswith((".labels.npy", ".families.npy")))
+
+
+def load_families(out, split, max_ids=None):
+    """Family id per image of the shards load_split() returns (same order), -1 for singletons and for shards
+    rendered without families."""
+    d = os.path.join(out, split)
+    if not os.path.isdir(d):
+        return np.zeros(0, np.int64)
+    fams = []
+    for f in _shard_names(d):
+        base = os.path.join(d, f[:-4])
+        lab = np.load(base + ".labels.npy")
+        if max_ids is not None and lab.min() >= max_ids:
+            continue
+        fams.append(np.load(base + ".families.npy") if os.path.exists(base + ".families.npy")
+                    else np.full(len(lab), -1, np.int32))
+    return np.concatenate(fams).astype(np.int64) if fams else np.zeros(0, np.int64)
+
+
 def load_split(out, split, max_ids=None):
     """Loads the complete shards of a split: (uint8 N,224,224,3 images, int labels)."""
     d = os.path.join(out, split)
     if not os.path.isdir(d):
         return np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int64)
-    names = sorted(f for f in os.listdir(d) if f.endswith(".npy") and not f.endswith(".labels.npy") and ".tmp" not in f)
+    names = _shard_names(d)
     ims, labs = [], []
     for f in names:
         base = os.path.join(d, f[:-4])
@@ -97,17 +163,22 @@ def load_split(out, split, max_ids=None):
     return np.concatenate(ims), np.concatenate(labs).astype(np.int64)
 
 
-def contact_sheet(path, seed, rows=4, cols=8):
+def contact_sheet(path, seed, rows=4, cols=8, family_rows=2):
+    """Identities (rows) x captures (columns); the last `family_rows` rows are members of one look-alike family."""
     from PIL import Image
     tiles = []
-    for r in range(rows):
-        caps = render_identity(seed, "sheet", r, cols)
-        tiles.append(np.concatenate(list(caps), 1))
+    for r in range(rows + family_rows):
+        if r < rows:
+            idt, rng, _ = identity_rng(seed, "sheet", r)
+        else:
+            rng = np.random.default_rng([seed, SPLITS["sheet"], r])
+            idt = render.make_identity(np.random.default_rng([seed, SPLITS["sheet"], FAMILY, 0]), bead_rng=rng)
+        tiles.append(np.concatenate([render.render_capture(idt, rng) for _ in range(cols)], 1))
     im = Image.fromarray(np.concatenate(tiles, 0))
     im = im.resize((im.width // 2, im.height // 2), Image.LANCZOS)
     im = im.quantize(colors=160, method=Image.MEDIANCUT, dither=Image.NONE)
     im.save(path, optimize=True)
-    print(f"[data] contact sheet -> {path} ({os.path.getsize(path) // 1024} KB)")
+    print(f"[data] contact sheet -> {path} ({os.path.getsize(path) // 1024} KB; last {family_rows} rows: one family)")
 
 
 # ---------------------------------------------------------------- real-vs-synthetic statistics
@@ -190,7 +261,31 @@ def compare_with_real(seed, n, workers, card_dir):
               f"\n[pairs] {'':22s}                 synth {syn}")
 
     realism = probe(ims, workers)
-    return {"images": table, "pairs": pt, "realism": realism}
+    shape = shape_probe(ims, os.path.join(card_dir, "synthetic-shape.png"))
+    return {"images": table, "pairs": pt, "realism": realism, "shape": shape}
+
+
+def shape_probe(ims, sheet_path=None):
+    """Shape probe (realism/shape_probe.py): Frechet distance of 64x64 grey thumbnails, projected on the
+    principal components of 3,000 real crops, to the real ones (global shape, framing, shading)."""
+    pdir = os.path.join(HERE, "realism")
+    if not os.path.exists(os.path.join(pdir, "shape_probe.py")):
+        print("[shape] realism/shape_probe.py not found: skipped")
+        return None
+    sys.path.insert(0, pdir)
+    import shape_probe as sp
+    t = time.time()
+    X = sp.thumbs_arrays(ims)
+    fd, mad = sp.distance(X)
+    if sheet_path:
+        sp.sheet(X, sheet_path)
+    out = {"images": int(len(ims)), "shape_frechet": round(fd, 3), "mean_image_abs_diff": round(mad, 4),
+           "real_floor": "1.1-1.3",
+           "note": "Frechet distance to 3,000 real crops in their 24-component PCA space (realism/README.md)"
+                   + ("" if len(ims) >= 2000 else "; fewer than 2,000 images: biased upwards, not for reporting")}
+    print(f"[shape] {len(ims)} renders: shape distance to real crops {fd:.3f} (mean-image |diff| {mad:.4f}; "
+          f"real floor 1.1-1.3){'; sheet -> ' + sheet_path if sheet_path else ''}, {time.time() - t:.0f}s")
+    return out
 
 
 def probe(ims, workers):
@@ -236,6 +331,9 @@ def main():
     ap.add_argument("--sheet-only", action="store_true")
     ap.add_argument("--reverse", action="store_true", help="render shards last-first (a second renderer on one cache)")
     ap.add_argument("--no-sheet", action="store_true")
+    ap.add_argument("--family-share", type=float, default=0.25,
+                    help="share of identity blocks rendered as look-alike families (0: none)")
+    ap.add_argument("--family-size", type=int, default=3, help="identities per look-alike family")
     ap.add_argument("--probe-n", type=int, default=2000,
                     help="captures (of 'sheet' identities, 4 each) for the real-vs-synthetic statistics and the realism "
                          "probe; use >= 2000 for reported figures (the probe is biased upwards on small samples)")
@@ -247,10 +345,12 @@ def main():
     if not args.sheet_only:
         if args.split in ("heldout", "both"):
             render_split(args.out, "heldout", args.heldout_ids, args.heldout_caps, args.seed, args.workers,
-                         shard=min(SHARD, max(1, args.heldout_ids)))
+                         shard=min(SHARD, max(1, args.heldout_ids)), fam_share=args.family_share,
+                         fam_size=args.family_size)
         if args.split in ("train", "both"):
             render_split(args.out, "train", args.train_ids, args.caps, args.seed, args.workers,
-                         shard=min(SHARD, max(1, args.train_ids)), reverse=args.reverse)
+                         shard=min(SHARD, max(1, args.train_ids)), reverse=args.reverse,
+                         fam_share=args.family_share, fam_size=args.family_size)
     if not args.no_sheet:
         os.makedirs(card, exist_ok=True)
         contact_sheet(os.path.join(card, "contact-sheet.png"), args.seed)
