@@ -242,11 +242,15 @@ def pk_batches(labels, P, K, rng, families=None, family_share=0.5):
     n_fam = max(2, min(P, int(round(P * family_share))))
     fam_queue, id_queue = [], []
     while True:
-        chosen = []
-        while len(chosen) < n_fam:
+        chosen, used = [], set()
+        while len(chosen) < n_fam and len(used) < len(fams):
             if not fam_queue:
                 fam_queue = list(rng.permutation(fams))
-            m = fam_members[int(fam_queue.pop())]
+            f = int(fam_queue.pop())
+            if f in used:
+                continue
+            used.add(f)
+            m = fam_members[f]
             left = n_fam - len(chosen)
             if len(m) > left:
                 if left < 2:
@@ -389,8 +393,13 @@ def load_batch(ims, idx, aug, rng, dev, amp, gpu_ims):
     JPEG-compressed (jpeg_batch) where drawn; on CUDA only JPEG happens here (the blur runs on the GPU in
     augment), and without JPEG the batch comes from the cache on the GPU."""
     jp = aug["jpeg_p"] > 0 and aug["jpeg"] < 100
-    if amp and gpu_ims is not None and not jp:
-        return gpu_ims[torch.from_numpy(idx).to(dev)], False
+    if amp and gpu_ims is not None:
+        xb = gpu_ims[torch.from_numpy(idx).to(dev)]
+        sel = rng.random(len(idx)) < aug["jpeg_p"] if jp else np.zeros(len(idx), bool)
+        if sel.any():      # only the images drawn for JPEG make the round trip through the CPU
+            sub = jpeg_batch(np.stack([ims[i] for i in idx[sel]]), rng, aug["jpeg"], 1.0)
+            xb[torch.from_numpy(np.flatnonzero(sel)).to(dev)] = torch.from_numpy(sub).to(dev)
+        return xb, False
     xb = np.stack([ims[i] for i in idx])
     blurred = not amp
     if blurred:
@@ -562,7 +571,7 @@ def main():
             raise SystemExit(f"no synthetic cache in {args.synth}: run `npm run model:data` first")
         ims_list.append(ims)
         lab_list.append(labels + offset)
-        fam_list.append(fam + 1_000_000 * (fam >= 0) if fam is not None else np.full(len(labels), -1, np.int64))
+        fam_list.append(fam if fam is not None else np.full(len(labels), -1, np.int64))
         sources["synthetic"] = {"cache": os.path.relpath(args.synth, ROOT)}
         if fam is not None:
             fam_ids = np.unique(labels[fam >= 0])
