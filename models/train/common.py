@@ -219,8 +219,8 @@ def load_synth_split(cache, split):
 
 def zoom_image(u8, z):
     """Re-frames a uint8 (224,224,3) photo by zoom z about its centre: z > 1 crops the central 1/z and
-    enlarges it; z < 1 shrinks the photo to z of the frame and fills the border by reflection (as training's
-    zoom-out does: a flattering fill, real zoomed-out photos show more face)."""
+    enlarges it; z < 1 shrinks the photo to z of the frame and fills the border by tiling its outer ring (pad_fold,
+    as training's zoom-out does: a flattering fill, real zoomed-out photos show more face)."""
     import cv2
     n = u8.shape[0]
     if z >= 1:
@@ -230,7 +230,21 @@ def zoom_image(u8, z):
     s = int(round(n * z))
     small = cv2.resize(np.ascontiguousarray(u8), (s, s), interpolation=cv2.INTER_AREA)
     a = (n - s) // 2
-    return cv2.copyMakeBorder(small, a, n - s - a, a, n - s - a, cv2.BORDER_REFLECT_101)
+    return pad_fold(small, a, n - s - a)
+
+
+def pad_fold(u8, a, b, band=0.075):
+    """Pads a square uint8 photo by `a` px before and `b` after on both axes, tiling its outer ring (`band` of
+    the width, fur) back and forth rather than mirroring the whole photo, which would put copies of the
+    nostrils round the nose. As train.fold_border."""
+    n = u8.shape[0]
+    k = max(1, int(round(band * n)))
+    pos = np.arange(-a, n + b)
+    ex = np.where(pos < 0, -pos - 1, np.where(pos >= n, pos - n, -1))
+    m = np.where(ex >= 0, ex % (2 * k), 0)
+    fold = np.where(m < k, m, 2 * k - 1 - m)
+    src = np.where(pos < 0, fold, np.where(pos >= n, n - 1 - fold, pos))
+    return np.ascontiguousarray(u8[src][:, src])
 
 
 def rotate_image(u8, deg):
@@ -255,7 +269,7 @@ def jpeg_image(u8, q):
 
 # name -> (description, transform of one probe photo (u8, rng) -> u8)
 PROBE_CONDITIONS = {
-    "zoom_0.6": ("probe zoomed out to 0.6 of the framing (nose smaller, border filled by reflection)",
+    "zoom_0.6": ("probe zoomed out to 0.6 of the framing (nose smaller, border tiled from the outer fur ring)",
                  lambda u8, rng: zoom_image(u8, 0.6)),
     "zoom_1.6": ("probe zoomed in 1.6x (central 62.5% of the framing, enlarged)",
                  lambda u8, rng: zoom_image(u8, 1.6)),

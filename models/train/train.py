@@ -77,7 +77,7 @@ def supcon_loss(emb, labels, tau):
 # photos of one dog roll by up to 87 degrees at the 95th percentile (real/real-nose-pair-stats.json): the old
 # ranges (12 deg, +-12% scale, 3x3 blur, no JPEG) covered none of that. The defaults below span it with room.
 AUG_DEFAULTS = {
-    "zoom": (0.6, 1.6),      # framing: < 1 zooms out (nose smaller, border reflected), > 1 zooms in (crops)
+    "zoom": (0.6, 1.6),      # framing: < 1 zooms out (nose smaller, fur ring tiled round it), > 1 zooms in (crops)
     "rotation": 180.0,       # in-plane roll drawn uniformly in +-this (180: the full circle; phones roll freely)
     "blur": 2.0,             # Gaussian sigma drawn uniformly in 0..this px (at the 224 framing), on `blur_p` of images
     "blur_p": 0.5,
@@ -155,11 +155,22 @@ def gaussian_blur_batch(x, sigma):
     return y.view(B, C, H, W)
 
 
+def fold_border(grid, band=0.15):
+    """Sampling coordinates (normalised, -1..1) that fall outside the frame fold back and forth within the
+    outer `band` of it, so a zoomed-out frame is padded by tiling the border ring (fur) instead of
+    mirroring the whole photo (which puts copies of the nostrils around the nose). As common.pad_fold."""
+    a = grid.abs()
+    excess = (a - 1).clamp(min=0)
+    m = torch.remainder(excess, 2 * band)
+    folded = torch.where(m < band, m, 2 * band - m)
+    return torch.where(a > 1, torch.sign(grid) * (1 - folded), grid)
+
+
 def augment(x, res, g, cfg=None, blurred=False):
     """x uint8 (B,224,224,3) -> float (B,3,res,res). Batch augmentation on top of the rendered capture
     variation (JPEG, when on, is applied before this, in the loader: jpeg_batch):
     geometry: one affine warp per image: zoom drawn log-uniformly in cfg["zoom"] (zoom-out pads the frame
-    by reflecting the fur border), in-plane rotation uniform in +-cfg["rotation"] degrees, and a shift
+    by tiling its outer ring: fold_border), in-plane rotation uniform in +-cfg["rotation"] degrees, and a shift
     within the frame; a crop of `res` px keeps the native bead scale (res/224 of the framing);
     photometric: saturation, contrast, exposure (1 +- cfg["exposure"]), colour cast, gamma;
     Gaussian blur (sigma up to cfg["blur"] px) on cfg["blur_p"] of the images, unless `blurred` (the CPU
@@ -178,8 +189,8 @@ def augment(x, res, g, cfg=None, blurred=False):
     ty = (rand(B) * 2 - 1) * room
     cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, (B, 3, res, res), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    grid = fold_border(F.affine_grid(theta, (B, 3, res, res), align_corners=False))
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # photometric
     r = lambda lo, hi: (lo + (hi - lo) * rand(B, 1, 1, 1))  # noqa: E731
     grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
@@ -302,7 +313,7 @@ def training_meta(args, sources, labels, ims, step, seen, train_s, widths, model
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "augmentation": {**aug_config(args), "where": "blur (CPU runs) and JPEG: cv2 per image in the batch "
                          "loader, on the 224 source before the rest; zoom (log-uniform), roll, shift: one affine "
-                         "warp with reflected border; blur (CUDA runs): per-image Gaussian on the GPU; exposure, "
+                         "warp, the border tiled from the frame's outer ring; blur (CUDA runs): per-image Gaussian on the GPU; exposure, "
                          "contrast, saturation, colour, gamma, noise (train.augment)"},
         "look_alike_families": (f"{args.family_share:.0%} of each batch's identities drawn as whole families"
                                 if "look_alike_families" in sources.get("synthetic", {}) else "none in the cache"),
