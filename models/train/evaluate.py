@@ -2,6 +2,8 @@
 
   /usr/bin/python3 models/train/evaluate.py <dataset> [--model models/nose-embedder.onnx] [--image-root DIR]
   /usr/bin/python3 models/train/evaluate.py synth:models/train/cache/synth      # held-out synthetic identities
+  /usr/bin/python3 models/train/evaluate.py synth:models/train/cache/synth --model A.onnx --against B.onnx \
+      --json ab.json                                   # two models, the same photos and probes, every condition
 
 <dataset> is a folder with one sub-folder per dog, or a CSV with columns `dog ID,nose print image`
 (+ --image-root, Pet Biometric Challenge layout). Images are preprocessed like the service
