@@ -169,6 +169,235 @@ def recapture_scores(emb_first, emb_later):
     return gen, imp
 
 
+# ---------------------------------------------------------------- synthetic cache with look-alike families
+
+def load_synth_split(cache, split):
+    """(uint8 images, int labels, family ids or None) of a synthetic cache split. Family ids: int per image,
+    -1 for identities without look-alikes, from data.load_families where data.py has it, else read from
+    `<shard>.families.npy` beside each shard's `.labels.npy`; None when the cache has no families (or they do
+    not line up with the images). A data.py that predates the families files would take them for image
+    shards: then the shards are listed here instead, in load_split's order."""
+    import data as synth
+    d = os.path.join(cache, split)
+    if not os.path.isdir(d):
+        return np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int64), None
+    if hasattr(synth, "load_families"):
+        ims, labels = synth.load_split(cache, split)
+        try:
+            fam = synth.load_families(cache, split)
+        except (FileNotFoundError, ValueError):
+            fam = None
+    else:
+        names = sorted(f for f in os.listdir(d) if f.endswith(".npy") and ".tmp" not in f
+                       and not f.endswith((".labels.npy", ".families.npy")))
+        ims, labs, fams, any_fam = [], [], [], False
+        for f in names:
+            base = os.path.join(d, f[:-4])
+            lab = np.load(base + ".labels.npy")
+            ims.append(np.load(base + ".npy", mmap_mode="r"))
+            labs.append(lab)
+            if os.path.exists(base + ".families.npy"):
+                fams.append(np.load(base + ".families.npy").astype(np.int64))
+                any_fam = True
+            else:
+                fams.append(np.full(len(lab), -1, np.int64))
+        if not ims:
+            return np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int64), None
+        ims, labels = np.concatenate(ims), np.concatenate(labs).astype(np.int64)
+        fam = np.concatenate(fams) if any_fam else None
+    if fam is not None:
+        fam = np.asarray(fam).astype(np.int64).ravel()
+        if len(fam) != len(labels):
+            log(f"[data] {split}: {len(fam)} family ids for {len(labels)} images: families ignored")
+            fam = None
+        elif not (fam >= 0).any():
+            fam = None
+    return ims, labels, fam
+
+
+# ---------------------------------------------------------------- held-out capture conditions
+
+def zoom_image(u8, z):
+    """Re-frames a uint8 (224,224,3) photo by zoom z about its centre: z > 1 crops the central 1/z and
+    enlarges it; z < 1 shrinks the photo to z of the frame and fills the border by tiling its outer ring (pad_fold,
+    as training's zoom-out does: a flattering fill, real zoomed-out photos show more face)."""
+    import cv2
+    n = u8.shape[0]
+    if z >= 1:
+        c = int(round(n / z))
+        o = (n - c) // 2
+        return cv2.resize(np.ascontiguousarray(u8[o:o + c, o:o + c]), (n, n), interpolation=cv2.INTER_CUBIC)
+    s = int(round(n * z))
+    small = cv2.resize(np.ascontiguousarray(u8), (s, s), interpolation=cv2.INTER_AREA)
+    a = (n - s) // 2
+    return pad_fold(small, a, n - s - a)
+
+
+def pad_fold(u8, a, b, band=0.075):
+    """Pads a square uint8 photo by `a` px before and `b` after on both axes, tiling its outer ring (`band` of
+    the width, fur) back and forth rather than mirroring the whole photo, which would put copies of the
+    nostrils round the nose. As train.fold_border."""
+    n = u8.shape[0]
+    k = max(1, int(round(band * n)))
+    pos = np.arange(-a, n + b)
+    ex = np.where(pos < 0, -pos - 1, np.where(pos >= n, pos - n, -1))
+    m = np.where(ex >= 0, ex % (2 * k), 0)
+    fold = np.where(m < k, m, 2 * k - 1 - m)
+    src = np.where(pos < 0, fold, np.where(pos >= n, n - 1 - fold, pos))
+    return np.ascontiguousarray(u8[src][:, src])
+
+
+def rotate_image(u8, deg):
+    """In-plane roll by `deg` degrees about the centre, corners filled by reflection."""
+    import cv2
+    n = u8.shape[0]
+    M = cv2.getRotationMatrix2D((n / 2 - 0.5, n / 2 - 0.5), float(deg), 1.0)
+    return cv2.warpAffine(np.ascontiguousarray(u8), M, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def blur_image(u8, sigma):
+    import cv2
+    return cv2.GaussianBlur(np.ascontiguousarray(u8), (0, 0), float(sigma))
+
+
+def jpeg_image(u8, q):
+    """A JPEG round trip at quality q (cv2, RGB kept)."""
+    import cv2
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(u8[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+# name -> (description, transform of one probe photo (u8, rng) -> u8)
+PROBE_CONDITIONS = {
+    "zoom_0.6": ("probe zoomed out to 0.6 of the framing (nose smaller, border tiled from the outer fur ring)",
+                 lambda u8, rng: zoom_image(u8, 0.6)),
+    "zoom_1.6": ("probe zoomed in 1.6x (central 62.5% of the framing, enlarged)",
+                 lambda u8, rng: zoom_image(u8, 1.6)),
+    "rotation_360": ("probe rolled by a uniform 0-360 degrees", lambda u8, rng: rotate_image(u8, rng.uniform(0, 360))),
+    "rotation_87": ("probe rolled by 87 degrees either way (the real pairs' 95th percentile roll)",
+                    lambda u8, rng: rotate_image(u8, 87.0 * rng.choice([-1, 1]))),
+    "blur": ("probe blurred, Gaussian sigma 2 px at 224", lambda u8, rng: blur_image(u8, 2.0)),
+    "jpeg_q40": ("probe re-encoded as JPEG at quality 40", lambda u8, rng: jpeg_image(u8, 40)),
+}
+
+CONDITIONS_EVAL = ("held-out synthetic identities; p1: all pairs as rendered; p2: each dog's first capture vs a "
+                   "re-capture proxy (common.recapture) of its second; zoom/rotation/blur/JPEG: each dog's first "
+                   "capture as rendered (the enrolment) vs its other captures with that one change (genuine: same "
+                   "dog, impostor: every other dog's probes); families: all pairs as rendered among look-alike "
+                   "family members, impostor pairs only between members of one family (render.make_identity with a "
+                   "shared rng and its own bead_rng)")
+
+
+def build_conditions(ims, labels, families=None, seed=5, probes_per_dog=None):
+    """The held-out conditions' inputs, built once so that several models see the same photos: dict with
+    `ref` (index of each dog's first capture), `probe_idx` (its other captures, at most probes_per_dog each),
+    `probes` {condition: uint8 (M,224,224,3)}, the p2 re-capture pairs and the family ids."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    firsts, later = recapture_pairs(ims, labels, rng)   # rng goes on to evaluate.py's blurry pairs, as before
+    ref, probe_idx = [], []
+    for lab in np.unique(labels):
+        idx = np.flatnonzero(labels == lab)
+        if len(idx) >= 2:
+            ref.append(int(idx[0]))
+            probe_idx.extend(int(i) for i in idx[1:1 + (probes_per_dog or len(idx))])
+    probe_idx = np.array(probe_idx, np.int64)
+    probes = {}
+    for k, (name, (_, f)) in enumerate(PROBE_CONDITIONS.items()):
+        r = np.random.default_rng([seed, 100 + k])
+        probes[name] = np.stack([f(np.asarray(ims[i]), r) for i in probe_idx]) if len(probe_idx) else None
+    return {"ref": np.array(ref, np.int64), "probe_idx": probe_idx, "probes": probes, "rng": rng,
+            "recapture_first": firsts, "recapture_later": later,
+            "families": None if families is None else np.asarray(families), "seed": seed}
+
+
+def cross_scores(emb_ref, ref_labels, emb_probe, probe_labels):
+    """Genuine / impostor cosines of every reference against every probe (same dog / other dog)."""
+    a = emb_ref / np.linalg.norm(emb_ref, axis=1, keepdims=True)
+    b = emb_probe / np.linalg.norm(emb_probe, axis=1, keepdims=True)
+    S = a @ b.T
+    same = np.asarray(ref_labels)[:, None] == np.asarray(probe_labels)[None, :]
+    return S[same].astype(np.float64), S[~same].astype(np.float64)
+
+
+def family_scores(emb, labels, families):
+    """Genuine pairs of the family members' photos and impostor pairs only between different members of one
+    family (the look-alikes). None when there are no families of two or more identities."""
+    if families is None:
+        return None
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    labels, families = np.asarray(labels), np.asarray(families)
+    gen, imp = [], []
+    for f in np.unique(families[families >= 0]):
+        idx = np.flatnonzero(families == f)
+        if len(np.unique(labels[idx])) < 2:
+            continue
+        S = e[idx] @ e[idx].T
+        iu = np.triu_indices(len(idx), 1)
+        same = labels[idx][iu[0]] == labels[idx][iu[1]]
+        gen.append(S[iu][same])
+        imp.append(S[iu][~same])
+    if not imp:
+        return None
+    return np.concatenate(gen).astype(np.float64), np.concatenate(imp).astype(np.float64)
+
+
+def condition_row(gen, imp, extra=None):
+    """AUC, EER, TAR at FAR 1e-2 / 1e-3 / 1e-4 and the pair counts; `resolvable_far`: the lowest FAR these
+    impostor pairs can show (1 / pairs); TAR at a FAR below it is the TAR above every impostor."""
+    m = verification_metrics(gen, imp)
+    row = {k: round(float(v), 5) for k, v in m.items()}
+    row["pairs"] = {"genuine": int(len(gen)), "impostor": int(len(imp))}
+    row["resolvable_far"] = float(f"{1 / max(1, len(imp)):.2e}")
+    if extra:
+        row.update(extra)
+    return row
+
+
+def score_conditions(embed_fn, ims, labels, built):
+    """Every held-out condition for one model (`embed_fn`: uint8 (N,224,224,3) -> (N,D) embeddings).
+    Returns ({condition: condition_row}, {condition: (genuine, impostor)}, embeddings of `ims`)."""
+    labels = np.asarray(labels)
+    emb = embed_fn(ims)
+    rows, scores = {}, {}
+    gen, imp, rank1 = pair_scores(emb, labels)
+    scores["p1_as_rendered"] = (gen, imp)
+    rows["p1_as_rendered"] = condition_row(gen, imp, {"rank1": round(rank1, 5)})
+    g2, i2 = recapture_scores(emb[built["recapture_first"]], embed_fn(built["recapture_later"]))
+    scores["p2_recapture_proxy"] = (g2, i2)
+    rows["p2_recapture_proxy"] = condition_row(g2, i2)
+    ref = built["ref"]
+    for name, probes in built["probes"].items():
+        if probes is None:
+            continue
+        g, i = cross_scores(emb[ref], labels[ref], embed_fn(probes), labels[built["probe_idx"]])
+        scores[name] = (g, i)
+        rows[name] = condition_row(g, i)
+    fs = family_scores(emb, labels, built["families"])
+    if fs is not None:
+        scores["families"] = fs
+        fam = built["families"]
+        rows["families"] = condition_row(*fs, {"families": int(len(np.unique(fam[fam >= 0])))})
+    return rows, scores, emb
+
+
+def conditions_lines(named_rows):
+    """A text table of score_conditions rows for one or more models ({model name: rows})."""
+    names = list(named_rows)
+    conds = list(dict.fromkeys(c for r in named_rows.values() for c in r))
+    out = [f"{'condition':<20}{'pairs gen/imp':>16}" + "".join(f"{n[-30:]:>32}" for n in names),
+           f"{'':<36}" + "".join(f"{'AUC    EER    TAR1e-3 TAR1e-4':>32}" for _ in names)]
+    for c in conds:
+        first = next(r[c] for r in named_rows.values() if c in r)
+        line = f"{c:<20}{str(first['pairs']['genuine']) + '/' + str(first['pairs']['impostor']):>16}"
+        for n in names:
+            r = named_rows[n].get(c)
+            line += (f"{r['auc']:>10.4f}{r['eer']:>7.4f}{r['tar_at_far_1e-3']:>8.4f}{r['tar_at_far_1e-4']:>7.4f}"
+                     if r else f"{'-':>32}")
+        out.append(line)
+    return out
+
+
 # ---------------------------------------------------------------- metrics
 
 def pair_scores(emb, labels, max_impostor=3_000_000, seed=0):

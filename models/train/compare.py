@@ -1,6 +1,8 @@
 """Compares trained checkpoints on held-out synthetic identities: p1 (the captures as rendered, all
 pairs) and p2 (an augmentation-only proxy of re-capture: each dog's first capture against a later
-photo made from its second capture by common.recapture), with the calibration each would get.
+photo made from its second capture by common.recapture), and the capture conditions of
+common.build_conditions (zoom 0.6x / 1.6x, rotation 0-360 and 87 degrees, blur, JPEG q40, look-alike
+families) under `conditions`. For ONNX files use `npm run model:eval -- synth:<cache> --model A --against B`.
 
   python3 models/train/compare.py --synth models/train/cache/synth runs/*/model.pt [--out compare.json]
 """
@@ -13,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-import data as synth  # noqa: E402
+import data as synth  # noqa: E402  (DEFAULT_CACHE)
 import evaluate  # noqa: E402
 
 
@@ -29,21 +31,25 @@ def embed(model, u8, batch=128):
     return np.concatenate(out)
 
 
-def heldout_sets(cache, seed=5):
-    ims, labels = synth.load_split(cache, "heldout")
+def heldout_sets(cache, seed=5, probes_per_dog=None):
+    """The held-out photos and every condition's inputs (common.build_conditions), built once for all models."""
+    ims, labels, families = common.load_synth_split(cache, "heldout")
     ims = np.asarray(ims)
-    firsts, later = common.recapture_pairs(ims, labels, np.random.default_rng(seed))
-    return ims, labels, ims[firsts], later
+    return ims, labels, common.build_conditions(ims, labels, families, seed, probes_per_dog)
 
 
 def metrics_for(model, sets):
-    ims, labels, first, later = sets
-    gen, imp, rank1 = common.pair_scores(embed(model, ims), labels)
+    """p1 and p2 as before, plus every held-out condition (zoom, rotation, blur, JPEG, families) under
+    `conditions`."""
+    ims, labels, built = sets
+    rows, scores, _ = common.score_conditions(lambda u8: embed(model, u8), ims, labels, built)
+    gen, imp = scores["p1_as_rendered"]
+    g2, i2 = scores["p2_recapture_proxy"]
     p1 = common.verification_metrics(gen, imp)
-    p1["rank1"] = rank1
-    g2, i2 = common.recapture_scores(embed(model, first), embed(model, later))
+    p1["rank1"] = rows["p1_as_rendered"]["rank1"]
     p2 = common.verification_metrics(g2, i2)
-    return {"p1": p1, "p2": p2, "pairs": {"p1": [len(gen), len(imp)], "p2": [len(g2), len(i2)]}}, (gen, imp, g2, i2)
+    return ({"p1": p1, "p2": p2, "pairs": {"p1": [len(gen), len(imp)], "p2": [len(g2), len(i2)]},
+             "conditions": rows}, (gen, imp, g2, i2))
 
 
 def main():
@@ -51,9 +57,11 @@ def main():
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--synth", default=synth.DEFAULT_CACHE)
     ap.add_argument("--out")
+    ap.add_argument("--probes-per-dog", type=int, default=None,
+                    help="transformed probes per held-out dog and condition (default: all captures after the first)")
     ap.add_argument("--half-to", help="also write each checkpoint with half-precision weights here (for transfer)")
     args = ap.parse_args()
-    sets = heldout_sets(args.synth)
+    sets = heldout_sets(args.synth, probes_per_dog=args.probes_per_dog)
     res = {}
     for ck in args.checkpoints:
         name = os.path.basename(os.path.dirname(os.path.abspath(ck)))
@@ -68,6 +76,9 @@ def main():
             ckd["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckd["model"].items()}
             torch.save(ckd, os.path.join(args.half_to, f"{name}.pt"))
         common.log(f"[compare] {name}: {json.dumps(m)}")
+    ok = {k: v["conditions"] for k, v in res.items() if "conditions" in v}
+    for line in common.conditions_lines(ok) if ok else []:
+        common.log(line)
     if args.out:
         common.write_json(args.out, res)
 

@@ -2,6 +2,8 @@
 
   /usr/bin/python3 models/train/evaluate.py <dataset> [--model models/nose-embedder.onnx] [--image-root DIR]
   /usr/bin/python3 models/train/evaluate.py synth:models/train/cache/synth      # held-out synthetic identities
+  /usr/bin/python3 models/train/evaluate.py synth:models/train/cache/synth --model A.onnx --against B.onnx \
+      --json ab.json                                   # two models, the same photos and probes, every condition
 
 <dataset> is a folder with one sub-folder per dog, or a CSV with columns `dog ID,nose print image`
 (+ --image-root, Pet Biometric Challenge layout). Images are preprocessed like the service
@@ -116,20 +118,30 @@ def look_alike_impostors(ims, labels, emb, k=10):
     return np.concatenate(out).astype(np.float64)
 
 
-def evaluate_synthetic(cache, model_path, out_dir, seed=5):
-    """Held-out synthetic identities (a split never used for training): p1, every pair of captures as
-    rendered; p2, the re-capture proxy. The calibration is fitted on the harder of the two."""
-    import data as synth
-    ims, labels = synth.load_split(cache, "heldout")
+def load_heldout(cache):
+    ims, labels, families = common.load_synth_split(cache, "heldout")
     if len(ims) == 0:
         raise SystemExit(f"no held-out synthetic split in {cache}")
-    ims = np.asarray(ims)
-    emb = embed(model_path, ims)
+    return np.asarray(ims), labels, families
+
+
+def evaluate_synthetic(cache, model_path, out_dir, seed=5, probes_per_dog=None):
+    """Held-out synthetic identities (a split never used for training): p1, every pair of captures as
+    rendered; p2, the re-capture proxy; and the capture conditions of common.build_conditions (zoom,
+    rotation, blur, JPEG, look-alike families), reported under `conditions_eval`. The calibration is fitted
+    on as rendered, p2, p2 blurred and the look-alike impostors."""
+    ims, labels, families = load_heldout(cache)
+    built = common.build_conditions(ims, labels, families, seed, probes_per_dog)
+    rows, scores, emb = common.score_conditions(lambda u8: embed(model_path, u8), ims, labels, built)
+    for line in common.conditions_lines({common.rel(model_path): rows}):
+        common.log(line)
+    os.makedirs(out_dir, exist_ok=True)
+    np.savez_compressed(os.path.join(out_dir, "conditions-scores.npz"),
+                        **{f"{k}_{s}": v for k, (g, i) in scores.items() for s, v in (("genuine", g), ("impostor", i))})
     met, gen, imp = score(emb, labels, out_dir, "heldout")
-    rng = np.random.default_rng(seed)
-    firsts, later = common.recapture_pairs(ims, labels, rng)
-    later_emb = embed(model_path, later)
-    g2, i2 = common.recapture_scores(emb[firsts], later_emb)
+    rng = built["rng"]
+    firsts, later = built["recapture_first"], built["recapture_later"]
+    g2, i2 = scores["p2_recapture_proxy"]
     met2 = common.verification_metrics(g2, i2)
     # the hardest condition: both photos blurred and small, as many real ones are
     blurry_first = embed(model_path, np.stack([common.degrade(ims[i], rng) for i in firsts]))
@@ -148,7 +160,37 @@ def evaluate_synthetic(cache, model_path, out_dir, seed=5):
     common.log(json.dumps({"metrics": met, "recapture": met2, "recapture_blurry": met3, "look_alike": met4, "calibration": cal,
                            "check": rep}, indent=1))
     return {"metrics": met, "recapture": met2, "recapture_blurry": met3, "look_alike": met4, "calibration": cal, "check": rep["as_rendered"],
-            "conditions": rep, "out_dir": out_dir, "description": SYNTH_EVAL}
+            "conditions": rep, "conditions_eval": rows, "out_dir": out_dir, "description": SYNTH_EVAL}
+
+
+def compare_synthetic(cache, models, out_path, out_dir, seed=5, probes_per_dog=None):
+    """Several models on the same held-out synthetic photos and the same transformed probes: every
+    condition of common.score_conditions for each; written to `out_path` as JSON and printed as a table."""
+    ims, labels, families = load_heldout(cache)
+    built = common.build_conditions(ims, labels, families, seed, probes_per_dog)
+    res = {}
+    for m in models:
+        rows, _, _ = common.score_conditions(lambda u8: embed(m, u8), ims, labels, built)
+        res[common.rel(m)] = rows
+        common.log(f"[eval] {common.rel(m)} done")
+    for line in common.conditions_lines(res):
+        common.log(line)
+    out = {"data": common.CONDITIONS_EVAL, "cache": common.rel(cache),
+           "identities": int(len(np.unique(labels))), "images": int(len(labels)),
+           "look_alike_families": int(len(np.unique(families[families >= 0]))) if families is not None else 0,
+           "seed": seed, "probes_per_dog": probes_per_dog, "models": res}
+    names = list(res)
+    if len(names) == 2:
+        a, b = names
+        out["difference"] = {"what": f"{b} minus {a}",
+                             **{c: {k: round(res[b][c][k] - res[a][c][k], 5)
+                                    for k in ("auc", "eer", "tar_at_far_1e-3", "tar_at_far_1e-4")}
+                                for c in res[a] if c in res[b]}}
+    if out_path:
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        common.write_json(out_path, out)
+        common.log(f"[eval] {out_path}")
+    return out
 
 
 def build_card(res, meta, version=None, tiny=False):
@@ -200,6 +242,8 @@ def build_card(res, meta, version=None, tiny=False):
                                            "1e-3": round(res["look_alike"]["tar_at_far_1e-3"], 5)},
                             "pairs": {"impostor": res["look_alike"]["impostor_pairs"]}}
                            if "look_alike" in res else None),
+            **({"conditions": {"data": common.CONDITIONS_EVAL, **res["conditions_eval"]}}
+               if res.get("conditions_eval") else {}),
             "real_photos": "not evaluated here: no real labelled photos ship with the project; "
                            "run `npm run model:eval -- <dataset>` on your own" if tiny or res.get("description", SYNTH_EVAL) == SYNTH_EVAL
                            else "see data",
@@ -243,9 +287,20 @@ def main():
     ap.add_argument("--card", help="with synth:<cache>: write a model card here (needs --train-meta)")
     ap.add_argument("--train-meta", help="train-meta.json written by train.py")
     ap.add_argument("--version")
+    ap.add_argument("--against", action="append", default=[],
+                    help="with synth:<cache>: also evaluate this model (repeatable) on the same held-out photos and "
+                         "transformed probes; all models' conditions go to --json")
+    ap.add_argument("--json", help="with --against: where to write the models' conditions (default OUT/compare.json)")
+    ap.add_argument("--probes-per-dog", type=int, default=None,
+                    help="transformed probes per held-out dog and condition (default: all captures after the first)")
+    ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args()
+    if args.dataset.startswith("synth:") and args.against:
+        compare_synthetic(args.dataset[6:], [args.model] + args.against,
+                          args.json or os.path.join(args.out, "compare.json"), args.out, args.seed, args.probes_per_dog)
+        return
     if args.dataset.startswith("synth:"):
-        res = evaluate_synthetic(args.dataset[6:], args.model, args.out)
+        res = evaluate_synthetic(args.dataset[6:], args.model, args.out, args.seed, args.probes_per_dog)
         met = res["metrics"]
         if args.card:
             meta = json.load(open(args.train_meta))
