@@ -173,38 +173,30 @@ def recapture_scores(emb_first, emb_later):
 
 def load_synth_split(cache, split):
     """(uint8 images, int labels, family ids or None) of a synthetic cache split. Family ids: int per image,
-    -1 for identities without look-alikes, from data.load_families where data.py has it, else read from
-    `<shard>.families.npy` beside each shard's `.labels.npy`; None when the cache has no families (or they do
-    not line up with the images). A data.py that predates the families files would take them for image
-    shards: then the shards are listed here instead, in load_split's order."""
-    import data as synth
+    -1 for identities without look-alikes, read from `<shard>.families.npy` beside each shard's `.labels.npy`;
+    None when the cache has no families. The shards are listed once and images, labels and families read from
+    that one list: while a renderer is still adding shards (training with --grow), two listings can differ by
+    a shard, and families read apart from their images would no longer line up with them."""
     d = os.path.join(cache, split)
     if not os.path.isdir(d):
         return np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int64), None
-    if hasattr(synth, "load_families"):
-        ims, labels = synth.load_split(cache, split)
-        try:
-            fam = synth.load_families(cache, split)
-        except (FileNotFoundError, ValueError):
-            fam = None
-    else:
-        names = sorted(f for f in os.listdir(d) if f.endswith(".npy") and ".tmp" not in f
-                       and not f.endswith((".labels.npy", ".families.npy")))
-        ims, labs, fams, any_fam = [], [], [], False
-        for f in names:
-            base = os.path.join(d, f[:-4])
-            lab = np.load(base + ".labels.npy")
-            ims.append(np.load(base + ".npy", mmap_mode="r"))
-            labs.append(lab)
-            if os.path.exists(base + ".families.npy"):
-                fams.append(np.load(base + ".families.npy").astype(np.int64))
-                any_fam = True
-            else:
-                fams.append(np.full(len(lab), -1, np.int64))
-        if not ims:
-            return np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int64), None
-        ims, labels = np.concatenate(ims), np.concatenate(labs).astype(np.int64)
-        fam = np.concatenate(fams) if any_fam else None
+    names = sorted(f for f in os.listdir(d) if f.endswith(".npy") and ".tmp" not in f
+                   and not f.endswith((".labels.npy", ".families.npy")))
+    ims, labs, fams, any_fam = [], [], [], False
+    for f in names:
+        base = os.path.join(d, f[:-4])
+        lab = np.load(base + ".labels.npy")
+        ims.append(np.load(base + ".npy", mmap_mode="r"))
+        labs.append(lab)
+        if os.path.exists(base + ".families.npy"):
+            fams.append(np.load(base + ".families.npy").astype(np.int64))
+            any_fam = True
+        else:
+            fams.append(np.full(len(lab), -1, np.int64))
+    if not ims:
+        return np.zeros((0, 224, 224, 3), np.uint8), np.zeros(0, np.int64), None
+    ims, labels = np.concatenate(ims), np.concatenate(labs).astype(np.int64)
+    fam = np.concatenate(fams) if any_fam else None
     if fam is not None:
         fam = np.asarray(fam).astype(np.int64).ravel()
         if len(fam) != len(labels):
