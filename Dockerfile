@@ -1,6 +1,9 @@
 # nosepaw: one image, stateless; configure with the environment (see README).
-# Two stages: the first compiles the server and builds the capture app with
-# the dev dependencies, the second holds only what runs.
+# The serving image (the default target, the last stage): the first stage
+# compiles the server and builds the capture app with the dev dependencies,
+# the last holds only what runs. The learning image is the `learn` target
+# (docker build --target learn -t nosepaw-learn:<tag> .), the image of the
+# registry:learn CronJob (k8s/learn-cronjob.yaml, docs/learning.md).
 
 FROM node:24-bookworm-slim AS build
 WORKDIR /src
@@ -15,6 +18,32 @@ COPY server ./server
 COPY client ./client
 COPY scripts/build-client-if-needed.mjs ./scripts/
 RUN npm run build && npm run build:client
+
+# The learning loop (npm run registry:learn): the server's sources run with
+# tsx (a dev dependency) as in development, and the model tooling under
+# models/train/ runs on Debian 12's own python3 packages, from apt only (the
+# modules models/train imports; test/deploy.test.ts checks the list). The
+# bundled model, card and checkpoint are the loop's starting point until a
+# release is promoted. BuildKit builds this stage only when it is the target.
+FROM node:24-bookworm-slim AS learn
+WORKDIR /app
+ENV ONNXRUNTIME_NODE_INSTALL=skip \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends \
+    python3 python3-numpy python3-scipy python3-opencv python3-pil \
+    python3-torch python3-torchvision python3-onnx python3-matplotlib \
+  && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --no-audit --no-fund && npm cache clean --force
+COPY tsconfig.json ./
+COPY gen ./gen
+COPY shared ./shared
+COPY server ./server
+COPY models/train ./models/train
+COPY models/nose-embedder.onnx models/nose-embedder.json models/nose-embedder.pt ./models/
+USER node
 
 FROM node:24-bookworm-slim
 WORKDIR /app

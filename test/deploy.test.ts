@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
@@ -261,4 +262,150 @@ test("the image starts as npm run start:prod does and checks its health over grp
   assert.equal(probe[1], "build/server/tools/healthcheck.js");
   assert.ok(existsSync(source(probe[1])));
   assert.match(read("server/tools/healthcheck.ts"), /grpc\/health\/v1\/health_pb/);
+});
+
+/**
+ * Debian 12 (bookworm) binary packages the learning image may install, with
+ * the amd64 version bookworm had when this list was checked (apt-cache
+ * madison on a bookworm machine). Where apt-cache can see bookworm's lists
+ * the test asks it too.
+ */
+const BOOKWORM_PACKAGES: Record<string, string> = {
+  python3: "3.11.2-1+b1",
+  "python3-numpy": "1:1.24.2-1+deb12u1",
+  "python3-scipy": "1.10.1-2",
+  "python3-opencv": "4.6.0+dfsg-12",
+  "python3-pil": "9.4.0-1.1+deb12u1",
+  "python3-torch": "1.13.1+dfsg-4",
+  "python3-torchvision": "0.14.1-2",
+  "python3-onnx": "1.12.0-2+b4",
+  "python3-matplotlib": "3.6.3-1+b1",
+};
+/** The Debian package that provides each module models/train imports from outside the standard library. */
+const PYTHON_MODULE_PACKAGE: Record<string, string> = {
+  numpy: "python3-numpy",
+  scipy: "python3-scipy",
+  cv2: "python3-opencv",
+  PIL: "python3-pil",
+  torch: "python3-torch",
+  torchvision: "python3-torchvision",
+  onnx: "python3-onnx",
+  matplotlib: "python3-matplotlib",
+};
+
+/** The top-level modules a Python source imports (import statements only, not code in strings). */
+function pythonImports(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const from = /^\s*from\s+([A-Za-z_][\w.]*)\s+import\b/.exec(line);
+    if (from) out.push(from[1]);
+    const imp = /^\s*import\s+([A-Za-z_][\w.]*(?:\s+as\s+\w+)?(?:\s*,\s*[A-Za-z_][\w.]*(?:\s+as\s+\w+)?)*)\s*(?:#.*)?$/.exec(line);
+    if (imp) out.push(...imp[1].split(",").map((p) => p.trim().split(/\s+/)[0]));
+  }
+  return out.map((m) => m.split(".")[0]);
+}
+
+function pythonFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) return e.name === "cache" || e.name === "runs" ? [] : pythonFiles(p);
+    return e.name.endsWith(".py") ? [p] : [];
+  });
+}
+
+/** The packages `apt-get install` names in a stage's RUN lines. */
+function aptInstalls(s: Stage): string[] {
+  return of(s, "RUN").flatMap((r) =>
+    [...r.matchAll(/apt-get install\s+([^&;|]*)/g)].flatMap((m) => m[1].split(/\s+/).filter((w) => w && !w.startsWith("-"))),
+  );
+}
+
+test("the Dockerfile's learn target holds what npm run registry:learn runs, from npm and Debian 12's apt only", () => {
+  const learn = docker.find((s) => s.name === "learn");
+  assert.ok(learn, "a stage named learn (docker build --target learn)");
+  assert.notEqual(learn, runtime, "the serving image stays the default (last) target");
+  assert.equal(learn.from, "node:24-bookworm-slim", "Debian 12 with Node, as the serving image");
+  // The dev dependencies: registry:learn runs the sources with tsx.
+  const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string>; devDependencies: Record<string, string> };
+  assert.match(pkg.scripts["registry:learn"], /--import tsx server\/tools\/registry-learn\.ts/);
+  assert.ok(pkg.devDependencies.tsx, "tsx is a dev dependency");
+  const ci = of(learn, "RUN").filter((r) => /npm ci\b/.test(r));
+  assert.equal(ci.length, 1);
+  assert.doesNotMatch(ci[0], /--omit=dev|--production/, "the learn image keeps the dev dependencies");
+  // What the loop reads: the sources tsx runs, the model tooling, the bundled model to start from.
+  const workdir = of(learn, "WORKDIR").at(-1)!;
+  const copied = new Map<string, string>();
+  for (const rest of of(learn, "COPY")) {
+    const parts = rest.split(/\s+/).filter((p) => !p.startsWith("--"));
+    const dest = parts.at(-1)!;
+    for (const src of parts.slice(0, -1)) {
+      assert.ok(existsSync(path.join(ROOT, src)), `COPY source ${src} does not exist`);
+      copied.set(src, dest.endsWith("/") ? path.posix.join(dest, path.posix.basename(src)) : dest);
+    }
+  }
+  for (const need of [
+    "package.json",
+    "package-lock.json",
+    "tsconfig.json",
+    "gen",
+    "shared",
+    "server",
+    "models/train",
+    "models/nose-embedder.onnx",
+    "models/nose-embedder.json",
+    "models/nose-embedder.pt",
+  ]) {
+    assert.ok(copied.has(need), `the learn stage copies ${need}`);
+    assert.equal(
+      path.posix.normalize(path.posix.join(workdir, copied.get(need)!)),
+      path.posix.join(workdir, need),
+      `${need} lands at its repository path`,
+    );
+  }
+  // Python: Debian's packages through apt, nothing fetched from anywhere else.
+  for (const r of of(learn, "RUN"))
+    assert.doesNotMatch(r, /\bpip3?\b|\bcurl\b|\bwget\b|https?:\/\//, `no downloads outside apt and npm: ${r}`);
+  const installed = aptInstalls(learn);
+  assert.ok(installed.includes("python3"), "Debian's python3 (/usr/bin/python3, as server/learn/python.ts runs)");
+  for (const p of installed) assert.ok(BOOKWORM_PACKAGES[p], `${p} is not a Debian 12 package this test knows`);
+  // Every module models/train imports is either the standard library, its own, or an installed package's.
+  const files = pythonFiles(path.join(ROOT, "models/train"));
+  assert.ok(files.length > 10);
+  const own = new Set(files.map((f) => path.basename(f, ".py")));
+  const stdlib = new Set(
+    JSON.parse(
+      execFileSync("/usr/bin/python3", ["-c", "import sys, json; print(json.dumps(sorted(sys.stdlib_module_names)))"], {
+        encoding: "utf8",
+      }),
+    ) as string[],
+  );
+  const external = new Set(files.flatMap((f) => pythonImports(readFileSync(f, "utf8"))).filter((m) => !stdlib.has(m) && !own.has(m)));
+  for (const m of ["numpy", "torch", "cv2", "scipy", "onnx", "PIL"]) assert.ok(external.has(m), `the scan finds ${m}`);
+  for (const m of external) {
+    const p = PYTHON_MODULE_PACKAGE[m];
+    assert.ok(p, `models/train imports ${m}: name its Debian package`);
+    assert.ok(installed.includes(p), `models/train imports ${m}: the learn stage must install ${p}`);
+  }
+  // Where this machine's apt sees bookworm, it confirms each package is there.
+  let madison = "";
+  try {
+    madison = execFileSync("apt-cache", ["madison", ...installed], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  } catch {
+    // no apt here: the list above stands
+  }
+  const inBookworm = new Set(
+    madison
+      .split("\n")
+      .map((l) => /^\s*(\S+)\s+\|\s*\S+\s*\| .* bookworm(?:-updates|-security)?\/main \S+ Packages$/.exec(l)?.[1])
+      .filter((p) => p !== undefined),
+  );
+  if (inBookworm.size > 0) for (const p of installed) assert.ok(inBookworm.has(p), `apt-cache finds no ${p} in bookworm`);
+});
+
+test("the learning CronJob runs the learn target's image, tagged as the Deployment's", () => {
+  const image = one("CronJob").spec.jobTemplate.spec.template.spec.containers[0].image as string;
+  const serving = container().image as string;
+  const [, repo, tag] = /^(.+?)(?::([^:/]+))?$/.exec(serving)!;
+  assert.equal(image, `${repo}-learn${tag ? `:${tag}` : ""}`, "nosepaw:<tag> serves, nosepaw-learn:<tag> learns");
+  assert.match(read("docs/learning.md"), new RegExp(`docker build --target learn -t ${image.replace(/[.:]/g, "\\$&")} \\.`));
 });

@@ -413,6 +413,7 @@ function flowsSuite(name: string, open: () => Promise<Backend>, withOutages = fa
       assert.ok(Math.abs(audit[0].similarity - pair) < 1e-6, "audit similarity is the pair's score (stored as real)");
       assert.equal(audit[0].detail.minPairSimilarity, pair);
       assert.deepEqual(audit[0].detail.lowestPair, [1, 2]);
+      assert.equal(audit[0].detail.pairThreshold, 0.7, "the threshold applied: 0.70 without a card's registration.pair_threshold");
       assert.equal(audit[0].detail.duplicateReview, undefined);
     });
 

@@ -1,8 +1,9 @@
 // Reads a model card exactly as the service does (server/model/model-card.ts) and prints what the
-// service would use: version, the cosine -> similarity knots, the duplicate threshold and the
-// verdict at a few cosines. Exits 1 when the service would refuse the card. No Python needed.
+// service would use: version, the cosine -> similarity knots, the duplicate threshold, the
+// registration pair threshold and the verdict at a few cosines. Exits 1 when the service would refuse the card. No Python needed.
 //   node --import tsx models/train/check-card.ts <card.json> [cosine ...]
 import { readModelCard } from "../../server/model/model-card.js";
+import { REGISTER_PAIR_THRESHOLD } from "../../server/registry/input.js";
 import { calibrate, duplicateThreshold, verdictOf } from "../../shared/similarity.js";
 
 const [file, ...rest] = process.argv.slice(2);
@@ -19,6 +20,10 @@ try {
   console.log(`${file}: version ${card.version}`);
   console.log(`  knots: ${c.cosine.map((x, i) => `${x.toFixed(4)} -> ${c.similarity[i]}`).join(", ")}`);
   console.log(`  duplicate refusal from similarity ${duplicateThreshold(c)}`);
+  console.log(
+    `  registration: every photo pair at similarity >= ${card.registerPairThreshold ?? REGISTER_PAIR_THRESHOLD}` +
+      (card.registerPairThreshold === undefined ? " (no registration.pair_threshold: the default)" : " (registration.pair_threshold)"),
+  );
   const cosines = rest.length ? rest.map(Number) : [0.5, 0.7, 0.8, 0.9, 0.95, 0.99];
   for (const x of cosines) {
     const s = calibrate(x, c);

@@ -153,7 +153,7 @@ export async function writeReport(dir: string, ev: Evaluation, gate: GateDecisio
     `Chosen: two registration photos must reach similarity ${reg.pair_threshold.toFixed(2)} (${reg.rule}). ` +
       `There it refuses ${pct(reg.at_threshold.genuine_refused)} of genuine pairs and accepts ${sci(reg.at_threshold.different_dogs_accepted)} ` +
       `of different-dog pairs (95% upper bound ${sci(reg.at_threshold.different_dogs_accepted_upper_95)}), over ${reg.pairs.genuine} genuine and ${reg.pairs.different_dogs} different-dog pairs. ` +
-      `Recorded in the candidate card as \`registration.pair_threshold\`.`,
+      `Recorded in the candidate card as \`registration.pair_threshold\`, which the service applies to every registration once that card runs.`,
     "",
     "| threshold | genuine refused (candidate) | other dog accepted (candidate) | 95% upper | genuine refused (running) |",
     "|---|---|---|---|---|",

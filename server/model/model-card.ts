@@ -15,6 +15,12 @@ export interface ModelCard {
   calibration?: Calibration;
   /** Keypoint detector settings and the decision policy (`geometry.params`, `geometry.policy`); defaults for what the card leaves out. */
   geometry: { params: GeometryParams; policy: GeometryPolicy };
+  /**
+   * The similarity every pair of one registration's photos must reach
+   * (`registration.pair_threshold`, chosen by registry:learn); undefined when
+   * the card has none (REGISTER_PAIR_THRESHOLD, 0.70, then applies).
+   */
+  registerPairThreshold?: number;
   /** The whole card as read, for clients (GET /model/card.json). */
   raw?: Record<string, unknown>;
 }
@@ -71,5 +77,37 @@ export async function readModelCard(file: string | undefined): Promise<ModelCard
       throw new Error(`model card ${file}: ${(e as Error).message}`);
     }
   }
+  if (card.registration !== undefined && card.registration !== null) {
+    try {
+      const t = checkPairThreshold(card.registration);
+      if (t !== undefined) out.registerPairThreshold = t;
+    } catch (e) {
+      throw new Error(`model card ${file}: ${(e as Error).message}`);
+    }
+  }
   return out;
+}
+
+/**
+ * The range a card's `registration.pair_threshold` must lie in. Below 0.5
+ * registration would routinely accept two different dogs' photos as one nose
+ * (impostor pairs reach 0.5 far more often than the 0.70 knot's promise);
+ * above 0.85 (SAME) it would refuse most genuine pairs of real dogs, as the
+ * 0.85 rule did before 0.70 replaced it.
+ */
+export const PAIR_THRESHOLD_MIN = 0.5;
+export const PAIR_THRESHOLD_MAX = 0.85;
+
+/** The card's `registration` block: its `pair_threshold` when present, checked against the range above. */
+function checkPairThreshold(registration: unknown): number | undefined {
+  if (typeof registration !== "object" || Array.isArray(registration)) throw new Error("registration must be an object");
+  const t = (registration as Record<string, unknown>).pair_threshold;
+  if (t === undefined || t === null) return undefined;
+  if (typeof t !== "number" || !Number.isFinite(t) || t < PAIR_THRESHOLD_MIN || t > PAIR_THRESHOLD_MAX) {
+    throw new Error(
+      `registration.pair_threshold must be a number within [${PAIR_THRESHOLD_MIN}, ${PAIR_THRESHOLD_MAX}], got ${JSON.stringify(t) ?? String(t)}` +
+        ` (below ${PAIR_THRESHOLD_MIN} registration would accept two different dogs' photos, above ${PAIR_THRESHOLD_MAX} it would refuse most genuine pairs)`,
+    );
+  }
+  return t;
 }

@@ -7,6 +7,7 @@ import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import { loadEmbedder, type Embedder, type EmbedderOptions } from "./embedder.js";
 import { readModelCard } from "./model-card.js";
+import { REGISTER_PAIR_THRESHOLD } from "../registry/input.js";
 import { DEFAULT_GEOMETRY_PARAMS, DEFAULT_GEOMETRY_POLICY, type GeometryParams, type GeometryPolicy } from "../../shared/geometry/index.js";
 
 export interface LoadedModel {
@@ -15,6 +16,8 @@ export interface LoadedModel {
   calibration: Calibration | undefined;
   /** Keypoint detector settings and decision policy: the card's, or the defaults. */
   geometry: { params: GeometryParams; policy: GeometryPolicy };
+  /** The similarity every pair of a registration's photos must reach: the card's `registration.pair_threshold`, else 0.70. */
+  registerPairThreshold: number;
   /** The card the model was loaded with, as read; undefined when it has none. */
   card: Record<string, unknown> | undefined;
   /** Loaded from a promoted release: the registry takes its version as current even if it ran before (a rollback). */
@@ -128,6 +131,7 @@ export function createModelHolder(
           : `sha256:${embedder.fingerprint}`,
         calibration: card?.calibration,
         geometry: card?.geometry ?? { params: DEFAULT_GEOMETRY_PARAMS, policy: DEFAULT_GEOMETRY_POLICY },
+        registerPairThreshold: card?.registerPairThreshold ?? REGISTER_PAIR_THRESHOLD,
         card: card?.raw,
         ...(target.promoted ? { promoted: true } : {}),
       };
@@ -171,6 +175,7 @@ export function createModelHolder(
       fingerprint: model.embedder.fingerprint,
       calibrated: model.calibration !== undefined,
       duplicateSimilarity: duplicateThreshold(model.calibration),
+      registerPairThreshold: model.registerPairThreshold,
       dynamicBatch: model.embedder.dynamicBatch,
       ms: Math.round(performance.now() - started),
     });

@@ -7,6 +7,7 @@ import { validateImageKey, validateUploadedPhotoKey } from "../storage/keys.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { checkClientVectors, DEFAULT_CLIENT_PARITY_MIN_COSINE, type ClientAgreement, type ClientVector } from "./client-parity.js";
 import { supersededError } from "./errors.js";
+import { REGISTER_PAIR_THRESHOLD } from "./input.js";
 import type { GeometricCheck } from "./geometric-check.js";
 import type { Registry, RegistryReader } from "./registry.js";
 import type { MatchScores, PhotoInput } from "./types.js";
@@ -18,6 +19,8 @@ export interface FlowDeps {
   embed: (bytes: Uint8Array) => Promise<Float32Array>;
   calibration?: Calibration;
   modelVersion: string;
+  /** The similarity every pair of a registration's photos must reach: the model card's, else REGISTER_PAIR_THRESHOLD (0.70). */
+  registerPairThreshold?: number;
   /** Cosine a client embedding must reach against the server's (default 0.999). */
   clientParityMinCosine?: number;
   /**
@@ -44,6 +47,8 @@ export interface FlowContext {
   parityBound: number;
   /** The similarity a duplicate refusal needs, from the card's calibration. */
   duplicateAt: number;
+  /** The similarity every pair of a registration's photos must reach, from the same model's card. */
+  pairAt: number;
   /** Per-process state: the last verify_{ms} timestamp handed out, so shots of one process never collide. */
   shots: { lastMs: number };
 }
@@ -61,6 +66,7 @@ export function createContext(deps: FlowDeps): FlowContext {
     log: deps.log ?? (() => {}),
     parityBound: deps.clientParityMinCosine ?? DEFAULT_CLIENT_PARITY_MIN_COSINE,
     duplicateAt: duplicateThreshold(deps.calibration),
+    pairAt: deps.registerPairThreshold ?? REGISTER_PAIR_THRESHOLD,
     shots: { lastMs: 0 },
   };
 }

@@ -1,6 +1,5 @@
 import { MLErrorCode } from "../../gen/nose_embedder_pb.js";
 import { MLError, serviceUnavailable } from "../errors.js";
-import { REGISTER_PAIR_THRESHOLD } from "./input.js";
 
 // The registry's own failures. Each supplies the extra response fields it
 // reports (`responseFields`), named as in the RPC responses.
@@ -38,13 +37,15 @@ export class InconsistentPhotosError extends MLError {
     /** 1-based photo numbers. */
     readonly pair: [number, number],
     readonly similarity: number,
+    /** The similarity the pair had to reach: the running model card's `registration.pair_threshold`, else 0.70. */
+    readonly threshold: number,
     /** The pair's keypoint inliers and the count that would have accepted it, when geometry was checked. */
     readonly geometry?: { inliers: number; required: number },
   ) {
     super(
       MLErrorCode.INVALID_REQUEST,
       `photos ${pair[0]} and ${pair[1]} do not show the same nose ` +
-        `(similarity ${similarity.toFixed(3)} < ${REGISTER_PAIR_THRESHOLD}` +
+        `(similarity ${similarity.toFixed(3)} < ${threshold}` +
         (geometry ? `, ${geometry.inliers} keypoint inliers < ${geometry.required}` : "") +
         `); retake them`,
     );

@@ -131,6 +131,7 @@ export function openRegistry(
           registry,
           embed,
           calibration: m.calibration,
+          registerPairThreshold: m.registerPairThreshold,
           modelVersion: m.version,
           ...(config.geometry ? { geometry: geometricCheckFor(m) } : {}),
           clientParityMinCosine: config.clientParityMinCosine,

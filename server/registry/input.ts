@@ -17,7 +17,8 @@ export const MAX_REGISTER_PHOTOS = 10;
 export const DEFAULT_TOP_K = 5;
 export const MAX_TOP_K = 50;
 /**
- * Every pair of one registration's photos must reach this (REVIEW, 0.70):
+ * Every pair of one registration's photos must reach this (REVIEW, 0.70)
+ * unless the running model's card sets `registration.pair_threshold`:
  * the duplicate check and the stored template guard against the rest, and
  * at SAME (0.85) most real dogs' photo pairs were refused.
  */

@@ -28,7 +28,6 @@ import {
   MAX_REGISTER_PHOTOS,
   MIN_REGISTER_PHOTOS,
   optionalText,
-  REGISTER_PAIR_THRESHOLD,
 } from "./input.js";
 import type { AuditEntry, PetRecord } from "./registry.js";
 import type { DuplicateReview, RegisterRequest, RegisterResult } from "./types.js";
@@ -52,8 +51,9 @@ import type { DuplicateReview, RegisterRequest, RegisterResult } from "./types.j
  * same nose again is refused as a duplicate that names the existing DID.
  *
  * Registration rules (see README, "Registration rules"):
- *   - consistency: every pair of the new photos must reach REVIEW_THRESHOLD
- *     (0.70); the lowest pair score is returned and audited;
+ *   - consistency: every pair of the new photos must reach the running model
+ *     card's `registration.pair_threshold` (0.70 without one, REGISTER_PAIR_THRESHOLD);
+ *     the lowest pair score and the threshold applied are returned and audited;
  *   - duplicate: refused only when every new photo's best match among the
  *     enrolled pets is the same pet, each at >= the card's duplicate
  *     similarity (per-comparison impostor FAR 1e-5; 0.95 without one). A best
@@ -162,6 +162,7 @@ export async function registerPet(ctx: FlowContext, req: RegisterRequest): Promi
       vectorKey: vKey,
       photos: photos.length,
       minPairSimilarity: minPair,
+      pairThreshold: ctx.pairAt,
       lowestPair: worst,
       ...(minPairInliers === undefined ? {} : { minPairInliers }),
       trainingConsent,
@@ -242,7 +243,8 @@ export async function registerPet(ctx: FlowContext, req: RegisterRequest): Promi
 }
 
 /**
- * Every pair of one registration's photos must reach REGISTER_PAIR_THRESHOLD,
+ * Every pair of one registration's photos must reach `ctx.pairAt` (the card's
+ * `registration.pair_threshold`, else REGISTER_PAIR_THRESHOLD),
  * or, with geometry, share the policy's consistency inliers: two photos of
  * one shoot share many keypoints even where the embedding falls short.
  * Returns the least similar pair, with its inliers when geometry is checked.
@@ -258,12 +260,12 @@ async function checkConsistent(ctx: FlowContext, embeddings: Float32Array[], fea
         minPair = s;
         worst = [i + 1, j + 1];
       }
-      if (s < REGISTER_PAIR_THRESHOLD) short.push({ pair: [i + 1, j + 1], similarity: s });
+      if (s < ctx.pairAt) short.push({ pair: [i + 1, j + 1], similarity: s });
     }
   }
   const geometric = ctx.geometry;
   if (!geometric) {
-    if (minPair < REGISTER_PAIR_THRESHOLD) throw new InconsistentPhotosError(worst, minPair);
+    if (minPair < ctx.pairAt) throw new InconsistentPhotosError(worst, minPair, ctx.pairAt);
     return { minPair, worst, minPairInliers: undefined };
   }
   const required = geometric.policy.consistencyInliers;
@@ -271,7 +273,7 @@ async function checkConsistent(ctx: FlowContext, embeddings: Float32Array[], fea
   let minPairInliers: number | undefined;
   for (const { pair, similarity } of short.sort((x, y) => x.similarity - y.similarity)) {
     const inliers = await inliersOf(pair);
-    if (inliers < required) throw new InconsistentPhotosError(pair, similarity, { inliers, required });
+    if (inliers < required) throw new InconsistentPhotosError(pair, similarity, ctx.pairAt, { inliers, required });
     if (pair === short[0].pair) minPairInliers = inliers;
   }
   minPairInliers ??= await inliersOf(worst);

@@ -94,6 +94,7 @@ export async function main(
       registry,
       embed: createImageEmbedder(model, pool),
       calibration: m.calibration,
+      registerPairThreshold: m.registerPairThreshold,
       modelVersion: m.version,
       log: (event, fields) => io.err(JSON.stringify({ event, ...fields })),
     });
