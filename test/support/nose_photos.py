@@ -34,7 +34,7 @@ for d in range(a.dogs):
     variants = [
         (raw, 92),
         (raw.crop((c, c, w - c, h - c)), 85),
-        (ImageEnhance.Brightness(raw).enhance(1.06), 80),
+        (ImageEnhance.Brightness(raw).enhance(1.03), 80),
         (raw.resize((w * 9 // 10, h * 9 // 10), Image.LANCZOS), 88),
     ]
     for k, (im, q) in enumerate(variants):
