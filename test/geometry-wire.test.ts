@@ -20,7 +20,15 @@ const model = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nosepaw-m
   kind: "constant",
   card: true,
 });
-const photo = nosePhotos(3);
+const photo = nosePhotos(4);
+/**
+ * The second dog, B. Every role here needs a textured nose: the geometry can
+ * only support a pet whose enrolled photos carry the policy's minKeypoints.
+ * Dog 1's render (seed 424242) is a dark, soft nose with about 20 AKAZE
+ * keypoints a photo, under the 50 needed, so it would be decided by similarity
+ * alone; dog 3 carries about 180.
+ */
+const B_DOG = 3;
 const shot = (dog: number, k: number) => ({ image_data: photo(dog, k), image_format: "jpeg" });
 const REQUIRED = DEFAULT_GEOMETRY_POLICY.sameInliers;
 
@@ -45,7 +53,7 @@ describe("keypoint geometry behind decisions", () => {
     assert.equal(regA.success, true, regA.error_message);
     assert.ok(regA.min_pair_inliers >= REQUIRED, `A's photos share ${regA.min_pair_inliers} inliers`);
     a = regA.pet_did;
-    const regB = await client.call("RegisterPet", { photos: [shot(1, 0), shot(1, 1)] });
+    const regB = await client.call("RegisterPet", { photos: [shot(B_DOG, 0), shot(B_DOG, 1)] });
     assert.equal(regB.success, true, regB.error_message);
     assert.equal(regB.duplicate_pet_did, "");
     assert.equal(regB.review_pet_did, a, "similarity 1 to A is still recorded for review");
@@ -91,7 +99,7 @@ describe("keypoint geometry behind decisions", () => {
   });
 
   test("IdentifyPet puts the pet with geometric support first and gives only it SAME", async () => {
-    const r = await client.call("IdentifyPet", { photo: shot(1, 2), top_k: 5 });
+    const r = await client.call("IdentifyPet", { photo: shot(B_DOG, 2), top_k: 5 });
     assert.equal(r.success, true, r.error_message);
     assert.equal(r.matches.length, 2);
     assert.equal(r.matches[0].pet_did, b);
@@ -142,7 +150,7 @@ describe("the same calls without geometry (GEOMETRY=off)", () => {
     const regA = await client.call("RegisterPet", { photos: [shot(0, 0), shot(0, 1)] });
     assert.equal(regA.success, true, regA.error_message);
     assert.equal(regA.min_pair_inliers, undefined);
-    const regB = await client.call("RegisterPet", { photos: [shot(1, 0), shot(1, 1)] });
+    const regB = await client.call("RegisterPet", { photos: [shot(B_DOG, 0), shot(B_DOG, 1)] });
     assert.equal(regB.success, false);
     assert.equal(regB.duplicate_pet_did, regA.pet_did);
     const stranger = await client.call("VerifyPet", { pet_did: regA.pet_did, photo: shot(2, 0) });
