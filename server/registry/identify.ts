@@ -16,13 +16,17 @@ export const IDENTIFY_GEOMETRY_CANDIDATES = 10;
 async function rerankWithGeometry(ctx: FlowContext, shortlist: PetMatch[], probe: NoseFeatures | undefined): Promise<PetMatch[]> {
   const geometric = ctx.geometry;
   if (!geometric) return shortlist;
+  // The candidates' enrolled photos are looked up in one query, not one per
+  // candidate at once: a call then holds at most one database connection at a
+  // time, so a load of N calls needs at most N pooled connections.
+  const keysOf = await ctx.registry.imageKeysOf(shortlist.slice(0, IDENTIFY_GEOMETRY_CANDIDATES).map((m) => m.petDid));
   const checked = await Promise.all(
     shortlist.map(async (m, i) => {
       if (i >= IDENTIFY_GEOMETRY_CANDIDATES) {
         // Not checked: no SAME on the cosine alone.
         return { ...m, verdict: m.verdict === "SAME" ? ("REVIEW" as const) : m.verdict };
       }
-      const keys = (await ctx.registry.embeddingsOf(m.petDid)).map((r) => r.imageKey);
+      const keys = keysOf.get(m.petDid) ?? [];
       const evidence = await geometric.againstEnrolled(probe, keys, geometric.policy.sameInliers);
       return { ...m, geometry: evidence, verdict: decideVerdict(m.similarity, evidence, geometric.policy) };
     }),

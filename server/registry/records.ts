@@ -113,6 +113,8 @@ export interface RegistryReader {
   findPet(petDid: string): Promise<PetRecord | undefined>;
   findPetByRequestId(requestId: string): Promise<PetRecord | undefined>;
   embeddingsOf(petDid: string): Promise<EmbeddingRecord[]>;
+  /** The image keys of each pet's enrolled embeddings, in enrolment order, in one query (pets with none are absent). */
+  imageKeysOf(petDids: string[]): Promise<Map<string, string[]>>;
   /**
    * Up to k active pets whose best enrolled embedding is nearest to `v` by
    * cosine, nearest first. With `modelVersion`, only embeddings made by that

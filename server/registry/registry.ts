@@ -67,6 +67,20 @@ function reader(
         createdAt: new Date(r.created_at),
       }));
     },
+    async imageKeysOf(petDids) {
+      const keys = new Map<string, string[]>();
+      if (petDids.length === 0) return keys;
+      const { rows } = await q.query<{ pet_did: string; image_key: string }>(
+        "SELECT pet_did, image_key FROM pet_embeddings WHERE pet_did = ANY($1::text[]) ORDER BY id",
+        [petDids],
+      );
+      for (const r of rows) {
+        const list = keys.get(r.pet_did);
+        if (list) list.push(r.image_key);
+        else keys.set(r.pet_did, [r.image_key]);
+      }
+      return keys;
+    },
     async nearestPets(v, k, modelVersion) {
       // The HNSW index answers "nearest rows"; a pet has several rows, so ask
       // for more rows than pets and keep each pet's best. ef_search must be at
