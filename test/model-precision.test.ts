@@ -13,15 +13,20 @@ import { nosePhotos } from "./support/nose-photos.js";
 import { ROOT } from "./support/server.js";
 
 const MODELS = path.join(ROOT, "models");
-const INT8 = path.join(MODELS, "nose-embedder.int8.onnx");
+const RECORDED = existsSync(path.join(MODELS, "nose-embedder.variants.json"))
+  ? Object.keys(JSON.parse(readFileSync(path.join(MODELS, "nose-embedder.variants.json"), "utf8")).variants ?? {})
+  : [];
+/** The variant model:quantize recorded for the bundled model (int8 only when it met the bar on renders). */
+const VARIANT = RECORDED.includes("int8") ? "int8" : "fp16";
+const VARIANT_FILE = path.join(MODELS, `nose-embedder.${VARIANT}.onnx`);
 const RECORD = path.join(MODELS, "nose-embedder.variants.json");
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 // The shipped variants must be the bundled model's: a model retrained without rerunning model:quantize fails here.
 const stale =
-  !existsSync(INT8) || !existsSync(RECORD)
-    ? "models/nose-embedder.int8.onnx not present (npm run model:quantize writes it)"
+  !existsSync(VARIANT_FILE) || !RECORDED.includes(VARIANT)
+    ? `${VARIANT_FILE} not present or not recorded (npm run model:quantize writes it)`
     : JSON.parse(readFileSync(RECORD, "utf8")).source_sha256 !== sha(path.join(MODELS, "nose-embedder.onnx"))
-      ? "models/nose-embedder.int8.onnx was made from an earlier model: run npm run model:quantize"
+      ? `${VARIANT_FILE} was made from an earlier model: run npm run model:quantize`
       : undefined;
 const quiet = createLogger("error", () => {});
 
@@ -31,15 +36,15 @@ async function loaded(env: Record<string, string>): Promise<ModelHolder> {
   return holder;
 }
 
-test("MODEL_PRECISION=int8 runs the quantised variant under the card's version, close to fp32", async () => {
+test("MODEL_PRECISION runs the recorded variant under the card's version, close to fp32", async () => {
   assert.equal(stale, undefined, stale);
   const fp32 = await loaded({});
-  const int8 = await loaded({ MODEL_PRECISION: "int8" });
+  const int8 = await loaded({ MODEL_PRECISION: VARIANT });
   try {
     const a = fp32.require();
     const b = int8.require();
     assert.notEqual(a.embedder.sha256, b.embedder.sha256);
-    assert.equal(b.version, `${a.version}+int8`);
+    assert.equal(b.version, `${a.version}+${VARIANT}`);
     assert.deepEqual(b.calibration, a.calibration);
     const photo = nosePhotos(2);
     for (const [dog, shot] of [
@@ -48,7 +53,7 @@ test("MODEL_PRECISION=int8 runs the quantised variant under the card's version, 
     ]) {
       const { tensor } = await preprocessPhoto(photo(dog, shot), 224, { maxBytes: 1e7, maxPixels: 1e8 }, true);
       const c = cosine(await a.embedder.embed(tensor), await b.embedder.embed(tensor));
-      assert.ok(c >= 0.998, `cosine int8 vs fp32 ${c}`);
+      assert.ok(c >= 0.998, `cosine ${VARIANT} vs fp32 ${c}`);
     }
   } finally {
     await Promise.all([fp32.close(), int8.close()]);
@@ -59,15 +64,37 @@ test("a variant made from another model than MODEL_PATH's file is refused", asyn
   assert.equal(stale, undefined, stale);
   const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-variant-"));
   try {
-    for (const f of ["nose-embedder.onnx", "nose-embedder.int8.onnx", "nose-embedder.json"])
+    for (const f of ["nose-embedder.onnx", `nose-embedder.${VARIANT}.onnx`, "nose-embedder.json"])
       copyFileSync(path.join(MODELS, f), path.join(dir, f));
     const record = JSON.parse(readFileSync(path.join(MODELS, "nose-embedder.variants.json"), "utf8"));
     writeFileSync(path.join(dir, "nose-embedder.variants.json"), JSON.stringify({ ...record, source_sha256: "0".repeat(64) }));
-    const holder = await loaded({ MODEL_PATH: path.join(dir, "nose-embedder.onnx"), MODEL_PRECISION: "int8" });
+    const holder = await loaded({ MODEL_PATH: path.join(dir, "nose-embedder.onnx"), MODEL_PRECISION: VARIANT });
     try {
       const s = holder.state();
       assert.equal(s.status, "failed");
       assert.match(s.status === "failed" ? s.reason : "", /made from another model .*npm run model:quantize/);
+    } finally {
+      await holder.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a variant model:quantize did not record (below the bar) is refused, with the command to run", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-variant-"));
+  try {
+    for (const f of ["nose-embedder.onnx", "nose-embedder.json"]) copyFileSync(path.join(MODELS, f), path.join(dir, f));
+    // A stray int8 file beside the model, as a run whose int8 missed the bar leaves it: the record does not name it.
+    copyFileSync(path.join(MODELS, "nose-embedder.onnx"), path.join(dir, "nose-embedder.int8.onnx"));
+    const record = JSON.parse(readFileSync(RECORD, "utf8"));
+    const { int8: _dropped, ...variants } = record.variants ?? {};
+    writeFileSync(path.join(dir, "nose-embedder.variants.json"), JSON.stringify({ ...record, variants }));
+    const holder = await loaded({ MODEL_PATH: path.join(dir, "nose-embedder.onnx"), MODEL_PRECISION: "int8" });
+    try {
+      const s = holder.state();
+      assert.equal(s.status, "failed");
+      assert.match(s.status === "failed" ? s.reason : "", /MODEL_PRECISION=int8: .*npm run model:quantize/);
     } finally {
       await holder.close();
     }
