@@ -100,7 +100,7 @@ export function axisCoefficients(inSize: number, outSize: number): AxisCoefficie
 const CACHE_LIMIT = 32;
 const cache = new Map<string, AxisCoefficients>();
 
-function cachedCoefficients(inSize: number, outSize: number): AxisCoefficients {
+export function cachedCoefficients(inSize: number, outSize: number): AxisCoefficients {
   const key = `${inSize}:${outSize}`;
   let c = cache.get(key);
   if (c) {
