@@ -19,13 +19,14 @@ test("defaults: port 50052, bundled model and card, local folder store, embedded
 });
 
 test("MODEL_PRECISION picks the quantised variant next to MODEL_PATH and keeps MODEL_PATH's card", () => {
-  assert.equal(loadConfig({}).modelPrecision, "fp32");
+  assert.equal(loadConfig({}).modelPrecision, "auto");
+  assert.match(loadConfig({}).modelPath, /models\/nose-embedder\.onnx$/);
   const c = loadConfig({ MODEL_PATH: "/models/embedder_model.onnx", MODEL_PRECISION: "INT8" });
   assert.equal(c.modelPrecision, "int8");
   assert.equal(c.modelPath, "/models/embedder_model.int8.onnx");
   assert.equal(c.modelCardPath, "/models/embedder_model.json");
   assert.match(loadConfig({ MODEL_PRECISION: "fp16" }).modelPath, /models\/nose-embedder\.fp16\.onnx$/);
-  assert.throws(() => loadConfig({ MODEL_PRECISION: "int4" }), /MODEL_PRECISION="int4" must be one of fp32, int8, fp16/);
+  assert.throws(() => loadConfig({ MODEL_PRECISION: "int4" }), /MODEL_PRECISION="int4" must be one of auto, fp32, int8, fp16/);
 });
 
 test("the old server's variables are honoured", () => {

@@ -40,9 +40,12 @@ export interface PgConfig {
 export interface Config {
   host: string;
   port: number;
-  /** The model file loaded: MODEL_PATH, or its variant when MODEL_PRECISION is not fp32. */
+  /** The model file loaded: MODEL_PATH, or its variant when MODEL_PRECISION names one (with "auto", MODEL_PATH: the holder picks). */
   modelPath: string;
-  /** Which variant of MODEL_PATH runs: "fp32" the file itself, "int8"/"fp16" <name>.int8.onnx / <name>.fp16.onnx (`npm run model:quantize`). */
+  /**
+   * Which variant of MODEL_PATH runs: "fp32" the file itself, "int8"/"fp16" <name>.int8.onnx / <name>.fp16.onnx
+   * (`npm run model:quantize`), "auto" the int8 one where <name>.variants.json records it for this very file, else fp32.
+   */
   modelPrecision: ModelPrecision;
   /** Model card (calibration, version); optional for user models. */
   modelCardPath: string | undefined;
@@ -142,12 +145,12 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-export const MODEL_PRECISIONS = ["fp32", "int8", "fp16"] as const;
+export const MODEL_PRECISIONS = ["auto", "fp32", "int8", "fp16"] as const;
 export type ModelPrecision = (typeof MODEL_PRECISIONS)[number];
 
-/** The file of a model's variant: models/x.onnx -> models/x.int8.onnx; fp32 is the file itself. */
+/** The file of a model's variant: models/x.onnx -> models/x.int8.onnx; fp32 (and auto, until the holder picks) is the file itself. */
 export function modelVariantPath(modelPath: string, precision: ModelPrecision): string {
-  if (precision === "fp32") return modelPath;
+  if (precision === "fp32" || precision === "auto") return modelPath;
   const stem = modelPath.endsWith(".onnx") ? modelPath.slice(0, -".onnx".length) : modelPath;
   return `${stem}.${precision}.onnx`;
 }
@@ -194,8 +197,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const dataDir = path.resolve(str("DATA_DIR", path.join(ROOT, "data")));
   const basePath = path.resolve(str("MODEL_PATH", path.join(ROOT, "models", "nose-embedder.onnx")));
-  const precisionRaw = str("MODEL_PRECISION", "fp32").toLowerCase();
-  let modelPrecision: ModelPrecision = "fp32";
+  const precisionRaw = str("MODEL_PRECISION", "auto").toLowerCase();
+  let modelPrecision: ModelPrecision = "auto";
   if ((MODEL_PRECISIONS as readonly string[]).includes(precisionRaw)) modelPrecision = precisionRaw as ModelPrecision;
   else problems.push(`MODEL_PRECISION=${JSON.stringify(env.MODEL_PRECISION)} must be one of ${MODEL_PRECISIONS.join(", ")}`);
   const modelPath = modelVariantPath(basePath, modelPrecision);

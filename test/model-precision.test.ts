@@ -38,7 +38,7 @@ async function loaded(env: Record<string, string>): Promise<ModelHolder> {
 
 test("MODEL_PRECISION runs the recorded variant under the card's version, close to fp32", async () => {
   assert.equal(stale, undefined, stale);
-  const fp32 = await loaded({});
+  const fp32 = await loaded({ MODEL_PRECISION: "fp32" });
   const int8 = await loaded({ MODEL_PRECISION: VARIANT });
   try {
     const a = fp32.require();
@@ -100,5 +100,49 @@ test("a variant model:quantize did not record (below the bar) is refused, with t
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A copy of the bundled model, its card and its variants in a temporary folder; `edit` changes the copy's record. */
+function modelCopy(edit: (record: { source_sha256?: string; variants?: Record<string, unknown> }) => object = (r) => r): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "nosepaw-variant-"));
+  for (const f of ["nose-embedder.onnx", "nose-embedder.json", "nose-embedder.int8.onnx"])
+    if (existsSync(path.join(MODELS, f))) copyFileSync(path.join(MODELS, f), path.join(dir, f));
+  writeFileSync(path.join(dir, "nose-embedder.variants.json"), JSON.stringify(edit(JSON.parse(readFileSync(RECORD, "utf8")))));
+  return dir;
+}
+
+test("by default (MODEL_PRECISION=auto) the bundled model runs as its recorded int8 variant", async () => {
+  assert.ok(RECORDED.includes("int8"), "the bundled model ships an int8 variant that met the bar (npm run model:quantize)");
+  const holder = await loaded({});
+  const fp32 = await loaded({ MODEL_PRECISION: "fp32" });
+  try {
+    const m = holder.require();
+    assert.equal(m.embedder.sha256, sha(path.join(MODELS, "nose-embedder.int8.onnx")));
+    assert.equal(m.version, `${fp32.require().version}+int8`);
+  } finally {
+    await Promise.all([holder.close(), fp32.close()]);
+  }
+});
+
+test("auto runs fp32 where the int8 record does not match the model file in place", async () => {
+  // The model was replaced (or retrained) without rerunning model:quantize: the old int8 file must not run under its card.
+  for (const edit of [
+    (r: object) => ({ ...r, source_sha256: "0".repeat(64) }),
+    (r: { variants?: Record<string, unknown> }) => ({ ...r, variants: { ...r.variants, int8: undefined } }),
+  ]) {
+    const dir = modelCopy(edit);
+    try {
+      const holder = await loaded({ MODEL_PATH: path.join(dir, "nose-embedder.onnx") });
+      try {
+        const m = holder.require();
+        assert.equal(m.embedder.sha256, sha(path.join(MODELS, "nose-embedder.onnx")));
+        assert.doesNotMatch(m.version, /\+int8$/);
+      } finally {
+        await holder.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 });

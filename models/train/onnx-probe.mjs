@@ -5,6 +5,12 @@
 //     output, the per-batch minimum and maximum averaged over the batches, and the overall
 //     minimum and maximum: {name: {avgMin, avgMax, min, max}}. quantize.py exposes the
 //     tensors it wants to quantize as extra outputs of a copy of the model.
+//   node models/train/onnx-probe.mjs histograms model.onnx in.npy ranges.json out.json [batch]
+//     a second pass over the same data: for every output named in ranges.json (the first
+//     pass's file), a 2048-bin histogram over [min(0, min), max(0, max)] and, for 4-D
+//     (N,C,H,W) outputs, the mean of each channel: {name: {lo, hi, counts, channelMeans}}.
+//     quantize.py picks each activation's range from its histogram and corrects the Conv
+//     biases for the weights' rounding with the channel means.
 //   node models/train/onnx-probe.mjs latency model.onnx [threads] [runs]
 //     median and p95 milliseconds of one batch-1 run, after warm-up, with the given intra-op
 //     threads (default 2) and graph optimisation "all": {p50, p95, runs, threads}.
@@ -62,6 +68,50 @@ if (mode === "ranges") {
   for (const [name, s] of Object.entries(stats))
     out[name] = { avgMin: s.sumMin / batches, avgMax: s.sumMax / batches, min: s.min, max: s.max };
   writeFileSync(outPath, JSON.stringify(out));
+} else if (mode === "histograms") {
+  const [inPath, rangesPath, outPath, batchArg] = rest;
+  const batch = Number(batchArg ?? 8);
+  const { shape, data } = readNpy(inPath);
+  const [n, c, h, w] = shape;
+  const per = c * h * w;
+  const ranges = JSON.parse(readFileSync(rangesPath, "utf8"));
+  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2, graphOptimizationLevel: "basic" });
+  const BINS = 2048;
+  const acc = {};
+  for (let i = 0; i < n; i += batch) {
+    const b = Math.min(batch, n - i);
+    const res = await session.run({
+      [session.inputNames[0]]: new ort.Tensor("float32", data.subarray(i * per, (i + b) * per), [b, c, h, w]),
+    });
+    for (const name of session.outputNames) {
+      const r = ranges[name];
+      if (!r) continue;
+      const lo = Math.min(0, r.min);
+      const hi = Math.max(0, r.max);
+      const a = (acc[name] ??= { lo, hi, counts: new Float64Array(BINS), sums: null, perChannel: 0 });
+      const t = res[name];
+      const v = t.data;
+      const k = (BINS - 1) / (hi - lo || 1);
+      for (let j = 0; j < v.length; j++) a.counts[Math.round((v[j] - lo) * k)]++;
+      if (t.dims.length === 4) {
+        const [bn, cn, hn, wn] = t.dims;
+        const hw = hn * wn;
+        a.sums ??= new Float64Array(cn);
+        for (let bb = 0; bb < bn; bb++)
+          for (let cc = 0; cc < cn; cc++) {
+            let s = 0;
+            const o = (bb * cn + cc) * hw;
+            for (let q = 0; q < hw; q++) s += v[o + q];
+            a.sums[cc] += s;
+          }
+        a.perChannel += bn * hw;
+      }
+    }
+  }
+  const out = {};
+  for (const [name, a] of Object.entries(acc))
+    out[name] = { lo: a.lo, hi: a.hi, counts: [...a.counts], channelMeans: a.sums ? [...a.sums].map((s) => s / a.perChannel) : null };
+  writeFileSync(outPath, JSON.stringify(out));
 } else if (mode === "latency") {
   const threads = Number(rest[0] ?? 2);
   const runs = Number(rest[1] ?? 30);
@@ -81,6 +131,8 @@ if (mode === "ranges") {
   const at = (p) => ms[Math.min(ms.length - 1, Math.ceil((p / 100) * ms.length) - 1)];
   console.log(JSON.stringify({ p50: at(50), p95: at(95), runs, threads }));
 } else {
-  console.error("usage: onnx-probe.mjs ranges MODEL IN.npy OUT.json [batch] | latency MODEL [threads] [runs]");
+  console.error(
+    "usage: onnx-probe.mjs ranges MODEL IN.npy OUT.json [batch] | histograms MODEL IN.npy RANGES.json OUT.json [batch] | latency MODEL [threads] [runs]",
+  );
   process.exit(2);
 }

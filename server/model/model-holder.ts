@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { AsyncLocalStorage } from "node:async_hooks";
 import { duplicateThreshold, type Calibration } from "../../shared/similarity.js";
 import { modelNotLoaded } from "../errors.js";
-import type { Config } from "../config.js";
+import { modelVariantPath, type Config } from "../config.js";
 import type { Logger } from "../log.js";
 import { loadEmbedder, type Embedder, type EmbedderOptions } from "./embedder.js";
 import { readModelCard } from "./model-card.js";
@@ -119,9 +120,11 @@ export function createModelHolder(
     let model: LoadedModel;
     try {
       // MODEL_PRECISION names a variant beside the configured model; a promoted release runs as it was published.
-      const precision = target.modelPath === opts.modelPath ? opts.precision : undefined;
-      if (precision && precision !== "fp32") await checkVariant(target.modelPath, precision);
-      const [embedder, card] = await Promise.all([loadEmbedder({ ...opts, modelPath: target.modelPath }), readModelCard(target.cardPath)]);
+      const configured = target.modelPath === opts.modelPath ? opts.precision : undefined;
+      const { precision, modelPath } =
+        configured === "auto" ? await autoVariant(target.modelPath, opts.log) : { precision: configured, modelPath: target.modelPath };
+      if (configured !== "auto" && precision && precision !== "fp32") await checkVariant(modelPath, precision);
+      const [embedder, card] = await Promise.all([loadEmbedder({ ...opts, modelPath }), readModelCard(target.cardPath)]);
       model = {
         embedder,
         version: card?.version
@@ -259,6 +262,24 @@ export async function checkVariant(variantPath: string, precision: string): Prom
     throw new Error(`MODEL_PRECISION=${precision}: ${variantPath} was made from another model than ${stem}.onnx; ${rerun}`);
   if (record.variants?.[precision]?.sha256 !== (await sha(variantPath)))
     throw new Error(`MODEL_PRECISION=${precision}: ${variantPath} is not the file model:quantize wrote; ${rerun}`);
+}
+
+/**
+ * MODEL_PRECISION=auto: the int8 variant beside `modelPath` when model:quantize
+ * recorded it for this very file (it met the agreement bar), else the file
+ * itself. A model replaced without rerunning model:quantize runs in fp32
+ * rather than failing: the stale variant is named in the log.
+ */
+export async function autoVariant(modelPath: string, log: Logger): Promise<{ precision: string; modelPath: string }> {
+  const int8 = modelVariantPath(modelPath, "int8");
+  if (int8 === modelPath || !existsSync(int8)) return { precision: "fp32", modelPath };
+  try {
+    await checkVariant(int8, "int8");
+    return { precision: "int8", modelPath: int8 };
+  } catch (e) {
+    log.warn("int8 variant not used; running fp32", { modelPath, reason: (e as Error).message });
+    return { precision: "fp32", modelPath };
+  }
 }
 
 /** The model holder the server and its tools open, from the settings. */
