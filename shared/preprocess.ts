@@ -11,7 +11,13 @@
  * the bytes are decoded (server/image/decode.ts); a browser canvas hands over
  * RGBA ImageData directly. Pure and isomorphic.
  */
-import { resizeLanczos } from "./lanczos.js";
+import { resizeLanczos, type Raster } from "./lanczos.js";
+
+/**
+ * Pillow's LANCZOS: `resizeLanczos`, or a faster implementation that gives the
+ * same bytes (the server's WebAssembly one, server/image/lanczos-simd.ts).
+ */
+export type ResizeLanczos = (src: Raster, outWidth: number, outHeight: number, bands?: number) => Uint8Array;
 
 /**
  * Interleaved 8-bit RGB or RGBA pixels. Alpha is ignored, as PIL's
@@ -25,10 +31,10 @@ export interface PixelImage {
 }
 
 /** The square RGB image the model sees, 8-bit, interleaved. */
-export function resizeForModel(img: PixelImage, size: number): Uint8Array {
+export function resizeForModel(img: PixelImage, size: number, resize: ResizeLanczos = resizeLanczos): Uint8Array {
   checkImage(img);
   if (!(Number.isInteger(size) && size > 0)) throw new RangeError(`bad model input size ${size}`);
-  return resizeLanczos(img, size, size, 3);
+  return resize(img, size, size, 3);
 }
 
 /**
@@ -36,10 +42,10 @@ export function resizeForModel(img: PixelImage, size: number): Uint8Array {
  * image itself when it already has that size (Pillow's resize then returns
  * a copy, so the pixels are the same and the copy can be skipped).
  */
-export function fitToModel(img: PixelImage, size: number): PixelImage {
+export function fitToModel(img: PixelImage, size: number, resize: ResizeLanczos = resizeLanczos): PixelImage {
   checkImage(img);
   if (img.width === size && img.height === size) return img;
-  return { width: size, height: size, channels: 3, data: resizeForModel(img, size) };
+  return { width: size, height: size, channels: 3, data: resizeForModel(img, size, resize) };
 }
 
 /** CHW float32 tensor data of length 3 * size * size with values in [0, 1]. */
