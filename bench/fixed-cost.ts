@@ -7,9 +7,13 @@
  *   one @grpc/grpc-js client calling ExtractNoseVector as the gateway does.
  * - Reference: Pillow's preprocessing in a long-lived python3 process fed
  *   the same photo over a pipe (bench/old-pipeline/pillow-pipe.py, timed
- *   inside Python: no transport counted), plus the same model in
- *   onnxruntime-node in this process on Pillow's tensor (session options as
- *   the server's). No gRPC, no HTTP/2: the floor a service could reach.
+ *   inside Python: no transport counted), plus the bundled model's fp32
+ *   file (MODEL_PATH, what the old server ran) in onnxruntime-node in this
+ *   process on Pillow's tensor (session options as the server's). No gRPC,
+ *   no HTTP/2: the floor a service could reach with that model.
+ * - Baseline (optional): a second server, from another checkout or from this
+ *   one with other settings (`npm run bench` runs this one with
+ *   MODEL_PRECISION=fp32, the reference's model), called in the same turns.
  *
  * Both are called in turn, call by call, so both see the same moments of a
  * shared machine. CPU time per call is read from /proc/<pid>/task/<tid>/schedstat
@@ -84,6 +88,8 @@ export interface FixedCostResult {
   baselineDir?: string;
   /** What the baseline checkout is, for the page (e.g. "commit 9f8ddcc, before this work"). */
   baselineLabel?: string;
+  /** Column names for the baseline and ours (default "before" and "after"). */
+  columns?: { baseline: string; ours: string };
 }
 
 /** CPU nanoseconds of every live thread of a process, from schedstat. */
@@ -144,12 +150,12 @@ interface Server {
   stop(): Promise<void>;
 }
 
-async function startServer(dir: string): Promise<Server> {
+async function startServer(dir: string, env: Record<string, string> = {}): Promise<Server> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "nosepaw-bench-"));
   const port = 20000 + Math.floor(Math.random() * 30000);
   const proc = spawn(process.execPath, ["--import", "tsx", "--import", path.join(ROOT, "bench/fixed-cost-probe.ts"), "server/main.ts"], {
     cwd: dir,
-    env: { ...process.env, GRPC_PORT: String(port), GRPC_HOST: "127.0.0.1", DATA_DIR: dataDir, LOG_LEVEL: "error" },
+    env: { ...process.env, GRPC_PORT: String(port), GRPC_HOST: "127.0.0.1", DATA_DIR: dataDir, LOG_LEVEL: "error", ...env },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });
   const client = gatewayClient(`127.0.0.1:${port}`);
@@ -196,13 +202,19 @@ function stageMeans(traces: CallTrace[], sent: Map<string, { at: number; ms: num
   };
 }
 
-export async function fixedCost(photos: PhotoSet[], calls: number, baselineDir?: string): Promise<FixedCostResult> {
+export async function fixedCost(
+  photos: PhotoSet[],
+  calls: number,
+  baselineDir?: string,
+  baselineEnv: Record<string, string> = {},
+): Promise<FixedCostResult> {
   const startedAt = new Date().toISOString();
   const load = Number(loadavg()[0].toFixed(2));
-  const config = loadConfig({});
+  // MODEL_PRECISION=fp32: MODEL_PATH itself, the model the old server ran, whatever variant the server picks.
+  const config = loadConfig({ MODEL_PRECISION: "fp32" });
   const pipe = startPillowPipe();
   const ours = await startServer(ROOT);
-  const base = baselineDir ? await startServer(baselineDir) : undefined;
+  const base = baselineDir ? await startServer(baselineDir, baselineEnv) : undefined;
   const session = await ort.InferenceSession.create(config.modelPath, {
     graphOptimizationLevel: "all",
     executionProviders: ["cpu"],

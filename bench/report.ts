@@ -536,12 +536,14 @@ function fixedCostSection(f: FixedCostResult, pageDate: string): string[] {
     L.push(
       `| ${s.label} | ${ms(s.ours.p50)} / ${ms(s.ours.p95)} | ${ms(s.reference.p50)} (${ms(s.pillow.p50)} + ${ms(s.model.p50)}) | **${fmt(s.ratioP50)}x** | <= ${s.ratioGoal}x | ${verdict(s.ratioP50 <= s.ratioGoal)} | ${ms(s.cpuOurs)} | ${ms(s.cpuPillow + s.cpuModel)} (${ms(s.cpuPillow)} + ${ms(s.cpuModel)}) |`,
     );
+  const before = f.columns?.baseline ?? "before";
+  const after = f.columns?.ours ?? "after";
   if (f.sizes.some((s) => s.baseline)) {
     L.push(
       "",
-      `Before and after in the same run: a second server from ${f.baselineLabel ?? `another checkout (${f.baselineDir})`} was called in the same turns (which server went first alternated call by call).`,
+      `${before} and ${after} in the same run: a second server from ${f.baselineLabel ?? `another checkout (${f.baselineDir})`} was called in the same turns (which server went first alternated call by call).`,
       "",
-      "| photo | before: p50 / ours/reference | after: p50 / ours/reference | before: CPU per call | after: CPU per call | before: client round trip, mean | after |",
+      `| photo | ${before}: p50 / ours/reference | ${after}: p50 / ours/reference | ${before}: CPU per call | ${after}: CPU per call | ${before}: client round trip, mean | ${after} |`,
       "| --- | --- | --- | --- | --- | --- | --- |",
     );
     for (const s of f.sizes)
@@ -559,7 +561,7 @@ function fixedCostSection(f: FixedCostResult, pageDate: string): string[] {
   );
   const rows = f.sizes.flatMap((s) => [
     { label: s.label, t: s.stages },
-    ...(s.baseline ? [{ label: `${s.label} before`, t: s.baseline.stages }] : []),
+    ...(s.baseline ? [{ label: `${s.label} ${before}`, t: s.baseline.stages }] : []),
   ]);
   for (const { label, t } of rows) {
     if (!t) continue;

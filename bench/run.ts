@@ -123,7 +123,13 @@ async function section<T>(name: Section, fn: () => Promise<T>): Promise<T | unde
 
 const photos = wanted("vs-old") || wanted("fixed-cost") || wanted("concurrency") ? await benchPhotos(3) : [];
 results.vsOld = await section("vs-old", () => vsOldPipeline(photos, quick ? 15 : 30));
-results.fixedCost = await section("fixed-cost", () => fixedCost(photos, quick ? 15 : 30));
+// Beside the default server, the same checkout with MODEL_PRECISION=fp32: the reference's model, so the two ratios
+// split what the int8 variant gives from what the rest of the pipeline does.
+results.fixedCost = await section("fixed-cost", async () => ({
+  ...(await fixedCost(photos, quick ? 15 : 30, ROOT, { MODEL_PRECISION: "fp32" })),
+  baselineLabel: "this checkout with MODEL_PRECISION=fp32 (the reference's model)",
+  columns: { baseline: "fp32 server", ours: "default server (int8 when recorded)" },
+}));
 results.concurrency = await section("concurrency", () => {
   const set = photos.find((p) => p.label === "1080x1080")!;
   // Enough calls per level for a p95 while keeping 64 clients to one or two rounds.
