@@ -9,8 +9,8 @@
  *   the same photo over a pipe (bench/old-pipeline/pillow-pipe.py, timed
  *   inside Python: no transport counted), plus the bundled model's fp32
  *   file (MODEL_PATH, what the old server ran) in onnxruntime-node in this
- *   process on Pillow's tensor (session options as the server's). No gRPC,
- *   no HTTP/2: the floor a service could reach with that model.
+ *   process on Pillow's tensor, with ONNX Runtime's default session options.
+ *   No gRPC, no HTTP/2: the floor a service could reach with that model.
  * - Baseline (optional): a second server, from another checkout or from this
  *   one with other settings (`npm run bench` runs this one with
  *   MODEL_PRECISION=fp32, the reference's model), called in the same turns.
@@ -33,7 +33,6 @@ import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as ort from "onnxruntime-node";
-import { SESSION_CONFIG } from "../server/model/embedder.js";
 import { loadConfig } from "../server/config.js";
 import { gatewayClient, type GatewayClient } from "../test/support/grpc-client.js";
 import { ROOT } from "../test/support/server.js";
@@ -178,6 +177,14 @@ async function startServer(dir: string, env: Record<string, string> = {}): Promi
   };
 }
 
+/**
+ * A pause before each timed run. ONNX Runtime's threads (the reference's and each server's) spin for a while after
+ * a run, and a server finishes a call after its client has the answer: back to back, each measurement would pay
+ * for the previous one's tail on the other core. A caller that sends one photo at a time leaves such gaps anyway.
+ */
+const SETTLE_MS = 20;
+const settle = () => new Promise((r) => setTimeout(r, SETTLE_MS));
+
 const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);
 
 function stageMeans(traces: CallTrace[], sent: Map<string, { at: number; ms: number }>): StageMeans | undefined {
@@ -215,12 +222,8 @@ export async function fixedCost(
   const pipe = startPillowPipe();
   const ours = await startServer(ROOT);
   const base = baselineDir ? await startServer(baselineDir, baselineEnv) : undefined;
-  const session = await ort.InferenceSession.create(config.modelPath, {
-    graphOptimizationLevel: "all",
-    executionProviders: ["cpu"],
-    ...(config.intraOpThreads > 0 ? { intraOpNumThreads: config.intraOpThreads } : {}),
-    extra: SESSION_CONFIG,
-  });
+  // ONNX Runtime's own defaults, as anyone opening the shipped model would run it: not the server's settings.
+  const session = await ort.InferenceSession.create(config.modelPath);
   const inputName = session.inputNames[0];
   const call = async (server: Server, jpeg: Buffer, id: string, sent: Map<string, { at: number; ms: number }>) => {
     const meta = new grpc.Metadata();
@@ -247,10 +250,12 @@ export async function fixedCost(
       const modCpu: number[] = [];
       const sentOurs = new Map<string, { at: number; ms: number }>();
       const sentBase = new Map<string, { at: number; ms: number }>();
-      const warmup = 3;
+      // A server that has run a few photos of each size: first calls pay for JIT and ONNX Runtime's lazy set-up.
+      const warmup = 10;
       for (let i = -warmup; i < calls; i++) {
         const k = (i + warmup) % set.jpegs.length;
         const jpeg = set.jpegs[k];
+        await settle();
         const p0 = cpuNs(pipe.pid);
         const p = await pipe.preprocess(jpeg);
         const p1 = cpuNs(pipe.pid);
@@ -262,7 +267,11 @@ export async function fixedCost(
         // Alternate which server goes first, so neither always follows the reference's model run.
         const order = base && i % 2 ? ([base, ours] as const) : ([ours, base] as const);
         const res = new Map<Server, { ms: number; cpu: number }>();
-        for (const s of order) if (s) res.set(s, await call(s, jpeg, `fc-${set.label}-${i}`, s === ours ? sentOurs : sentBase));
+        for (const s of order) {
+          if (!s) continue;
+          await settle();
+          res.set(s, await call(s, jpeg, `fc-${set.label}-${i}`, s === ours ? sentOurs : sentBase));
+        }
         if (i < 0) continue;
         ref.push(p.ms + modelMs);
         pil.push(p.ms);

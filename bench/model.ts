@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { loadConfig } from "../server/config.js";
-import { SESSION_CONFIG } from "../server/model/embedder.js";
+import { sessionConfig } from "../server/model/embedder.js";
 import { summarize, type Summary } from "./stats.js";
 
 export interface CardFigures {
@@ -58,7 +58,7 @@ async function variantCost(modelPath: string, reps: number): Promise<VariantFigu
       graphOptimizationLevel: "all",
       executionProviders: ["cpu"],
       intraOpNumThreads: 2,
-      extra: SESSION_CONFIG,
+      extra: sessionConfig(),
     });
   const names = Object.keys(record.variants).filter((k) => existsSync(path.join(dir, record.variants[k].file)));
   const sessions = [await open(modelPath), ...(await Promise.all(names.map((k) => open(path.join(dir, record.variants[k].file)))))];

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
-import { SESSION_CONFIG } from "../server/model/embedder.js";
+import { sessionConfig } from "../server/model/embedder.js";
 import { startApp } from "../server/app.js";
 import { loadConfig } from "../server/config.js";
 import { createLogger } from "../server/log.js";
@@ -78,10 +78,8 @@ export async function vsOldPipeline(photos: PhotoSet[], calls: number): Promise<
     graphOptimizationLevel: "all",
     executionProviders: ["cpu"],
     ...(config.intraOpThreads > 0 ? { intraOpNumThreads: config.intraOpThreads } : {}),
-    // Configured as our server configures its session (threads that do not
-    // spin between runs), so neither session's idle threads slow the other's
-    // runs in this shared process.
-    extra: SESSION_CONFIG,
+    // Configured as our server configures its session.
+    extra: sessionConfig(config.modelThreadSpinning),
   });
   const inputName = session.inputNames[0];
   try {

@@ -29,6 +29,12 @@ test("MODEL_PRECISION picks the quantised variant next to MODEL_PATH and keeps M
   assert.throws(() => loadConfig({ MODEL_PRECISION: "int4" }), /MODEL_PRECISION="int4" must be one of auto, fp32, int8, fp16/);
 });
 
+test("MODEL_THREAD_SPINNING: on by default (ONNX Runtime's own default), off on request, a bad value named", () => {
+  assert.equal(loadConfig({}).modelThreadSpinning, true);
+  assert.equal(loadConfig({ MODEL_THREAD_SPINNING: "false" }).modelThreadSpinning, false);
+  assert.throws(() => loadConfig({ MODEL_THREAD_SPINNING: "sometimes" }), /MODEL_THREAD_SPINNING="sometimes" must be true or false/);
+});
+
 test("the old server's variables are honoured", () => {
   const c = loadConfig({
     GRPC_PORT: "6000",

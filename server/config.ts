@@ -51,6 +51,8 @@ export interface Config {
   modelCardPath: string | undefined;
   modelInputSize: number;
   intraOpThreads: number;
+  /** ONNX Runtime's intra-op threads spin between the operators of a run instead of sleeping (its own default). */
+  modelThreadSpinning: boolean;
   /** Worker threads that decode and resize photos. */
   preprocessWorkers: number;
   /** Photos that may wait for a worker before requests get SERVICE_UNAVAILABLE. */
@@ -351,6 +353,7 @@ export function loadConfig(env: Env = process.env): Config {
     modelCardPath,
     modelInputSize: int("MODEL_INPUT_SIZE", 224, 32, 1024),
     intraOpThreads: int("MODEL_THREADS", 0, 0, 256),
+    modelThreadSpinning: bool("MODEL_THREAD_SPINNING", true),
     preprocessWorkers: int("PREPROCESS_WORKERS", Math.max(1, availableParallelism()), 1, 256),
     maxPending: int("MAX_PENDING_IMAGES", 64, 1, 100_000),
     exactPreprocess: bool("EXACT_PREPROCESS", false),

@@ -290,6 +290,7 @@ export function modelHolderFromConfig(config: Config, log: Logger): ModelHolder 
     precision: config.modelPrecision,
     inputSize: config.modelInputSize,
     intraOpThreads: config.intraOpThreads,
+    spinning: config.modelThreadSpinning,
     batchWindowMs: config.batchWindowMs,
     maxBatch: config.maxBatch,
     log,
