@@ -159,6 +159,8 @@ async function startServer(dir: string, env: Record<string, string> = {}): Promi
   });
   const client = gatewayClient(`127.0.0.1:${port}`);
   await waitServing(client);
+  // SERVING comes before the embedded database and the start-up sweeps are done; let them finish off the clock.
+  await new Promise((r) => setTimeout(r, STARTUP_QUIET_MS));
   return {
     proc,
     client,
@@ -183,6 +185,7 @@ async function startServer(dir: string, env: Record<string, string> = {}): Promi
  * for the previous one's tail on the other core. A caller that sends one photo at a time leaves such gaps anyway.
  */
 const SETTLE_MS = 20;
+const STARTUP_QUIET_MS = 5000;
 const settle = () => new Promise((r) => setTimeout(r, SETTLE_MS));
 
 const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);

@@ -297,6 +297,8 @@ function merged(r: Results): string {
   if (r.fixedCost?.date && r.fixedCost.date.slice(0, 16) !== r.date.slice(0, 16))
     later.push(`the in-process reference comparison (${r.fixedCost.date.slice(0, 10)})`);
   if (r.notes.model?.includes("merged")) later.push("the model section");
+  // Written by hand when sections re-run alone are merged into a full run's results (bench/results/latest.json).
+  if (r.notes.merged) later.push(r.notes.merged);
   return later.length ? ` except ${later.join(" and ")}, taken by later runs of those sections alone and merged in (see there)` : "";
 }
 
