@@ -137,15 +137,17 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, optio
 export const SHRINK_MARGIN = 3;
 
 /**
- * How much the decoder shrinks a large JPEG, or undefined when the exact path
- * is taken. libjpeg scales the DCT by 1/4 or 1/8 at decode time (what PIL's
- * `draft` and libvips' shrink-on-load do), which skips most of the inverse
- * transform and the full-size image. Only 1/4 and 1/8: asked for half the
- * size, sharp took longer than the full decode (1080x1080: 9.0 against
- * 6.1 ms; 4032x3024: 63.6 against 62.3 ms), and after it the exact
- * LANCZOS from the full size costs 2-3 ms in WebAssembly, so such photos
- * stay Pillow-exact. 16-bit and CMYK sources (rare, and converted by our own
- * code) always take the exact path.
+ * How much a large JPEG is shrunk while it is decoded, or undefined when the
+ * exact path is taken. sharp asks libjpeg to scale the DCT (what PIL's
+ * `draft` and libvips' shrink-on-load do), which skips much of the inverse
+ * transform and the full-size image, but for a whole-number ratio it asks
+ * for half of it (sharp 0.35's guard against libjpeg rounding) and libvips
+ * reduces the last 2x: a factor of 4 is a 1/2 DCT decode and a reduce by 2,
+ * 8 is 1/4 and 2. So no factor of 2: that would be a full decode and a
+ * reduce, slower than the full decode alone (1080x1080: 9.0 against 6.1 ms;
+ * 4032x3024: 63.6 against 62.3 ms), where the exact LANCZOS from full size
+ * now costs 2-3 ms in WebAssembly and stays Pillow-exact. 16-bit and CMYK
+ * sources (rare, and converted by our own code) always take the exact path.
  */
 function shrinkFactor(format: ImageFormat, layout: Layout, header: ImageHeader, size: number): number | undefined {
   if (format !== "jpeg" || layout !== "default") return undefined;
@@ -154,11 +156,11 @@ function shrinkFactor(format: ImageFormat, layout: Layout, header: ImageHeader, 
 }
 
 /**
- * Exactly the size libjpeg's scaled DCT gives (each side over the factor,
- * rounded up), in the photo's displayed orientation: libvips then has nothing
- * left to reduce, and every resampling step after the decoder's is the exact
- * LANCZOS. A further reduce by libvips to an intermediate square cost parity
- * on dark noses with little texture (cosine 0.9997-0.99987 against Pillow).
+ * The photo's size over the factor, rounded up as libjpeg's scaled DCT rounds,
+ * in its displayed orientation: the exact LANCZOS then does every resampling
+ * step after sharp's (see shrinkFactor). A further reduce by libvips to an
+ * intermediate square cost parity on dark noses with little texture (cosine
+ * 0.9997-0.99987 against Pillow).
  */
 async function shrunkSize(bytes: Uint8Array, header: ImageHeader, factor: number): Promise<{ width: number; height: number }> {
   const { orientation } = await sharp(bytes).metadata();
