@@ -15,22 +15,8 @@
 //     median and p95 milliseconds of one batch-1 run, after warm-up, with the given intra-op
 //     threads (default 2) and graph optimisation "all": {p50, p95, runs, threads}.
 import { readFileSync, writeFileSync } from "node:fs";
+import { readNpy } from "./npy-io.mjs";
 import * as ort from "onnxruntime-node";
-
-function readNpy(path) {
-  const buf = readFileSync(path);
-  const headerLen = buf.readUInt16LE(8);
-  const header = buf.subarray(10, 10 + headerLen).toString("latin1");
-  if (!header.includes("'<f4'") || header.includes("'fortran_order': True")) throw new Error(`need C-order float32 npy: ${header}`);
-  const shape = header
-    .match(/'shape': \(([^)]*)\)/)[1]
-    .split(",")
-    .map((s) => s.trim())
-    .filter(Boolean)
-    .map(Number);
-  const off = 10 + headerLen;
-  return { shape, data: new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + buf.length)) };
-}
 
 const [mode, model, ...rest] = process.argv.slice(2);
 if (mode === "ranges") {
