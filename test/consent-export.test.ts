@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -8,7 +8,8 @@ import { openPglite, openPostgres, type Database } from "../server/db/database.j
 import { MIGRATIONS, migrate } from "../server/db/migrations.js";
 import type { Manifest } from "../server/tools/registry-export.js";
 import { folderOf, parseArgs, UsageError } from "../server/tools/registry-export.js";
-import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
+import { assertError, gatewayClient, type GatewayClient } from "./support/grpc-client.js";
+import { runTool, type CommandRun } from "./support/run-command.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
 import { freePort, startS3, type TestS3 } from "./support/s3.js";
@@ -24,25 +25,7 @@ const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nose
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
 const UNKNOWN_DID = `did:ethr:besu:0x${"cd".repeat(20)}`;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The export as an operator runs it: its own process, the server's environment. */
-function runExport(args: string[], env: Record<string, string>): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", path.join(ROOT, "server/tools/registry-export.ts"), ...args],
-      { cwd: ROOT, env: { ...process.env, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-function exported(r: Run, out: string): Manifest {
+function exported(r: CommandRun, out: string): Manifest {
   assert.equal(r.code, 0, `export failed (${r.code}): ${r.stderr}`);
   return JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as Manifest;
 }
@@ -55,12 +38,6 @@ const foldersIn = (out: string) =>
     .sort();
 
 const filesIn = (dir: string) => readdirSync(dir).sort();
-
-function assertError(res: any, code: string, retryable: boolean) {
-  assert.equal(res.success, false, `expected ${code}, got ${JSON.stringify(res).slice(0, 300)}`);
-  assert.equal(res.error_code, code, res.error_message);
-  assert.equal(res.retryable, retryable);
-}
 
 async function register(client: GatewayClient, photos: Buffer[], extra: Record<string, unknown> = {}): Promise<string> {
   const r = await client.call("RegisterPet", { photos: photos.map(bytes), ...extra });
@@ -259,7 +236,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
 
   test("the export writes exactly the consenting pets' enrolment photos, byte for byte, and a manifest", async () => {
     const out = path.join(work, "all");
-    const r = await runExport([out], env);
+    const r = await runTool("registry-export.ts", [out], env);
     const m = exported(r, out);
     const want = [0, 2, 4];
     assert.deepEqual(foldersIn(out), want.map((d) => folderOf(did[d])).sort());
@@ -309,14 +286,14 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
 
   test("--since and --min-photos leave pets out; --with-verifications adds the SAME shot only", async () => {
     const recent = path.join(work, "recent");
-    const m = exported(await runExport([recent, "--since", "2026-01-01"], env), recent);
+    const m = exported(await runTool("registry-export.ts", [recent, "--since", "2026-01-01"], env), recent);
     assert.deepEqual(foldersIn(recent), [0, 2].map((d) => folderOf(did[d])).sort(), "dog 4 registered before --since");
     assert.equal(m.options.since, "2026-01-01");
     const future = path.join(work, "future");
-    assert.deepEqual(exported(await runExport([future, "--since", "2999-01-01"], env), future).pets, []);
+    assert.deepEqual(exported(await runTool("registry-export.ts", [future, "--since", "2999-01-01"], env), future).pets, []);
 
     const three = path.join(work, "three");
-    const m3 = exported(await runExport([three, "--min-photos", "3"], env), three);
+    const m3 = exported(await runTool("registry-export.ts", [three, "--min-photos", "3"], env), three);
     assert.deepEqual(m3.pets, []);
     assert.deepEqual(foldersIn(three), []);
     assert.equal(m3.skipped.length, 3);
@@ -326,7 +303,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     );
 
     const withShots = path.join(work, "verifications");
-    const mv = exported(await runExport([withShots, "--min-photos", "3", "--with-verifications"], env), withShots);
+    const mv = exported(await runTool("registry-export.ts", [withShots, "--min-photos", "3", "--with-verifications"], env), withShots);
     assert.deepEqual(foldersIn(withShots), [folderOf(did[0])], "only dog 0 has a third photo: its SAME verification");
     const sameFile = path.basename(sameShot);
     assert.deepEqual(filesIn(path.join(withShots, folderOf(did[0]))), ["image_1.jpg", "image_2.jpg", sameFile].sort());
@@ -351,7 +328,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     mkdirSync(blocked);
     writeFileSync(path.join(blocked, "x"), "x");
     const out = path.join(work, "damaged");
-    const r = await runExport([out, "--min-photos", "1"], env);
+    const r = await runTool("registry-export.ts", [out, "--min-photos", "1"], env);
     const m = exported(r, out);
     assert.deepEqual(foldersIn(out), [0, 2, 4].map((d) => folderOf(did[d])).sort());
     assert.deepEqual(filesIn(path.join(out, folderOf(did[2]))), ["image_1.jpg"]);
@@ -365,7 +342,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
     assert.match(r.stdout, /skipped 2/);
     // At the default --min-photos 2 those pets are left out entirely.
     const strict = path.join(work, "damaged-2");
-    const ms = exported(await runExport([strict], env), strict);
+    const ms = exported(await runTool("registry-export.ts", [strict], env), strict);
     assert.deepEqual(foldersIn(strict), [folderOf(did[0])]);
     assert.equal(ms.skipped.filter((x) => x.key === undefined).length, 2, "two pets left out for --min-photos");
 
@@ -381,7 +358,7 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
       c.close();
       await s.stop();
     }
-    const again = exported(await runExport([out, "--min-photos", "1"], env), out);
+    const again = exported(await runTool("registry-export.ts", [out, "--min-photos", "1"], env), out);
     assert.deepEqual(foldersIn(out), [2, 4].map((d) => folderOf(did[d])).sort());
     assert.ok(!again.pets.some((p) => p.petDid === did[0]));
     assert.deepEqual(
@@ -393,20 +370,20 @@ describe("training consent and the registry export, embedded defaults (PGlite, f
 
   test("configuration and output problems exit non-zero without writing", async () => {
     const out = path.join(work, "bad");
-    const noKeys = await runExport([out], { ...env, NCP_ENDPOINT: "http://127.0.0.1:9" });
+    const noKeys = await runTool("registry-export.ts", [out], { ...env, NCP_ENDPOINT: "http://127.0.0.1:9" });
     assert.equal(noKeys.code, 2, noKeys.stderr);
     assert.match(noKeys.stderr, /NCP_ACCESS_KEY/);
-    const noRegistry = await runExport([out], { ...env, DATA_DIR: path.join(work, "nowhere") });
+    const noRegistry = await runTool("registry-export.ts", [out], { ...env, DATA_DIR: path.join(work, "nowhere") });
     assert.equal(noRegistry.code, 2, noRegistry.stderr);
     assert.match(noRegistry.stderr, /no (object store|embedded registry)/);
-    const usage = await runExport([], env);
+    const usage = await runTool("registry-export.ts", [], env);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /usage: npm run registry:export/);
     // A non-empty folder that is not an earlier export is never overwritten.
     const foreign = path.join(work, "foreign");
     mkdirSync(foreign);
     writeFileSync(path.join(foreign, "notes.txt"), "mine");
-    const refused = await runExport([foreign], env);
+    const refused = await runTool("registry-export.ts", [foreign], env);
     assert.equal(refused.code, 2, refused.stderr);
     assert.equal(readFileSync(path.join(foreign, "notes.txt"), "utf8"), "mine");
     assert.ok(!existsSync(out));
@@ -468,7 +445,7 @@ describe("training consent and the registry export on PostgreSQL and an S3-proto
     }
 
     const out = path.join(work, "pg");
-    const m = exported(await runExport([out, "--with-verifications"], env), out);
+    const m = exported(await runTool("registry-export.ts", [out, "--with-verifications"], env), out);
     assert.deepEqual(foldersIn(out), [folderOf(yes), folderOf(later)].sort());
     assert.equal(m.source.database.startsWith("postgres "), true);
     assert.equal(m.source.objectStore.startsWith("s3 "), true);
@@ -487,10 +464,10 @@ describe("training consent and the registry export on PostgreSQL and an S3-proto
 
   test("an unreachable database or object store exits 1", async () => {
     const closedPort = String(await freePort());
-    const noDb = await runExport([path.join(work, "x")], { ...env, DB_PORT: closedPort });
+    const noDb = await runTool("registry-export.ts", [path.join(work, "x")], { ...env, DB_PORT: closedPort });
     assert.equal(noDb.code, 1, noDb.stderr);
     assert.match(noDb.stderr, /registry database unreachable/);
-    const noS3 = await runExport([path.join(work, "y")], { ...env, NCP_ENDPOINT: `http://127.0.0.1:${closedPort}` });
+    const noS3 = await runTool("registry-export.ts", [path.join(work, "y")], { ...env, NCP_ENDPOINT: `http://127.0.0.1:${closedPort}` });
     assert.equal(noS3.code, 1, noS3.stderr);
     assert.match(noS3.stderr, /object store unreachable/);
     assert.ok(!existsSync(path.join(work, "x")) && !existsSync(path.join(work, "y")));

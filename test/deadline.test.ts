@@ -35,15 +35,16 @@ before(async () => {
   subscribe("nosepaw:rpc", onRpc);
   subscribe("nosepaw:batch", onBatch);
   dataDir = mkdtempSync(path.join(tmpdir(), "nosepaw-deadline-"));
-  // One worker and the exact path: a 12 MP PNG keeps that worker busy for
-  // far longer than the short deadlines below, so later calls must wait.
+  // One worker and the exact path: a queue of 12 MP PNGs (about 80 ms each:
+  // decode and the WebAssembly resize) keeps that worker busy for far longer
+  // than the short deadlines below, so later calls must wait.
   const env = { GRPC_PORT: "0", GRPC_HOST: "127.0.0.1", DATA_DIR: dataDir, PREPROCESS_WORKERS: "1", EXACT_PREPROCESS: "true" };
   app = await startApp(loadConfig(env), createLogger("error"));
   client = gatewayClient(`127.0.0.1:${app.port}`);
   for (let i = 0; i < 300 && (await client.call("HealthCheck", { service: "" })).status !== "SERVING"; i++)
     await new Promise((r) => setTimeout(r, 100));
-  // Flat, so it uploads in an instant, yet its exact 12 MP resize costs the
-  // same as any photo's.
+  // Flat, so it uploads in an instant, yet its exact 12 MP decode and resize
+  // cost about what any photo's do.
   bigPhoto = await sharp({ create: { width: 4032, height: 3024, channels: 3, background: { r: 90, g: 60, b: 50 } } })
     .png()
     .toBuffer();
@@ -78,10 +79,11 @@ async function recordsFor(ids: string[], boundMs = 120_000): Promise<RpcRecord[]
 
 test("calls whose deadline passes while their photo waits are never decoded or embedded", async () => {
   const inferredBefore = inferred;
-  const long = Array.from({ length: 6 }, (_, i) => `long-${i}`);
+  // 20 x ~80 ms of work ahead of the short calls, well past their 300 ms.
+  const long = Array.from({ length: 20 }, (_, i) => `long-${i}`);
   const short = Array.from({ length: 6 }, (_, i) => `short-${i}`);
   const longCalls = long.map((id) => call("ExtractNoseVector", { image_data: bigPhoto, image_format: "png" }, id, 120_000));
-  // Queued behind the long ones (which then hold the only worker for seconds).
+  // Queued behind the long ones (which then hold the only worker for over a second).
   await new Promise((r) => setTimeout(r, 200));
   const shortCodes = await Promise.all(short.map((id) => call("ExtractNoseVector", { image_data: smallPhoto }, id, 300)));
   assert.deepEqual(
@@ -107,7 +109,7 @@ test("calls whose deadline passes while their photo waits are never decoded or e
 
 test("a registration past its deadline writes no object and no pet", async () => {
   const photo = nosePhotos(1);
-  const blockers = Array.from({ length: 4 }, (_, i) => call("ExtractNoseVector", { image_data: bigPhoto }, `block-${i}`, 120_000));
+  const blockers = Array.from({ length: 16 }, (_, i) => call("ExtractNoseVector", { image_data: bigPhoto }, `block-${i}`, 120_000));
   await new Promise((r) => setTimeout(r, 200));
   const code = await call(
     "RegisterPet",

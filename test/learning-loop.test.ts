@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -8,6 +8,7 @@ import { openPglite } from "../server/db/database.js";
 import type { Manifest } from "../server/tools/registry-export.js";
 import { gatewayClient } from "./support/grpc-client.js";
 import { ROOT, startServer, type RunningServer } from "./support/server.js";
+import { runCommand } from "./support/run-command.js";
 
 /**
  * The operator's loop on generated noses, with the bundled model and its
@@ -19,14 +20,6 @@ import { ROOT, startServer, type RunningServer } from "./support/server.js";
 
 const DOGS = 10;
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
-
-function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, timeout: 600_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
 
 describe("the registry learns from its own dogs", () => {
   const work = mkdtempSync(path.join(tmpdir(), "nosepaw-loop-"));
@@ -68,7 +61,7 @@ describe("the registry learns from its own dogs", () => {
 
     // 2. Export: only the consenting pets, as one folder per pet.
     const out = path.join(work, "export");
-    const exp = await run(process.execPath, ["--import", "tsx", "server/tools/registry-export.ts", out], { DATA_DIR: dataDir });
+    const exp = await runCommand(process.execPath, ["--import", "tsx", "server/tools/registry-export.ts", out], { DATA_DIR: dataDir });
     assert.equal(exp.code, 0, exp.stderr);
     const manifest = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as Manifest;
     const exportedDids = manifest.pets.map((p) => p.petDid).sort();
@@ -79,7 +72,7 @@ describe("the registry learns from its own dogs", () => {
 
     // 3. Calibrate the running model on the export: same version, a full calibration block.
     const calCard = path.join(work, "calibrated.json");
-    const cal = await run("/usr/bin/python3", ["models/train/calibrate.py", out, "--card", calCard]);
+    const cal = await runCommand("/usr/bin/python3", ["models/train/calibrate.py", out, "--card", calCard]);
     assert.equal(cal.code, 0, cal.stderr);
     const calibrated = JSON.parse(readFileSync(calCard, "utf8"));
     assert.equal(calibrated.version, shippedVersion, "calibration keeps the vectors, so it keeps the version");
@@ -89,7 +82,7 @@ describe("the registry learns from its own dogs", () => {
     // 4. Fine-tune a few steps from the shipped checkpoint into a new version, compared with the shipped model.
     const ft = path.join(work, "ft");
     const newVersion = "loop-test-2";
-    const train = await run("/usr/bin/python3", [
+    const train = await runCommand("/usr/bin/python3", [
       "models/train/train.py",
       "--data",
       out,

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { cpSync, existsSync, type Dirent, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -8,6 +7,7 @@ import type { Manifest } from "../server/tools/registry-export.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { makeTestModel, ROOT, startServer, type RunningServer } from "./support/server.js";
+import { runTool } from "./support/run-command.js";
 
 /**
  * A refused registration's photos are kept, with the owner's training
@@ -24,17 +24,6 @@ const MODEL_PATH = makeTestModel(path.join(mkdtempSync(path.join(tmpdir(), "nose
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
 const today = () => new Date().toISOString().slice(0, 10);
 const daysAgo = (n: number) => new Date(Date.now() - n * 86_400_000).toISOString().slice(0, 10);
-
-function runExport(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", path.join(ROOT, "server/tools/registry-export.ts"), ...args],
-      { cwd: ROOT, env: { ...process.env, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
 
 describe("photos of refused registrations, kept with consent", () => {
   const work = mkdtempSync(path.join(tmpdir(), "nosepaw-refused-"));
@@ -124,14 +113,14 @@ describe("photos of refused registrations, kept with consent", () => {
     cpSync(path.join(refusedDir, today(), "refused-1"), old, { recursive: true });
 
     const plain = path.join(work, "plain");
-    const r0 = await runExport([plain], env);
+    const r0 = await runTool("registry-export.ts", [plain], env);
     assert.equal(r0.code, 0, r0.stderr);
     const m0 = JSON.parse(readFileSync(path.join(plain, "manifest.json"), "utf8")) as Manifest;
     assert.deepEqual(m0.refused, []);
     assert.equal(m0.pets.length, 1);
 
     const out = path.join(work, "with-refused");
-    const r = await runExport([out, "--with-refused"], env);
+    const r = await runTool("registry-export.ts", [out, "--with-refused"], env);
     assert.equal(r.code, 0, r.stderr);
     const m = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8")) as Manifest;
     assert.equal(m.options.withRefused, true);

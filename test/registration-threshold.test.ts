@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import sharp from "sharp";
 import { calibrate, cosine } from "../shared/similarity.js";
 import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
+import { blend } from "./support/images.js";
 import { nosePhotos } from "./support/nose-photos.js";
 import { makeTestModel, startServer, type RunningServer } from "./support/server.js";
 
@@ -26,16 +26,6 @@ function cardWith(name: string, registration: Record<string, unknown>): string {
   const file = path.join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify({ ...baseCard, registration: { rule: "test", bound: 0.01, ...registration } }));
   return file;
-}
-
-async function blend(a: Buffer, b: Buffer, alpha: number): Promise<Buffer> {
-  const ra = await sharp(a).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const rb = await sharp(b).resize(ra.info.width, ra.info.height).removeAlpha().raw().toBuffer();
-  const out = Buffer.alloc(ra.data.length);
-  for (let i = 0; i < out.length; i++) out[i] = Math.round(alpha * ra.data[i] + (1 - alpha) * rb[i]);
-  return sharp(out, { raw: { width: ra.info.width, height: ra.info.height, channels: 3 } })
-    .jpeg({ quality: 95 })
-    .toBuffer();
 }
 
 interface Server {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile, execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -20,6 +20,7 @@ import { createFolderStore } from "../server/storage/folder-store.js";
 import { gatewayClient } from "./support/grpc-client.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
 import { ROOT, startServer } from "./support/server.js";
+import { runTool } from "./support/run-command.js";
 
 /**
  * `npm run registry:learn` end to end on a small registry of renders, on the
@@ -48,22 +49,8 @@ const skip = requireSystem(
 const DOGS = 64; // 35% held out: 22 dogs x 4 photos, 3,696 impostor pairs (2,995 certify FAR 1e-3 with none above)
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function learn(args: string[], env: Record<string, string>): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", path.join(ROOT, "server/tools/registry-learn.ts"), ...args],
-      { cwd: ROOT, env: { ...process.env, ...env }, timeout: 600_000, maxBuffer: 64 << 20 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+/** The learning run as an operator starts it; its stages take minutes on renders. */
+const learn = (args: string[], env: Record<string, string>) => runTool("registry-learn.ts", args, env, 600_000);
 
 /** The report's gate checks, for the test log. */
 const gateLines = (report: string) =>

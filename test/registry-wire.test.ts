@@ -7,7 +7,8 @@ import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
 import { petDidFromVector } from "../shared/did.js";
 import { calibrate, cosine } from "../shared/similarity.js";
-import { gatewayClient, type GatewayClient } from "./support/grpc-client.js";
+import { assertError, gatewayClient, type GatewayClient } from "./support/grpc-client.js";
+import { blend } from "./support/images.js";
 import { postgresUnavailable, startPostgres, type TestPostgres } from "./support/postgres.js";
 import { INSTALL, requireSystem } from "./support/require-system.js";
 import { startS3, type TestS3 } from "./support/s3.js";
@@ -30,27 +31,6 @@ const defaults: Record<string, string> = {
 };
 const bytes = (b: Buffer) => ({ image_data: b, image_format: "jpeg" });
 const CARD_DUPLICATE_SIMILARITY = 0.97;
-
-/**
- * Pixel blend alpha * a + (1 - alpha) * b, as JPEG. The pattern model is a
- * linear image summary, so a blend scores between the two photos' noses:
- * scores in a chosen band without a trained model.
- */
-async function blend(a: Buffer, b: Buffer, alpha: number): Promise<Buffer> {
-  const ra = await sharp(a).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const rb = await sharp(b).resize(ra.info.width, ra.info.height).removeAlpha().raw().toBuffer();
-  const out = Buffer.alloc(ra.data.length);
-  for (let i = 0; i < out.length; i++) out[i] = Math.round(alpha * ra.data[i] + (1 - alpha) * rb[i]);
-  return sharp(out, { raw: { width: ra.info.width, height: ra.info.height, channels: 3 } })
-    .jpeg({ quality: 95 })
-    .toBuffer();
-}
-
-function assertError(res: any, code: string, retryable: boolean) {
-  assert.equal(res.success, false, `expected ${code}, got ${JSON.stringify(res).slice(0, 300)}`);
-  assert.equal(res.error_code, code, res.error_message);
-  assert.equal(res.retryable, retryable);
-}
 
 interface Enrolled {
   a: string;

@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import path from "node:path";
@@ -34,4 +35,11 @@ export function gatewayClient(
       ),
     close: () => raw.close(),
   };
+}
+
+/** An in-band failure as the gateway reads it: success false, the ML error code, and whether to retry. */
+export function assertError(res: any, code: string, retryable: boolean): void {
+  assert.equal(res.success, false, `expected ${code}, got ${JSON.stringify(res).slice(0, 300)}`);
+  assert.equal(res.error_code, code, res.error_message);
+  assert.equal(res.retryable, retryable);
 }
