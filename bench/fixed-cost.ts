@@ -185,8 +185,9 @@ async function startServer(dir: string, env: Record<string, string> = {}): Promi
  * for the previous one's tail on the other core. A caller that sends one photo at a time leaves such gaps anyway.
  */
 const SETTLE_MS = 20;
-const STARTUP_QUIET_MS = 5000;
 const settle = () => new Promise((r) => setTimeout(r, SETTLE_MS));
+/** After SERVING: the embedded database and the start-up sweeps finish in the first seconds. */
+const STARTUP_QUIET_MS = 5000;
 
 const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);
 

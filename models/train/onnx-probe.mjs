@@ -18,23 +18,32 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { readNpy } from "./npy-io.mjs";
 import * as ort from "onnxruntime-node";
 
-const [mode, model, ...rest] = process.argv.slice(2);
-if (mode === "ranges") {
-  const [inPath, outPath, batchArg] = rest;
-  const batch = Number(batchArg ?? 8);
+/**
+ * Runs the model over a float32 (N,C,H,W) .npy in batches ("basic" optimisation, so every output
+ * asked for stays in the graph) and calls `take` with each batch's outputs.
+ */
+async function overBatches(modelPath, inPath, batch, take) {
   const { shape, data } = readNpy(inPath);
   const [n, c, h, w] = shape;
   const per = c * h * w;
-  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2, graphOptimizationLevel: "basic" });
-  const stats = {};
-  let batches = 0;
+  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 2, graphOptimizationLevel: "basic" });
   for (let i = 0; i < n; i += batch) {
     const b = Math.min(batch, n - i);
     const res = await session.run({
       [session.inputNames[0]]: new ort.Tensor("float32", data.subarray(i * per, (i + b) * per), [b, c, h, w]),
     });
+    take(res, session.outputNames);
+  }
+}
+
+const [mode, model, ...rest] = process.argv.slice(2);
+if (mode === "ranges") {
+  const [inPath, outPath, batchArg] = rest;
+  const stats = {};
+  let batches = 0;
+  await overBatches(model, inPath, Number(batchArg ?? 8), (res, names) => {
     batches++;
-    for (const name of session.outputNames) {
+    for (const name of names) {
       const v = res[name].data;
       let lo = Infinity;
       let hi = -Infinity;
@@ -49,27 +58,18 @@ if (mode === "ranges") {
       s.min = Math.min(s.min, lo);
       s.max = Math.max(s.max, hi);
     }
-  }
+  });
   const out = {};
   for (const [name, s] of Object.entries(stats))
     out[name] = { avgMin: s.sumMin / batches, avgMax: s.sumMax / batches, min: s.min, max: s.max };
   writeFileSync(outPath, JSON.stringify(out));
 } else if (mode === "histograms") {
   const [inPath, rangesPath, outPath, batchArg] = rest;
-  const batch = Number(batchArg ?? 8);
-  const { shape, data } = readNpy(inPath);
-  const [n, c, h, w] = shape;
-  const per = c * h * w;
   const ranges = JSON.parse(readFileSync(rangesPath, "utf8"));
-  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2, graphOptimizationLevel: "basic" });
   const BINS = 2048;
   const acc = {};
-  for (let i = 0; i < n; i += batch) {
-    const b = Math.min(batch, n - i);
-    const res = await session.run({
-      [session.inputNames[0]]: new ort.Tensor("float32", data.subarray(i * per, (i + b) * per), [b, c, h, w]),
-    });
-    for (const name of session.outputNames) {
+  await overBatches(model, inPath, Number(batchArg ?? 8), (res, names) => {
+    for (const name of names) {
       const r = ranges[name];
       if (!r) continue;
       const lo = Math.min(0, r.min);
@@ -93,7 +93,7 @@ if (mode === "ranges") {
         a.perChannel += bn * hw;
       }
     }
-  }
+  });
   const out = {};
   for (const [name, a] of Object.entries(acc))
     out[name] = { lo: a.lo, hi: a.hi, counts: [...a.counts], channelMeans: a.sums ? [...a.sums].map((s) => s / a.perChannel) : null };

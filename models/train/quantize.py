@@ -82,7 +82,7 @@ QUANTIZED_INPUTS_OF = ("Conv", "Add")
 # percentile's floor: a tail of badly served photos must not hide behind a good mean.
 BAR = 0.999
 BAR_P1 = 0.998
-HIST_BINS_USED_FOR_RANGE = 81  # clip fractions tried, from 0.2 to 1.0 of the observed extremes
+CLIP_FRACTIONS = 81  # shrinks of the observed range tried, from 0.2 to 1.0 of it
 
 
 def renders(count, seed, size):
@@ -190,7 +190,7 @@ def least_error_range(hist):
     x = np.linspace(lo, hi, len(counts))
     p = counts / max(counts.sum(), 1)
     best = (np.inf, lo, hi)
-    for f in np.linspace(0.2, 1.0, HIST_BINS_USED_FOR_RANGE):
+    for f in np.linspace(0.2, 1.0, CLIP_FRACTIONS):
         a, b = lo * f, hi * f
         step = (b - a) / 255 if b > a else 1.0
         clipped = (p * (np.where(x < a, (x - a) ** 2, 0) + np.where(x > b, (x - b) ** 2, 0))).sum()

@@ -272,7 +272,7 @@ export async function checkVariant(variantPath: string, precision: string): Prom
  */
 export async function autoVariant(modelPath: string, log: Logger): Promise<{ precision: string; modelPath: string }> {
   const int8 = modelVariantPath(modelPath, "int8");
-  if (int8 === modelPath || !existsSync(int8)) return { precision: "fp32", modelPath };
+  if (!existsSync(int8)) return { precision: "fp32", modelPath };
   try {
     await checkVariant(int8, "int8");
     return { precision: "int8", modelPath: int8 };
