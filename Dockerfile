@@ -7,6 +7,12 @@
 
 FROM node:24-bookworm-slim AS build
 WORKDIR /src
+# A C compiler and Debian's libjpeg headers for the libjpeg decoder addon
+# (server/image/jpeg-decode.c): the library Debian's Pillow links, so the
+# serving stage installs its runtime package.
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev \
+  && rm -rf /var/lib/apt/lists/*
 # onnxruntime-node ships its CPU library; its install step would only try to fetch GPU files.
 ENV ONNXRUNTIME_NODE_INSTALL=skip
 COPY package.json package-lock.json .npmrc ./
@@ -16,8 +22,8 @@ COPY gen ./gen
 COPY shared ./shared
 COPY server ./server
 COPY client ./client
-COPY scripts/build-client-if-needed.mjs ./scripts/
-RUN npm run build && npm run build:client
+COPY scripts/build-client-if-needed.mjs scripts/build-native-if-needed.mjs ./scripts/
+RUN npm run build && npm run build:client && npm run build:native
 
 # The learning loop (npm run registry:learn): the server's sources run with
 # tsx (a dev dependency) as in development, and the model tooling under
@@ -50,9 +56,13 @@ WORKDIR /app
 ENV ONNXRUNTIME_NODE_INSTALL=skip \
     NODE_ENV=production
 COPY package.json package-lock.json .npmrc ./
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends libjpeg62-turbo \
+  && rm -rf /var/lib/apt/lists/*
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /src/build ./build
 COPY --from=build /src/dist/client ./dist/client
+COPY --from=build /src/dist/native ./dist/native
 COPY models/nose-embedder.onnx models/nose-embedder.json ./models/
 
 RUN mkdir -p /data && chown node:node /data

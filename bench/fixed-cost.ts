@@ -312,7 +312,10 @@ export async function fixedCost(
       }
       sizes.push(size);
     }
-    return { date: startedAt, command: process.argv.slice(1).join(" "), load, calls, sizes, baselineDir };
+    // Paths relative to the checkout: the report is committed.
+    const command = [path.relative(ROOT, process.argv[1]), ...process.argv.slice(2)].join(" ");
+    const baseline = baselineDir === undefined ? undefined : path.relative(ROOT, baselineDir) || ".";
+    return { date: startedAt, command, load, calls, sizes, baselineDir: baseline };
   } finally {
     pipe.stop();
     await session.release();

@@ -1,23 +1,12 @@
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { isLoopback } from "./http/auth.js";
 import type { RateLimit } from "./http/rate-limit.js";
 
-/**
- * Repository (or image) root, so defaults work whatever the working
- * directory: the nearest folder above this file that holds package.json, the
- * same one whether the server runs from server/ or compiled into build/server/.
- */
-export const ROOT = packageRoot(path.dirname(fileURLToPath(import.meta.url)));
+import { ROOT } from "./package-root.js";
 
-function packageRoot(from: string): string {
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, "package.json"))) return dir;
-    if (path.dirname(dir) === dir) return path.resolve(from, "..");
-  }
-}
+export { ROOT };
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 

@@ -210,6 +210,10 @@ test("every COPY source exists in the build context or is made by the stage it i
   const produced: Record<string, { run: string; made: boolean }> = {
     [buildConfig.compilerOptions.outDir]: { run: "npm run build", made: pkg.scripts.build.includes("tsconfig.build.json") },
     "dist/client": { run: "npm run build:client", made: /path\.join\(ROOT, "dist", "client"\)/.test(vite) },
+    "dist/native": {
+      run: "npm run build:native",
+      made: /path\.join\(ROOT, "dist", "native", "jpeg-decode\.node"\)/.test(read("scripts/build-native-if-needed.mjs")),
+    },
   };
   let count = 0;
   for (const s of docker) {
@@ -312,6 +316,17 @@ function pythonFiles(dir: string): string[] {
     return e.name.endsWith(".py") ? [p] : [];
   });
 }
+
+test("the serving image has the libjpeg the decoder addon was built against", () => {
+  const build = docker.find((s) => s.name === "build")!;
+  assert.ok(aptInstalls(build).includes("libjpeg62-turbo-dev"), "the build stage compiles the addon against Debian's libjpeg");
+  assert.ok(aptInstalls(build).includes("gcc"), "and has a compiler");
+  assert.ok(
+    of(runtime, "COPY").some((r) => r.includes("dist/native")),
+    "the serving stage copies the addon",
+  );
+  assert.ok(aptInstalls(runtime).includes("libjpeg62-turbo"), "and installs the library it links");
+});
 
 /** The packages `apt-get install` names in a stage's RUN lines. */
 function aptInstalls(s: Stage): string[] {

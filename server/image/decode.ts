@@ -16,6 +16,11 @@
  * inside a JPEG scan. Damage libjpeg only warns about (stray bytes before a
  * marker, flipped bits in a scan) is tolerated, as Pillow tolerates it.
  *
+ * Clean baseline JPEGs on the exact path are decoded by the libjpeg addon
+ * (jpeg-native.ts: the library Debian's Pillow links, so the same pixels, in
+ * about half of sharp's time); everything else, and whatever the addon
+ * declines, by sharp, which gives the verdicts above.
+ *
  * Pillow's conversions, measured on Pillow 9.4 and reproduced here:
  * - ICC profiles and PNG gamma are ignored (no colour management).
  * - alpha is dropped, never composited; palettes are looked up, tRNS ignored.
@@ -28,7 +33,17 @@
 import sharp, { type OutputInfo, type Sharp } from "sharp";
 import { imageTooLarge, invalidImage, invalidImageFormat, invalidRequest, MLError } from "../errors.js";
 import type { PixelImage } from "../../shared/preprocess.js";
-import { checkJpegMarkers, checkPngChunks, describeOther, readHeader, sniffFormat, type ImageFormat, type ImageHeader } from "./header.js";
+import {
+  checkJpegMarkers,
+  checkPngChunks,
+  describeOther,
+  jpegExifOrientation,
+  readHeader,
+  sniffFormat,
+  type ImageFormat,
+  type ImageHeader,
+} from "./header.js";
+import { decodeJpegNative } from "./jpeg-native.js";
 
 export { readHeader, sniffFormat, type ImageFormat, type ImageHeader } from "./header.js";
 
@@ -51,6 +66,12 @@ export interface DecodeOptions {
    * LANCZOS. Without it the photo is decoded at full size, as Pillow does.
    */
   shrinkFor?: number;
+  /**
+   * "sharp" never uses the libjpeg addon; "auto" (the default) uses it for
+   * the JPEGs it takes (see jpeg-decode.c) when it is built. The tests and
+   * the benchmarks compare the two.
+   */
+  decoder?: "auto" | "sharp";
 }
 
 /**
@@ -60,6 +81,9 @@ export interface DecodeOptions {
  */
 export type DecodePath = "exact" | "jpeg-shrink";
 
+/** Which library produced the pixels: the libjpeg addon or sharp (libvips). */
+export type Decoder = "libjpeg" | "sharp";
+
 export interface DecodedImage {
   image: PixelImage;
   format: ImageFormat;
@@ -67,6 +91,7 @@ export interface DecodedImage {
   width: number;
   height: number;
   path: DecodePath;
+  decoder: Decoder;
 }
 
 /** The pixel layout sharp is asked for, chosen from the header. */
@@ -79,10 +104,6 @@ function layoutOf(format: ImageFormat, h: ImageHeader): Layout {
   return h.colorType === 4 ? "grey16-alpha" : "rgb16";
 }
 
-/**
- * Decode, orient and convert like Pillow. Throws MLError only; sharp's own
- * failures become INVALID_IMAGE with its message attached.
- */
 /**
  * Everything checked before a decoder sees the bytes: size, format, the
  * declared pixel count, and the PNG chunk or JPEG marker structure. Every
@@ -106,10 +127,18 @@ export function checkEncoded(bytes: Uint8Array, limits: DecodeLimits): { format:
   return { format, header };
 }
 
+/**
+ * Decode, orient and convert like Pillow. Throws MLError only; sharp's own
+ * failures become INVALID_IMAGE with its message attached.
+ */
 export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, options: DecodeOptions = {}): Promise<DecodedImage> {
   const { format, header } = checkEncoded(bytes, limits);
   const layout = layoutOf(format, header);
   const factor = options.shrinkFor === undefined ? undefined : shrinkFactor(format, layout, header, options.shrinkFor);
+  if (factor === undefined && format === "jpeg" && layout === "default" && options.decoder !== "sharp") {
+    const image = await decodeWithLibjpeg(bytes, header);
+    if (image) return { image, format, width: image.width, height: image.height, path: "exact", decoder: "libjpeg" };
+  }
   let raw: { data: Buffer; info: OutputInfo };
   try {
     let p = pipeline(bytes, layout, limits);
@@ -122,8 +151,26 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, optio
     throw fromSharpError(err, format);
   }
   const image = toRgb(raw.data, raw.info, layout);
-  if (factor === undefined) return { image, format, width: image.width, height: image.height, path: "exact" };
-  return { image, format, width: header.width, height: header.height, path: "jpeg-shrink" };
+  if (factor === undefined) return { image, format, width: image.width, height: image.height, path: "exact", decoder: "sharp" };
+  return { image, format, width: header.width, height: header.height, path: "jpeg-shrink", decoder: "sharp" };
+}
+
+/**
+ * The libjpeg addon's decode, Pillow's pixels bit for bit; undefined when the
+ * addon is not built, the EXIF orientation is ambiguous, or the addon
+ * declines (damage, progressive files...): sharp's path then decides, with
+ * the verdicts and messages the tests hold against Pillow's.
+ */
+async function decodeWithLibjpeg(bytes: Uint8Array, header: ImageHeader): Promise<PixelImage | undefined> {
+  if (!decodeJpegNative) return undefined;
+  const orientation = jpegExifOrientation(bytes);
+  if (orientation === undefined) return undefined;
+  // The header's pixel count passed the limit in checkEncoded; the addon
+  // declines a frame of any other size than this buffer holds.
+  const data = Buffer.allocUnsafe(header.width * header.height * 3);
+  const r = await decodeJpegNative(bytes, data, orientation);
+  if ("declined" in r) return undefined;
+  return { width: r.width, height: r.height, channels: 3, data };
 }
 
 /**

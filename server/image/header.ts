@@ -200,3 +200,58 @@ export function checkJpegMarkers(b: Uint8Array): void {
 export function readHeader(bytes: Uint8Array, format: ImageFormat): ImageHeader {
   return format === "png" ? readPngHeader(bytes) : readJpegHeader(bytes);
 }
+
+/**
+ * A JPEG's EXIF orientation (1-8; 1 when it has no EXIF or no orientation
+ * tag), read from the marker segments before the first scan. Undefined when
+ * the answer could depend on the reader (more than one EXIF segment, a
+ * damaged or unusual one, a value outside 1-8): the caller then leaves
+ * orientation to sharp, whose handling the tests hold against Pillow's.
+ */
+export function jpegExifOrientation(b: Uint8Array): number | undefined {
+  let exif: Uint8Array | undefined;
+  let i = 2;
+  for (;;) {
+    // Stray bytes or a file cut before its first scan: libjpeg would warn or fail.
+    if (i + 4 > b.length || b[i] !== 0xff) return undefined;
+    const marker = b[i + 1];
+    if (marker === 0xff) {
+      i++; // fill byte
+      continue;
+    }
+    if (marker === 0xda) break;
+    if ((marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) {
+      i += 2;
+      continue;
+    }
+    const length = u16(b, i + 2);
+    if (length < 2 || i + 2 + length > b.length) return undefined;
+    if (marker === 0xe1 && startsWith(b, ascii("Exif"), i + 4)) {
+      if (exif) return undefined;
+      exif = b.subarray(i + 4, i + 2 + length);
+    }
+    i += 2 + length;
+  }
+  return exif ? tiffOrientation(exif) : 1;
+}
+
+/** IFD0's Orientation (tag 0x0112, one SHORT) in an APP1 "Exif\0\0" payload. */
+function tiffOrientation(exif: Uint8Array): number | undefined {
+  if (exif.length < 6 + 8 || exif[4] !== 0 || exif[5] !== 0) return undefined;
+  const t = exif.subarray(6);
+  const little = t[0] === 0x49 && t[1] === 0x49;
+  if (!little && !(t[0] === 0x4d && t[1] === 0x4d)) return undefined;
+  const r16 = (at: number) => (little ? t[at] | (t[at + 1] << 8) : u16(t, at));
+  const r32 = (at: number) => (little ? (r16(at) | (r16(at + 2) << 16)) >>> 0 : u32(t, at));
+  if (r16(2) !== 42) return undefined;
+  const ifd = r32(4);
+  if (ifd + 2 > t.length) return undefined;
+  const count = r16(ifd);
+  if (ifd + 2 + count * 12 > t.length) return undefined;
+  for (let e = ifd + 2; e < ifd + 2 + count * 12; e += 12) {
+    if (r16(e) !== 0x0112) continue;
+    const value = r16(e + 8);
+    return r16(e + 2) === 3 && r32(e + 4) === 1 && value >= 1 && value <= 8 ? value : undefined;
+  }
+  return 1;
+}

@@ -128,10 +128,10 @@ const segment = (code: number, payload: Buffer) => {
 };
 
 /** `jpeg` with `segments` inserted right after SOI. */
-const withSegments = (jpeg: Buffer, ...segments: Buffer[]) => Buffer.concat([jpeg.subarray(0, 2), ...segments, jpeg.subarray(2)]);
+export const withSegments = (jpeg: Buffer, ...segments: Buffer[]) => Buffer.concat([jpeg.subarray(0, 2), ...segments, jpeg.subarray(2)]);
 
 /** An APP1 Exif segment: big-endian TIFF header and one IFD of (tag, type, count, 4-byte value) entries. */
-function exifApp1(entries: Array<[number, number, number, number]>, declaredCount = entries.length, padTo = 0): Buffer {
+export function exifApp1(entries: Array<[number, number, number, number]>, declaredCount = entries.length, padTo = 0): Buffer {
   const ifd = Buffer.alloc(2 + 12 * entries.length + 4);
   ifd.writeUInt16BE(declaredCount, 0);
   entries.forEach(([tag, type, count, value], i) => {
@@ -149,7 +149,7 @@ function exifApp1(entries: Array<[number, number, number, number]>, declaredCoun
 }
 
 const ORIENTATION = 0x0112;
-const orientation = (value: number): [number, number, number, number] => [ORIENTATION, 3, 1, value];
+export const orientation = (value: number): [number, number, number, number] => [ORIENTATION, 3, 1, value];
 
 /** A copy of a baseline JPEG whose frame header declares `w` x `h`. */
 function withDeclaredSize(jpeg: Buffer, w: number, h: number): Buffer {

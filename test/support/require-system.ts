@@ -32,5 +32,7 @@ export const INSTALL = {
   python:
     "bash scripts/install-train-deps.sh (Debian's python3-pil, python3-numpy, python3-torch, python3-onnx, python3-opencv, python3-grpcio)",
   chromium: "apt-get install --no-install-recommends chromium",
+  jpegAddon:
+    "apt-get install --no-install-recommends gcc libc6-dev libjpeg62-turbo-dev, then npm test (its pretest builds dist/native/jpeg-decode.node)",
   iproute: "run the tests as root (CAP_NET_ADMIN) with iproute2 (apt-get install --no-install-recommends iproute2)",
 } as const;
