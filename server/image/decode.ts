@@ -43,7 +43,7 @@ import {
   type ImageFormat,
   type ImageHeader,
 } from "./header.js";
-import { decodeJpegNative } from "./jpeg-native.js";
+import { decodeJpegNative, nativeJpegLoaded, openJpegNative, type JpegStrips } from "./jpeg-native.js";
 
 export { readHeader, sniffFormat, type ImageFormat, type ImageHeader } from "./header.js";
 
@@ -104,13 +104,19 @@ function layoutOf(format: ImageFormat, h: ImageHeader): Layout {
   return h.colorType === 4 ? "grey16-alpha" : "rgb16";
 }
 
+/** What checkEncoded found: the format and what the header declares. */
+export interface CheckedImage {
+  format: ImageFormat;
+  header: ImageHeader;
+}
+
 /**
  * Everything checked before a decoder sees the bytes: size, format, the
  * declared pixel count, and the PNG chunk or JPEG marker structure. Every
  * decode of untrusted bytes goes through it (the embedding's here, the
  * keypoints' in server/geometry). Throws MLError.
  */
-export function checkEncoded(bytes: Uint8Array, limits: DecodeLimits): { format: ImageFormat; header: ImageHeader } {
+export function checkEncoded(bytes: Uint8Array, limits: DecodeLimits): CheckedImage {
   if (bytes.length === 0) throw invalidRequest("image is empty");
   if (bytes.length > limits.maxBytes) {
     throw imageTooLarge(`image is ${bytes.length} bytes, the limit is ${limits.maxBytes}`);
@@ -132,10 +138,19 @@ export function checkEncoded(bytes: Uint8Array, limits: DecodeLimits): { format:
  * failures become INVALID_IMAGE with its message attached.
  */
 export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, options: DecodeOptions = {}): Promise<DecodedImage> {
-  const { format, header } = checkEncoded(bytes, limits);
+  return decodeChecked(bytes, checkEncoded(bytes, limits), limits, options);
+}
+
+/** decodeImage for bytes that already passed checkEncoded. */
+export async function decodeChecked(
+  bytes: Uint8Array,
+  { format, header }: CheckedImage,
+  limits: DecodeLimits,
+  options: DecodeOptions = {},
+): Promise<DecodedImage> {
   const layout = layoutOf(format, header);
   const factor = options.shrinkFor === undefined ? undefined : shrinkFactor(format, layout, header, options.shrinkFor);
-  if (factor === undefined && format === "jpeg" && layout === "default" && options.decoder !== "sharp") {
+  if (libjpegTakes({ format, header }, options)) {
     const image = await decodeWithLibjpeg(bytes, header);
     if (image) return { image, format, width: image.width, height: image.height, path: "exact", decoder: "libjpeg" };
   }
@@ -162,7 +177,6 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, optio
  * the verdicts and messages the tests hold against Pillow's.
  */
 async function decodeWithLibjpeg(bytes: Uint8Array, header: ImageHeader): Promise<PixelImage | undefined> {
-  if (!decodeJpegNative) return undefined;
   const orientation = jpegExifOrientation(bytes);
   if (orientation === undefined) return undefined;
   // The header's pixel count passed the limit in checkEncoded; the addon
@@ -171,6 +185,31 @@ async function decodeWithLibjpeg(bytes: Uint8Array, header: ImageHeader): Promis
   const r = await decodeJpegNative(bytes, data, orientation);
   if ("declined" in r) return undefined;
   return { width: r.width, height: r.height, channels: 3, data };
+}
+
+/** Whether decodeChecked offers the photo to the libjpeg addon: a JPEG on the exact path, not CMYK, when the addon is loaded. */
+function libjpegTakes({ format, header }: CheckedImage, options: DecodeOptions): boolean {
+  if (!nativeJpegLoaded || options.decoder === "sharp" || format !== "jpeg") return false;
+  const layout = layoutOf(format, header);
+  return layout === "default" && (options.shrinkFor === undefined || shrinkFactor(format, layout, header, options.shrinkFor) === undefined);
+}
+
+/**
+ * A photo that decodeChecked would decode with the libjpeg addon, upright as
+ * stored (EXIF orientation 1 or none), opened to be read in strips of rows
+ * (see preprocess-photo.ts); undefined otherwise, or when the addon declines
+ * it at its header, and decodeChecked decodes it. The pixels are the same.
+ */
+export function openJpegStrips(bytes: Uint8Array, checked: CheckedImage, options: DecodeOptions = {}): JpegStrips | undefined {
+  if (!libjpegTakes(checked, options) || jpegExifOrientation(bytes) !== 1) return undefined;
+  const strips = openJpegNative(bytes);
+  if ("declined" in strips) return undefined;
+  // libjpeg reads the same frame header as readHeader; a mismatch would mean a file unlike any seen.
+  if (strips.width !== checked.header.width || strips.height !== checked.header.height) {
+    strips.close();
+    return undefined;
+  }
+  return strips;
 }
 
 /**

@@ -10,11 +10,20 @@ import { ROOT } from "../package-root.js";
  */
 export const JPEG_ADDON_PATH = path.join(ROOT, "dist", "native", "jpeg-decode.node");
 
-/** The displayed size once `out` is filled, or why the addon left the file to sharp. */
-export type NativeJpegResult = { width: number; height: number } | { declined: true; message: string };
+/** Why the addon left a file to sharp (see jpeg-decode.c). */
+export interface Declined {
+  declined: true;
+  message: string;
+}
+
+/** An opaque libjpeg decoder, read in strips. */
+type Handle = { readonly __brand: "jpeg-decoder" };
 
 interface Addon {
-  decode(bytes: Uint8Array, out: Uint8Array, orientation: number): Promise<NativeJpegResult>;
+  decode(bytes: Uint8Array, out: Uint8Array, orientation: number): Promise<{ width: number; height: number } | Declined>;
+  open(bytes: Uint8Array): { handle: Handle; width: number; height: number } | Declined;
+  read(handle: Handle, out: Uint8Array, rows: number): Promise<{ rows: number } | Declined>;
+  close(handle: Handle): void;
 }
 
 function load(): { addon?: Addon; unavailable?: string } {
@@ -26,15 +35,56 @@ function load(): { addon?: Addon; unavailable?: string } {
   }
 }
 
-const loaded = load();
+const { addon, unavailable } = load();
 
 /** Why the addon is not in use (for the start-up log), or undefined when it is. */
-export const nativeJpegUnavailable: string | undefined = loaded.unavailable;
+export const nativeJpegUnavailable: string | undefined = unavailable;
+
+/** Whether JPEGs can be decoded by the addon here. */
+export const nativeJpegLoaded = addon !== undefined;
 
 /**
  * Decodes a JPEG into `out` (width x height x 3 bytes, from the header) as
- * RGB and applies an EXIF orientation (1-8), or declines (see jpeg-decode.c
- * for when): the caller then decodes with sharp. Undefined when the addon is
- * not loaded.
+ * RGB and applies an EXIF orientation (1-8), or declines: the caller then
+ * decodes with sharp. Resolves to the displayed size. Throws when the addon
+ * is not loaded.
  */
-export const decodeJpegNative: Addon["decode"] | undefined = loaded.addon ? loaded.addon.decode.bind(loaded.addon) : undefined;
+export function decodeJpegNative(
+  bytes: Uint8Array,
+  out: Uint8Array,
+  orientation: number,
+): Promise<{ width: number; height: number } | Declined> {
+  if (!addon) throw new Error(`the libjpeg decoder addon is not loaded: ${unavailable}`);
+  return addon.decode(bytes, out, orientation);
+}
+
+/** A JPEG being decoded by the addon in strips of rows, top to bottom, as stored (no EXIF orientation). */
+export interface JpegStrips {
+  width: number;
+  height: number;
+  /**
+   * The next `rows` rows (fewer at the end) into `out`, 3 x width bytes a
+   * row; resolves to how many came, or undefined when the addon declined the
+   * file partway (then it is closed, and the caller decodes it again with sharp).
+   */
+  read(out: Uint8Array, rows: number): Promise<number | undefined>;
+  /** Frees the decoder now; it is freed with its handle otherwise, and once the last row is read. */
+  close(): void;
+}
+
+/** Opens a JPEG for reading in strips, or says why the addon declines it. Throws when the addon is not loaded. */
+export function openJpegNative(bytes: Uint8Array): JpegStrips | Declined {
+  if (!addon) throw new Error(`the libjpeg decoder addon is not loaded: ${unavailable}`);
+  const opened = addon.open(bytes);
+  if ("declined" in opened) return opened;
+  const { handle, width, height } = opened;
+  return {
+    width,
+    height,
+    read: async (out, rows) => {
+      const r = await addon.read(handle, out, rows);
+      return "declined" in r ? undefined : r.rows;
+    },
+    close: () => addon.close(handle),
+  };
+}
