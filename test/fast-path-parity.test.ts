@@ -16,6 +16,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
 import { decodeImage, SHRINK_MARGIN } from "../server/image/decode.js";
+import { nativeJpegLoaded } from "../server/image/jpeg-native.js";
 import { loadEmbedder, type Embedder } from "../server/model/embedder.js";
 import { toModelInput } from "../shared/preprocess.js";
 import { cosine } from "../shared/similarity.js";
@@ -97,39 +98,45 @@ describe("shrink-on-load keeps embeddings within cosine 0.9999 of Pillow", () =>
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test("every JPEG takes the path its size calls for and stays within the bound", async (t) => {
-    const refs = JSON.parse(readFileSync(path.join(dir, "reference.json"), "utf8")) as Record<string, { error: string | null }>;
-    const failures: string[] = [];
-    let shrunk = 0;
-    let exact = 0;
-    let worst = { cos: 1, file: "" };
-    for (const { file, kind } of entries) {
-      assert.equal(refs[file].error, null, `Pillow could not open ${file}`);
-      const bytes = readFileSync(path.join(dir, file));
-      const decoded = await decodeImage(bytes, LIMITS, { shrinkFor: SIZE });
-      const ours = toModelInput(decoded.image, SIZE);
-      const pillow = readF32(path.join(dir, `${file}.f32`));
-      const { width, height } = await sharp(bytes).metadata();
-      // The decoder shrinks by 4 or 8 only (decode.ts): the short side must leave the margin at a quarter.
-      const big = Math.min(width!, height!) >= 4 * SIZE * SHRINK_MARGIN;
-      const isCmyk = kind === "jpeg-CMYK";
-      assert.equal(decoded.path, big && !isCmyk ? "jpeg-shrink" : "exact", `${file} (${width}x${height}) took the ${decoded.path} path`);
-      if (decoded.path === "exact") {
-        exact++;
-        let diff = 0;
-        for (let i = 0; i < ours.length; i++) diff = Math.max(diff, Math.abs(ours[i] - pillow[i]));
-        if (diff > ONE_STEP) failures.push(`${file}: exact path differs from Pillow by ${(diff * 255).toFixed(2)}/255`);
-        continue;
+  // Each decoder that can shrink: the libjpeg addon (scaling the DCT by the whole factor) where it is built, and
+  // sharp (half the factor in the DCT, then libvips), which decodes where it is not.
+  for (const decoder of ["auto", "sharp"] as const) {
+    test(`every JPEG takes the path its size calls for and stays within the bound (decoder: ${decoder})`, async (t) => {
+      const refs = JSON.parse(readFileSync(path.join(dir, "reference.json"), "utf8")) as Record<string, { error: string | null }>;
+      const failures: string[] = [];
+      let shrunk = 0;
+      let exact = 0;
+      let worst = { cos: 1, file: "" };
+      for (const { file, kind } of entries) {
+        assert.equal(refs[file].error, null, `Pillow could not open ${file}`);
+        const bytes = readFileSync(path.join(dir, file));
+        const decoded = await decodeImage(bytes, LIMITS, { shrinkFor: SIZE, decoder });
+        if (decoder === "sharp") assert.equal(decoded.decoder, "sharp", file);
+        else if (nativeJpegLoaded && decoded.path === "jpeg-shrink") assert.equal(decoded.decoder, "libjpeg", file);
+        const ours = toModelInput(decoded.image, SIZE);
+        const pillow = readF32(path.join(dir, `${file}.f32`));
+        const { width, height } = await sharp(bytes).metadata();
+        // The decoder shrinks by 4 or 8 only (decode.ts): the short side must leave the margin at a quarter.
+        const big = Math.min(width!, height!) >= 4 * SIZE * SHRINK_MARGIN;
+        const isCmyk = kind === "jpeg-CMYK";
+        assert.equal(decoded.path, big && !isCmyk ? "jpeg-shrink" : "exact", `${file} (${width}x${height}) took the ${decoded.path} path`);
+        if (decoded.path === "exact") {
+          exact++;
+          let diff = 0;
+          for (let i = 0; i < ours.length; i++) diff = Math.max(diff, Math.abs(ours[i] - pillow[i]));
+          if (diff > ONE_STEP) failures.push(`${file}: exact path differs from Pillow by ${(diff * 255).toFixed(2)}/255`);
+          continue;
+        }
+        shrunk++;
+        const cos = cosine(await embedder.embed(ours), await embedder.embed(pillow));
+        if (cos < worst.cos) worst = { cos, file };
+        if (!(cos >= MIN_COSINE)) failures.push(`${file} (${kind}): cosine ${cos.toFixed(7)} < ${MIN_COSINE}`);
       }
-      shrunk++;
-      const cos = cosine(await embedder.embed(ours), await embedder.embed(pillow));
-      if (cos < worst.cos) worst = { cos, file };
-      if (!(cos >= MIN_COSINE)) failures.push(`${file} (${kind}): cosine ${cos.toFixed(7)} < ${MIN_COSINE}`);
-    }
-    t.diagnostic(`${shrunk} photos shrunk on load, worst cosine ${worst.cos.toFixed(7)} (${worst.file}); ${exact} on the exact path`);
-    assert.ok(shrunk >= 14, `only ${shrunk} photos took the shrink path`);
-    assert.deepEqual(failures, []);
-  });
+      t.diagnostic(`${shrunk} photos shrunk on load, worst cosine ${worst.cos.toFixed(7)} (${worst.file}); ${exact} on the exact path`);
+      assert.ok(shrunk >= 14, `only ${shrunk} photos took the shrink path`);
+      assert.deepEqual(failures, []);
+    });
+  }
 
   test("without shrinkFor a large JPEG is decoded at full size, Pillow-exact", async () => {
     const bytes = readFileSync(path.join(dir, "nose0-1600x1200.jpg"));

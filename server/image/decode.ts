@@ -16,10 +16,11 @@
  * inside a JPEG scan. Damage libjpeg only warns about (stray bytes before a
  * marker, flipped bits in a scan) is tolerated, as Pillow tolerates it.
  *
- * Clean baseline JPEGs on the exact path are decoded by the libjpeg addon
- * (jpeg-native.ts: the library Debian's Pillow links, so the same pixels, in
- * about half of sharp's time); everything else, and whatever the addon
- * declines, by sharp, which gives the verdicts above.
+ * Clean baseline JPEGs are decoded by the libjpeg addon (jpeg-native.ts:
+ * the library Debian's Pillow links, so the same pixels at full size, in
+ * about half of sharp's time; shrunk, libjpeg's DCT scaling as Pillow's
+ * `draft`); everything else, and whatever the addon declines, by sharp,
+ * which gives the verdicts above.
  *
  * Pillow's conversions, measured on Pillow 9.4 and reproduced here:
  * - ICC profiles and PNG gamma are ignored (no colour management).
@@ -43,7 +44,7 @@ import {
   type ImageFormat,
   type ImageHeader,
 } from "./header.js";
-import { decodeJpegNative, nativeJpegLoaded, openJpegNative, type JpegStrips } from "./jpeg-native.js";
+import { decodeJpegNative, nativeJpegLoaded, openJpegNative, type JpegStrips, type Shrink } from "./jpeg-native.js";
 
 export { readHeader, sniffFormat, type ImageFormat, type ImageHeader } from "./header.js";
 
@@ -151,8 +152,10 @@ export async function decodeChecked(
   const layout = layoutOf(format, header);
   const factor = options.shrinkFor === undefined ? undefined : shrinkFactor(format, layout, header, options.shrinkFor);
   if (libjpegTakes({ format, header }, options)) {
-    const image = await decodeWithLibjpeg(bytes, header);
-    if (image) return { image, format, width: image.width, height: image.height, path: "exact", decoder: "libjpeg" };
+    const image = await decodeWithLibjpeg(bytes, header, factor ?? 1);
+    if (image && factor === undefined)
+      return { image, format, width: image.width, height: image.height, path: "exact", decoder: "libjpeg" };
+    if (image) return { image, format, width: header.width, height: header.height, path: "jpeg-shrink", decoder: "libjpeg" };
   }
   let raw: { data: Buffer; info: OutputInfo };
   try {
@@ -171,45 +174,52 @@ export async function decodeChecked(
 }
 
 /**
- * The libjpeg addon's decode, Pillow's pixels bit for bit; undefined when the
- * addon is not built, the EXIF orientation is ambiguous, or the addon
- * declines (damage, progressive files...): sharp's path then decides, with
- * the verdicts and messages the tests hold against Pillow's.
+ * The libjpeg addon's decode (Pillow's pixels bit for bit at full size; with
+ * `shrink`, libjpeg's DCT scaling as Pillow's `draft`); undefined when the
+ * EXIF orientation is ambiguous or the addon declines (damage, progressive
+ * files...): sharp's path then decides, with the verdicts and messages the
+ * tests hold against Pillow's.
  */
-async function decodeWithLibjpeg(bytes: Uint8Array, header: ImageHeader): Promise<PixelImage | undefined> {
+async function decodeWithLibjpeg(bytes: Uint8Array, header: ImageHeader, shrink: Shrink): Promise<PixelImage | undefined> {
   const orientation = jpegExifOrientation(bytes);
   if (orientation === undefined) return undefined;
   // The header's pixel count passed the limit in checkEncoded; the addon
   // declines a frame of any other size than this buffer holds.
-  const data = Buffer.allocUnsafe(header.width * header.height * 3);
-  const r = await decodeJpegNative(bytes, data, orientation);
+  const data = Buffer.allocUnsafe(Math.ceil(header.width / shrink) * Math.ceil(header.height / shrink) * 3);
+  const r = await decodeJpegNative(bytes, data, orientation, shrink);
   if ("declined" in r) return undefined;
   return { width: r.width, height: r.height, channels: 3, data };
 }
 
-/** Whether decodeChecked offers the photo to the libjpeg addon: a JPEG on the exact path, not CMYK, when the addon is loaded. */
+/** Whether decodeChecked offers the photo to the libjpeg addon: a JPEG, not CMYK, when the addon is loaded. */
 function libjpegTakes({ format, header }: CheckedImage, options: DecodeOptions): boolean {
-  if (!nativeJpegLoaded || options.decoder === "sharp" || format !== "jpeg") return false;
-  const layout = layoutOf(format, header);
-  return layout === "default" && (options.shrinkFor === undefined || shrinkFactor(format, layout, header, options.shrinkFor) === undefined);
+  return nativeJpegLoaded && options.decoder !== "sharp" && format === "jpeg" && layoutOf(format, header) === "default";
 }
 
 /**
  * A photo that decodeChecked would decode with the libjpeg addon, upright as
  * stored (EXIF orientation 1 or none), opened to be read in strips of rows
- * (see preprocess-photo.ts); undefined otherwise, or when the addon declines
- * it at its header, and decodeChecked decodes it. The pixels are the same.
+ * (see preprocess-photo.ts), with the path it takes; undefined otherwise, or
+ * when the addon declines it at its header, and decodeChecked decodes it.
+ * The pixels are the same.
  */
-export function openJpegStrips(bytes: Uint8Array, checked: CheckedImage, options: DecodeOptions = {}): JpegStrips | undefined {
+export function openJpegStrips(
+  bytes: Uint8Array,
+  checked: CheckedImage,
+  options: DecodeOptions = {},
+): { strips: JpegStrips; path: DecodePath } | undefined {
   if (!libjpegTakes(checked, options) || jpegExifOrientation(bytes) !== 1) return undefined;
-  const strips = openJpegNative(bytes);
+  const { format, header } = checked;
+  const factor = options.shrinkFor === undefined ? undefined : shrinkFactor(format, "default", header, options.shrinkFor);
+  const shrink = factor ?? 1;
+  const strips = openJpegNative(bytes, shrink);
   if ("declined" in strips) return undefined;
   // libjpeg reads the same frame header as readHeader; a mismatch would mean a file unlike any seen.
-  if (strips.width !== checked.header.width || strips.height !== checked.header.height) {
+  if (strips.width !== Math.ceil(header.width / shrink) || strips.height !== Math.ceil(header.height / shrink)) {
     strips.close();
     return undefined;
   }
-  return strips;
+  return { strips, path: factor === undefined ? "exact" : "jpeg-shrink" };
 }
 
 /**
@@ -224,22 +234,26 @@ export const SHRINK_MARGIN = 3;
 
 /**
  * How much a large JPEG is shrunk while it is decoded, or undefined when the
- * exact path is taken. sharp asks libjpeg to scale the DCT (what PIL's
- * `draft` and libvips' shrink-on-load do), which skips much of the inverse
- * transform and the full-size image, but for a whole-number ratio it asks
- * for half of it (sharp 0.35's guard against libjpeg rounding) and libvips
- * reduces the last 2x: a factor of 4 is a 1/2 DCT decode and a reduce by 2,
- * 8 is 1/4 and 2. So no factor of 2: that would be a full decode and a
- * reduce, slower than the full decode alone (1080x1080: 9.0 against 6.1 ms;
- * 4032x3024: 63.6 against 62.3 ms), where the exact LANCZOS from full size
- * now costs 2-3 ms in WebAssembly and stays Pillow-exact. 16-bit and CMYK
- * sources (rare, and converted by our own code) always take the exact path.
+ * exact path is taken. The libjpeg addon scales the DCT by exactly this
+ * factor (what PIL's `draft` does), which skips most of the inverse transform
+ * and the full-size image. sharp, where the addon does not decode, asks
+ * libjpeg for half of a whole-number ratio (sharp 0.35's guard against
+ * libjpeg rounding) and libvips reduces the last 2x: a factor of 4 is a 1/2
+ * DCT decode and a reduce by 2, 8 is 1/4 and 2. So no factor of 2: for sharp
+ * that would be a full decode and a reduce, slower than the full decode alone
+ * (1080x1080: 9.0 against 6.1 ms; 4032x3024: 63.6 against 62.3 ms), where
+ * the exact LANCZOS from full size costs 2-3 ms in WebAssembly and stays
+ * Pillow-exact. Both decoders' shrunk photos are held to the same bound
+ * (test/fast-path-parity.test.ts). 16-bit and CMYK sources (rare, and
+ * converted by our own code) always take the exact path.
  */
-function shrinkFactor(format: ImageFormat, layout: Layout, header: ImageHeader, size: number): number | undefined {
+function shrinkFactor(format: ImageFormat, layout: Layout, header: ImageHeader, size: number): Shrink | undefined {
   if (format !== "jpeg" || layout !== "default") return undefined;
   const short = Math.min(header.width, header.height);
-  return [8, 4].find((f) => short / f >= size * SHRINK_MARGIN);
+  return SHRINK_FACTORS.find((f) => short / f >= size * SHRINK_MARGIN);
 }
+
+const SHRINK_FACTORS: readonly Shrink[] = [8, 4];
 
 /**
  * The photo's size over the factor, rounded up as libjpeg's scaled DCT rounds,

@@ -1,14 +1,18 @@
 /*
  * Baseline JPEGs to 8-bit RGB with the system's libjpeg, as a Node-API addon.
  *
- *   decode(bytes, out, orientation) -> Promise<{ width, height } | { declined, message }>
+ *   decode(bytes, out, orientation, shrink) -> Promise<{ width, height } | { declined, message }>
  *     the whole image into `out` (width x height x 3 bytes, sized by the
  *     caller from the header), EXIF orientation 1-8 applied;
- *   open(bytes) -> { handle, width, height } | { declined, message }
+ *   open(bytes, shrink) -> { handle, width, height } | { declined, message }
  *   read(handle, out, rows) -> Promise<{ rows } | { declined, message }>
  *   close(handle)
  *     the same decode in strips of rows, so that the caller can resample one
  *     strip while the next is decoded (the decodes run on libuv's thread pool).
+ *
+ * `shrink` (1, 2, 4 or 8) scales the inverse DCT as Pillow's `draft` does:
+ * ceil(width / shrink) x ceil(height / shrink) pixels, most of the transform
+ * and of the full-size image skipped.
  *
  * Why: Debian's Pillow (the reference preprocessing) links Debian's
  * libjpeg62-turbo, and so does this addon, with Pillow's settings (islow
@@ -77,7 +81,7 @@ static int decoder_fail(Decoder *d, const char *why) {
 }
 
 /* Reads the header and starts decompression; 0 (closed, with a message) when it declines. */
-static int decoder_open(Decoder *d, const unsigned char *bytes, size_t length) {
+static int decoder_open(Decoder *d, const unsigned char *bytes, size_t length, unsigned shrink) {
   memset(d, 0, sizeof *d);
   d->bytes = malloc(length ? length : 1);
   if (!d->bytes) return decoder_fail(d, "out of memory");
@@ -98,6 +102,8 @@ static int decoder_open(Decoder *d, const unsigned char *bytes, size_t length) {
   d->cinfo.out_color_space = JCS_RGB;
   d->cinfo.dct_method = JDCT_ISLOW;
   d->cinfo.do_fancy_upsampling = TRUE;
+  d->cinfo.scale_num = 1;
+  d->cinfo.scale_denom = shrink;
   jpeg_start_decompress(&d->cinfo);
   return 1;
 }
@@ -176,6 +182,13 @@ static unsigned char *bytes_of(napi_env env, napi_value v, size_t *length) {
   return data;
 }
 
+/* A shrink argument (1, 2, 4 or 8), or 0. */
+static unsigned shrink_of(napi_env env, napi_value v) {
+  uint32_t shrink = 0;
+  if (napi_get_value_uint32(env, v, &shrink) != napi_ok) return 0;
+  return shrink == 1 || shrink == 2 || shrink == 4 || shrink == 8 ? shrink : 0;
+}
+
 static napi_value declined(napi_env env, const char *message) {
   napi_value result, value;
   napi_create_object(env, &result);
@@ -228,6 +241,7 @@ typedef struct {
   unsigned char *out;
   size_t out_len;
   int orientation;
+  unsigned shrink;
   int ok;
   unsigned width, height;
 } WholeJob;
@@ -236,7 +250,7 @@ static void whole_execute(napi_env env, void *data) {
   (void)env;
   WholeJob *job = (WholeJob *)data;
   Decoder *d = &job->decoder;
-  if (!decoder_open(d, job->in, job->in_len)) return;
+  if (!decoder_open(d, job->in, job->in_len, job->shrink)) return;
   unsigned w = d->cinfo.output_width, h = d->cinfo.output_height;
   if ((size_t)w * h * 3 != job->out_len) {
     decoder_fail(d, "the output buffer does not fit the frame");
@@ -274,10 +288,10 @@ static void whole_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value decode(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
-    return throw_type(env, "decode(bytes, out, orientation)");
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) {
+    return throw_type(env, "decode(bytes, out, orientation, shrink)");
   }
   size_t in_len = 0, out_len = 0;
   unsigned char *in = bytes_of(env, argv[0], &in_len);
@@ -285,6 +299,8 @@ static napi_value decode(napi_env env, napi_callback_info info) {
   if (!in || !out) return throw_type(env, "bytes and out must be Uint8Arrays");
   int32_t orientation = 1;
   if (napi_get_value_int32(env, argv[2], &orientation) != napi_ok) return throw_type(env, "orientation must be a number");
+  unsigned shrink = shrink_of(env, argv[3]);
+  if (!shrink) return throw_type(env, "shrink must be 1, 2, 4 or 8");
   WholeJob *job = calloc(1, sizeof(WholeJob));
   if (!job) return throw_type(env, "out of memory");
   job->in = in;
@@ -292,6 +308,7 @@ static napi_value decode(napi_env env, napi_callback_info info) {
   job->out = out;
   job->out_len = out_len;
   job->orientation = orientation;
+  job->shrink = shrink;
   return queue(env, &job->async, argv[0], argv[1], whole_execute, whole_complete);
 }
 
@@ -314,15 +331,17 @@ static Decoder *decoder_of(napi_env env, napi_value v) {
 }
 
 static napi_value open_decoder(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   size_t length = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return throw_type(env, "open(bytes)");
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_type(env, "open(bytes, shrink)");
   unsigned char *bytes = bytes_of(env, argv[0], &length);
   if (!bytes) return throw_type(env, "bytes must be a Uint8Array");
+  unsigned shrink = shrink_of(env, argv[1]);
+  if (!shrink) return throw_type(env, "shrink must be 1, 2, 4 or 8");
   Decoder *d = malloc(sizeof(Decoder));
   if (!d) return throw_type(env, "out of memory");
-  if (!decoder_open(d, bytes, length)) {
+  if (!decoder_open(d, bytes, length, shrink)) {
     napi_value result = declined(env, d->message);
     free(d);
     return result;

@@ -122,11 +122,12 @@ describe("libjpeg decoder addon", { skip: noAddon }, () => {
 
   test("declines a frame that the output buffer does not fit, and refuses arguments of the wrong type", async () => {
     const bytes = await jpeg(16, 8, 9);
-    assert.deepEqual(await decodeJpegNative!(bytes, new Uint8Array(16 * 8 * 3), 1), { width: 16, height: 8 });
-    const short = await decodeJpegNative!(bytes, new Uint8Array(16 * 8 * 3 - 1), 1);
+    assert.deepEqual(await decodeJpegNative(bytes, new Uint8Array(16 * 8 * 3), 1, 1), { width: 16, height: 8 });
+    const short = await decodeJpegNative(bytes, new Uint8Array(16 * 8 * 3 - 1), 1, 1);
     assert.ok("declined" in short && /does not fit/.test(short.message));
-    assert.throws(() => decodeJpegNative!("jpeg" as unknown as Uint8Array, new Uint8Array(3), 1), TypeError);
-    assert.throws(() => decodeJpegNative!(bytes, new Float32Array(3) as unknown as Uint8Array, 1), TypeError);
+    assert.throws(() => decodeJpegNative("jpeg" as unknown as Uint8Array, new Uint8Array(3), 1, 1), TypeError);
+    assert.throws(() => decodeJpegNative(bytes, new Float32Array(3) as unknown as Uint8Array, 1, 1), TypeError);
+    assert.throws(() => decodeJpegNative(bytes, new Uint8Array(16 * 8 * 3), 1, 3 as 1), TypeError);
   });
 
   test("decodes many photos at once, each to its own pixels", async () => {

@@ -16,12 +16,15 @@ export interface Declined {
   message: string;
 }
 
+/** libjpeg's DCT scaling: ceil(width / shrink) x ceil(height / shrink) pixels, as Pillow's `draft` gives. */
+export type Shrink = 1 | 2 | 4 | 8;
+
 /** An opaque libjpeg decoder, read in strips. */
 type Handle = { readonly __brand: "jpeg-decoder" };
 
 interface Addon {
-  decode(bytes: Uint8Array, out: Uint8Array, orientation: number): Promise<{ width: number; height: number } | Declined>;
-  open(bytes: Uint8Array): { handle: Handle; width: number; height: number } | Declined;
+  decode(bytes: Uint8Array, out: Uint8Array, orientation: number, shrink: Shrink): Promise<{ width: number; height: number } | Declined>;
+  open(bytes: Uint8Array, shrink: Shrink): { handle: Handle; width: number; height: number } | Declined;
   read(handle: Handle, out: Uint8Array, rows: number): Promise<{ rows: number } | Declined>;
   close(handle: Handle): void;
 }
@@ -44,18 +47,19 @@ export const nativeJpegUnavailable: string | undefined = unavailable;
 export const nativeJpegLoaded = addon !== undefined;
 
 /**
- * Decodes a JPEG into `out` (width x height x 3 bytes, from the header) as
- * RGB and applies an EXIF orientation (1-8), or declines: the caller then
- * decodes with sharp. Resolves to the displayed size. Throws when the addon
- * is not loaded.
+ * Decodes a JPEG, shrunk by `shrink`, into `out` (3 bytes a pixel, sized from
+ * the header) as RGB and applies an EXIF orientation (1-8), or declines: the
+ * caller then decodes with sharp. Resolves to the displayed size. Throws when
+ * the addon is not loaded.
  */
 export function decodeJpegNative(
   bytes: Uint8Array,
   out: Uint8Array,
   orientation: number,
+  shrink: Shrink,
 ): Promise<{ width: number; height: number } | Declined> {
   if (!addon) throw new Error(`the libjpeg decoder addon is not loaded: ${unavailable}`);
-  return addon.decode(bytes, out, orientation);
+  return addon.decode(bytes, out, orientation, shrink);
 }
 
 /** A JPEG being decoded by the addon in strips of rows, top to bottom, as stored (no EXIF orientation). */
@@ -72,10 +76,10 @@ export interface JpegStrips {
   close(): void;
 }
 
-/** Opens a JPEG for reading in strips, or says why the addon declines it. Throws when the addon is not loaded. */
-export function openJpegNative(bytes: Uint8Array): JpegStrips | Declined {
+/** Opens a JPEG, shrunk by `shrink`, for reading in strips, or says why the addon declines it. Throws when the addon is not loaded. */
+export function openJpegNative(bytes: Uint8Array, shrink: Shrink): JpegStrips | Declined {
   if (!addon) throw new Error(`the libjpeg decoder addon is not loaded: ${unavailable}`);
-  const opened = addon.open(bytes);
+  const opened = addon.open(bytes, shrink);
   if ("declined" in opened) return opened;
   const { handle, width, height } = opened;
   return {

@@ -74,6 +74,16 @@ describe("preprocessPhoto in strips", { skip: noAddon }, () => {
     }
   });
 
+  test("shrinks a large photo in strips to the tensor of the addon's whole-image shrink", async () => {
+    const bytes = await jpeg(2700, 2750, 8); // a quarter is 675 x 688: at least 3 x 224
+    const got = await preprocessPhoto(bytes, SIZE, LIMITS, true);
+    assert.equal(got.path, "jpeg-shrink");
+    assert.equal(got.decoder, "libjpeg-strips");
+    const whole = await decodeImage(bytes, LIMITS, { shrinkFor: SIZE });
+    assert.deepEqual([whole.decoder, whole.path, whole.image.width, whole.image.height], ["libjpeg", "jpeg-shrink", 675, 688]);
+    assert.ok(same(got.tensor, toChw(fitToModel(whole.image, SIZE))), "tensors differ");
+  });
+
   test("refuses what the plain path refuses and accepts the rest, with the same tensor", async () => {
     let strips = 0;
     for (const c of await imageCases()) {

@@ -39,13 +39,13 @@ export async function preprocessPhoto(bytes: Uint8Array, size: number, limits: D
   const options = shrink ? { shrinkFor: size } : {};
   // A photo already the model's size needs no resize, so nothing to overlap with its decode.
   const modelSized = checked.header.width === size && checked.header.height === size;
-  const strips = modelSized ? undefined : openJpegStrips(bytes, checked, options);
-  const piped = strips && (await resizeStrips(strips, size));
+  const opened = modelSized ? undefined : openJpegStrips(bytes, checked, options);
+  const piped = opened && (await resizeStrips(opened.strips, size));
   if (piped && piped !== "declined") {
     const t3 = performance.now();
     const tensor = toChw({ width: size, height: size, channels: 3, data: piped.pixels });
     const ms = { decode: piped.decoded - t0, resize: t3 - piped.decoded, tensor: performance.now() - t3 };
-    return { tensor, ms, path: "exact", decoder: "libjpeg-strips" };
+    return { tensor, ms, path: opened.path, decoder: "libjpeg-strips" };
   }
   // Declined partway (libjpeg warned): sharp decides, as for any file the addon declines.
   const { image, path, decoder } = await decodeChecked(
