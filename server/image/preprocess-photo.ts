@@ -115,9 +115,9 @@ async function resizeStrips(strips: JpegStrips, size: number): Promise<{ pixels:
 
 /**
  * True when the header says the photo is already the model's size (a crop
- * made on the device): then there is no resize, the decode runs in libvips'
- * own threads, and the little JavaScript left is cheaper than a hop to a
- * worker and back. Unreadable headers say false and go the usual way.
+ * made on the device): then there is no resize, the decode runs off the
+ * event loop (on libuv's thread pool, or in libvips' threads), and the little
+ * JavaScript left is cheaper than a hop to a worker and back. Unreadable headers say false and go the usual way.
  */
 export function isModelSized(bytes: Uint8Array, size: number): boolean {
   const format = sniffFormat(bytes);
