@@ -150,12 +150,15 @@ export async function decodeChecked(
   options: DecodeOptions = {},
 ): Promise<DecodedImage> {
   const layout = layoutOf(format, header);
-  const factor = options.shrinkFor === undefined ? undefined : shrinkFactor(format, layout, header, options.shrinkFor);
+  const factor = shrinkFactorFor({ format, header }, options);
+  // The image's own size on the exact path (after EXIF orientation), the stored one when shrunk.
+  const decoded = (image: PixelImage, decoder: Decoder): DecodedImage =>
+    factor === undefined
+      ? { image, format, width: image.width, height: image.height, path: "exact", decoder }
+      : { image, format, width: header.width, height: header.height, path: "jpeg-shrink", decoder };
   if (libjpegTakes({ format, header }, options)) {
     const image = await decodeWithLibjpeg(bytes, header, factor ?? 1);
-    if (image && factor === undefined)
-      return { image, format, width: image.width, height: image.height, path: "exact", decoder: "libjpeg" };
-    if (image) return { image, format, width: header.width, height: header.height, path: "jpeg-shrink", decoder: "libjpeg" };
+    if (image) return decoded(image, "libjpeg");
   }
   let raw: { data: Buffer; info: OutputInfo };
   try {
@@ -168,9 +171,7 @@ export async function decodeChecked(
   } catch (err) {
     throw fromSharpError(err, format);
   }
-  const image = toRgb(raw.data, raw.info, layout);
-  if (factor === undefined) return { image, format, width: image.width, height: image.height, path: "exact", decoder: "sharp" };
-  return { image, format, width: header.width, height: header.height, path: "jpeg-shrink", decoder: "sharp" };
+  return decoded(toRgb(raw.data, raw.info, layout), "sharp");
 }
 
 /**
@@ -209,8 +210,8 @@ export function openJpegStrips(
   options: DecodeOptions = {},
 ): { strips: JpegStrips; path: DecodePath } | undefined {
   if (!libjpegTakes(checked, options) || jpegExifOrientation(bytes) !== 1) return undefined;
-  const { format, header } = checked;
-  const factor = options.shrinkFor === undefined ? undefined : shrinkFactor(format, "default", header, options.shrinkFor);
+  const { header } = checked;
+  const factor = shrinkFactorFor(checked, options);
   const shrink = factor ?? 1;
   const strips = openJpegNative(bytes, shrink);
   if ("declined" in strips) return undefined;
@@ -254,6 +255,11 @@ function shrinkFactor(format: ImageFormat, layout: Layout, header: ImageHeader, 
 }
 
 const SHRINK_FACTORS: readonly Shrink[] = [8, 4];
+
+/** shrinkFactor for a checked photo, or undefined when the caller did not allow shrinking. */
+function shrinkFactorFor({ format, header }: CheckedImage, options: DecodeOptions): Shrink | undefined {
+  return options.shrinkFor === undefined ? undefined : shrinkFactor(format, layoutOf(format, header), header, options.shrinkFor);
+}
 
 /**
  * The photo's size over the factor, rounded up as libjpeg's scaled DCT rounds,

@@ -133,10 +133,7 @@ static long decoder_read(Decoder *d, unsigned char *out, unsigned rows) {
   }
   if (d->cinfo.output_scanline == d->cinfo.output_height) {
     jpeg_finish_decompress(&d->cinfo);
-    jpeg_destroy_decompress(&d->cinfo);
-    d->live = 0;
-    free(d->bytes);
-    d->bytes = NULL;
+    decoder_close(d);
   }
   return (long)done;
 }
