@@ -126,7 +126,7 @@ results.vsOld = await section("vs-old", () => vsOldPipeline(photos, quick ? 15 :
 // Beside the default server, the same checkout with MODEL_PRECISION=fp32: the reference's model, so the two ratios
 // split what the int8 variant gives from what the rest of the pipeline does.
 results.fixedCost = await section("fixed-cost", async () => ({
-  ...(await fixedCost(photos, quick ? 15 : 30, ROOT, { MODEL_PRECISION: "fp32" })),
+  ...(await fixedCost(photos, quick ? 15 : 60, ROOT, { MODEL_PRECISION: "fp32" })),
   baselineLabel: "this checkout with MODEL_PRECISION=fp32 (the reference's model)",
   columns: { baseline: "fp32 server", ours: "default server (int8 when recorded)" },
 }));

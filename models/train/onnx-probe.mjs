@@ -101,7 +101,13 @@ if (mode === "ranges") {
 } else if (mode === "latency") {
   const threads = Number(rest[0] ?? 2);
   const runs = Number(rest[1] ?? 30);
-  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: threads, graphOptimizationLevel: "all" });
+  // As the server opens a model (sessionConfig in server/model/embedder.ts): without QDQ propagation, which would
+  // run the int8 variant's first MaxPool on uint8 in a generic kernel.
+  const session = await ort.InferenceSession.create(model, {
+    intraOpNumThreads: threads,
+    graphOptimizationLevel: "all",
+    extra: { optimization: { disable_specified_optimizers: "QDQPropagationTransformer" } },
+  });
   const meta = session.inputMetadata[0];
   const size = typeof meta.shape?.[2] === "number" ? meta.shape[2] : 224;
   const x = new Float32Array(3 * size * size).map((_, i) => ((i * 7919) % 256) / 255);

@@ -73,16 +73,34 @@ export function checkContract(
 }
 
 /**
- * Whether ONNX Runtime's intra-op threads spin while they wait for the next
- * operator's work or sleep. Spinning is its default, and what a lone call
- * wants: on a quiet 2-core machine, with 15 ms between runs as a server
- * has, batch-1 runs took 5.5 instead of 7.0 ms (int8) and 8.9 instead of
- * 11.5 ms (fp32) p50, the price of waking sleeping threads at every
- * operator. Where the cores are shared with other work that cannot wait,
- * MODEL_THREAD_SPINNING=false gives the CPU back between operators.
+ * The ONNX Runtime settings the server runs a model with, beyond the level and the threads.
+ *
+ * - Whether the intra-op threads spin while they wait for the next operator's
+ *   work or sleep. Spinning is ONNX Runtime's default, and what a lone call
+ *   wants: on a quiet 2-core machine, with 15 ms between runs as a server
+ *   has, batch-1 runs took 5.5 instead of 7.0 ms (int8) and 8.9 instead of
+ *   11.5 ms (fp32) p50, the price of waking sleeping threads at every
+ *   operator. Where the cores are shared with other work that cannot wait,
+ *   MODEL_THREAD_SPINNING=false gives the CPU back between operators.
+ * - No QDQ propagation. The int8 variant (models/train/quantize.py) already
+ *   quantizes every Conv and Add input where it is needed; the one thing the
+ *   propagation does there is lift the first QuantizeLinear above the
+ *   MaxPool after the float stem, which turns that MaxPool into a uint8 one
+ *   in NCHW, a generic kernel: 0.9 ms of a 6 ms run, where the float MaxPool
+ *   in ONNX Runtime's blocked layout takes 0.04 ms. A MaxPool commutes with
+ *   quantization (both are monotone), so the embeddings are the same bits
+ *   either way (session-config.test.ts); batch-1 p50 went from 6.8-7.8 to
+ *   4.7-6.9 ms in separate processes on the 2-core machine. A model without
+ *   QuantizeLinear/DequantizeLinear nodes has nothing to propagate.
  */
-export function sessionConfig(spinning = true): { session: { intra_op: { allow_spinning: "0" | "1" } } } {
-  return { session: { intra_op: { allow_spinning: spinning ? "1" : "0" } } };
+export function sessionConfig(spinning = true): {
+  session: { intra_op: { allow_spinning: "0" | "1" } };
+  optimization: { disable_specified_optimizers: string };
+} {
+  return {
+    session: { intra_op: { allow_spinning: spinning ? "1" : "0" } },
+    optimization: { disable_specified_optimizers: "QDQPropagationTransformer" },
+  };
 }
 
 export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
