@@ -458,7 +458,7 @@ export function markdown(r: Results, summary: SummaryRow[], chartFiles: string[]
     if (mo.variants?.length) {
       L.push(
         "",
-        "Variants written by `npm run model:quantize` (models/train/quantize.py; selectable with MODEL_PRECISION, the default stays fp32). Cosine with the float model's embedding on the tool's evaluation renders (rendered dogs not used for calibration), as models/nose-embedder.variants.json records it; latency here, batch 1, 2 intra-op threads, each variant and the float model run in turns:",
+        "Variants written by `npm run model:quantize` (models/train/quantize.py; selectable with MODEL_PRECISION; the default, auto, runs int8 when it is recorded for the bundled model). Cosine with the float model's embedding on the tool's evaluation renders (rendered dogs not used for calibration), as models/nose-embedder.variants.json records it; latency here, batch 1, 2 intra-op threads, each variant and the float model run in turns:",
         "",
         "| variant | file | MB | cosine mean / p1 / min | p50 / p95 | fp32 p50 in the same turns | speed-up |",
         "| --- | --- | --- | --- | --- | --- | --- |",
