@@ -227,6 +227,7 @@ def quantize_int8(model, stats, names, exclude):
                 for i, x in enumerate(n.input):
                     if x == t and (n.op_type != "Conv" or i == 0):
                         n.input[i] = dq_name
+    quantize_padded_conv_outputs(g, names, exclude, new_nodes)
     # Weights (per output channel, symmetric int8) and biases (int32) of every Conv.
     for n in g.node:
         if n.op_type != "Conv" or n.name in exclude or n.input[1] not in inits:
@@ -267,6 +268,38 @@ def quantize_int8(model, stats, names, exclude):
     g.initializer.extend(keep)
     topo_sort(g)
     return model
+
+
+def quantize_padded_conv_outputs(g, names, exclude, new_nodes):
+    """A Conv whose output is only zero-padded before it is quantized gets a Q/DQ pair of its own, with the
+    Pad output's scale and zero point: ONNX Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into one
+    QLinearConv, and finds no such pattern with the Pad in between. Without it that Conv ran in float and
+    dequantized its int8 weights at every run (two in the shipped model, 0.67 ms of a 5 ms run). Zero padding
+    commutes with the quantization (zero becomes the zero point), so only the Conv's own arithmetic changes:
+    integer accumulation instead of float (the shipped variant's embeddings: the same bits on 173 of 180 test
+    photos, raw values within 0.002 on the rest)."""
+    producer = {o: n for n in g.node for o in n.output}
+    readers = {}
+    for n in g.node:
+        for x in n.input:
+            readers.setdefault(x, []).append(n)
+    consts = {i.name for i in g.initializer}
+    for t in names:
+        pad = producer.get(t)
+        if pad is None or pad.op_type != "Pad" or (len(pad.input) > 2 and pad.input[2]):
+            continue  # not a Pad, or one with a constant value of its own
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        conv = producer.get(pad.input[0])
+        if mode != b"constant" or conv is None or conv.op_type != "Conv" or conv.name in exclude or conv.input[1] not in consts:
+            continue
+        if [r.name for r in readers.get(conv.output[0], [])] != [pad.name]:
+            continue
+        src = conv.output[0]
+        new_nodes += [
+            helper.make_node("QuantizeLinear", [src, f"{t}_scale", f"{t}_zp"], [f"{src}_q"], name=f"{src}_Q"),
+            helper.make_node("DequantizeLinear", [f"{src}_q", f"{t}_scale", f"{t}_zp"], [f"{src}_dq"], name=f"{src}_DQ"),
+        ]
+        pad.input[0] = f"{src}_dq"
 
 
 def weight_rounding_shift(w, wq, w_scale, input_means, conv):

@@ -1,6 +1,7 @@
 /**
  * The settings the server opens a model with (sessionConfig), on the bundled
- * int8 variant: its MaxPool runs in float, and the embeddings are the bits
+ * int8 variant: its MaxPool runs in float, every Conv the quantizer did not
+ * leave float runs as an integer QLinearConv, and the embeddings are the bits
  * ONNX Runtime's defaults give.
  */
 import assert from "node:assert/strict";
@@ -32,24 +33,38 @@ async function embed(session: ort.InferenceSession, x: Float32Array): Promise<Fl
   return out[session.outputNames[0]].data as Float32Array;
 }
 
-test("the int8 variant's MaxPool runs on float values, not on uint8 in a generic kernel", async () => {
+type ProfileEvent = { cat?: string; name: string; args?: { op_name?: string; input_type_shape?: Record<string, number[]>[] } };
+
+/** The kernels of one run of the int8 variant with the server's settings, from ONNX Runtime's profile. */
+const kernels: Promise<ProfileEvent[]> = (async () => {
   const session = await open(sessionConfig(), true);
   await embed(session, input(1));
   session.endProfiling();
   await session.release();
   const file = readdirSync(dir).find((f) => f.startsWith("run") && f.endsWith(".json"));
   assert.ok(file, "ONNX Runtime wrote no profile");
-  const events = JSON.parse(readFileSync(path.join(dir, file), "utf8")) as {
-    cat?: string;
-    name: string;
-    args?: { op_name?: string; input_type_shape?: Record<string, number[]>[] };
-  }[];
-  const pools = events.filter((e) => e.cat === "Node" && e.name.endsWith("_kernel_time") && e.args?.op_name === "MaxPool");
+  const events = JSON.parse(readFileSync(path.join(dir, file), "utf8")) as ProfileEvent[];
+  return events.filter((e) => e.cat === "Node" && e.name.endsWith("_kernel_time"));
+})();
+
+test("the int8 variant's MaxPool runs on float values, not on uint8 in a generic kernel", async () => {
+  const pools = (await kernels).filter((e) => e.args?.op_name === "MaxPool");
   assert.ok(pools.length > 0, "the model ran no MaxPool");
   for (const p of pools) {
     const types = (p.args?.input_type_shape ?? []).flatMap((t) => Object.keys(t));
     assert.deepEqual(types, ["float"], `${p.name} ran on ${types.join(",")}`);
   }
+});
+
+test("every Conv of the int8 variant runs as QLinearConv but those the quantizer left float", async () => {
+  const record = JSON.parse(readFileSync(path.join(ROOT, "models", "nose-embedder.variants.json"), "utf8")) as {
+    int8_float_nodes: string[];
+  };
+  const ran = await kernels;
+  const float = ran.filter((e) => e.args?.op_name === "Conv").map((e) => e.name);
+  assert.ok(ran.filter((e) => e.args?.op_name === "QLinearConv").length > 0, "no QLinearConv ran");
+  // ONNX Runtime renames the Convs it fuses (the stem's is named after its Relu), so count them.
+  assert.equal(float.length, record.int8_float_nodes.length, `float Convs: ${float.join(", ")}`);
 });
 
 test("the embeddings are the same bits as with ONNX Runtime's default settings", async () => {
